@@ -1,0 +1,96 @@
+"""`python -m lab up|down|status|ssh|reboot|images|demo`."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from . import config, hosts, image
+from .docker import require_engine
+
+
+@click.group()
+@click.option("--name", default=None, help="Lab name (prefix of everything it creates). "
+              "Default: $REGDEPLOY_LAB or regdeploy-lab.")
+@click.pass_context
+def main(ctx: click.Context, name: str | None) -> None:
+    """Throwaway Debian 12 hosts for regdeploy's demo and tests."""
+    lab = config.default_lab()
+    ctx.obj = config.Lab(name=name, subnet_prefix=lab.subnet_prefix) if name else lab
+
+
+@main.command()
+@click.option("--clients", default=2, show_default=True, help="Number of client hosts (besides the server).")
+@click.option("--rebuild", is_flag=True, help="Rebuild the host and stand-in images from scratch.")
+@click.pass_obj
+def up(lab: config.Lab, clients: int, rebuild: bool) -> None:
+    """Start (or grow) the lab and write its inventory."""
+    started = hosts.up(lab, clients=clients, rebuild=rebuild)
+    click.echo(f"lab {lab.name}: {', '.join(started)} answer SSH")
+    click.echo(f"  pyinfra inventory: {lab.inventory_path}")
+    click.echo(f"  testinfra hosts:   --hosts={lab.hosts_path.read_text().strip()} "
+               f"--ssh-config={lab.ssh_config_path}")
+
+
+@main.command()
+@click.pass_obj
+def down(lab: config.Lab) -> None:
+    """Remove every host, network and volume of the lab (images stay for reuse)."""
+    require_engine()
+    removed = hosts.down(lab)
+    click.echo(f"lab {lab.name}: removed {len(removed)} objects")
+
+
+@main.command()
+@click.pass_obj
+def status(lab: config.Lab) -> None:
+    """List the lab's hosts and whether they answer SSH."""
+    require_engine()
+    names = hosts.running_hosts(lab)
+    if not names:
+        click.echo(f"lab {lab.name}: no hosts")
+        sys.exit(1)
+    for hostname in names:
+        state = "ssh ok" if lab.ssh_config_path.exists() and hosts.ssh_ok(lab, hostname) else "no ssh"
+        click.echo(f"{hostname:12} {state}")
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("hostname")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def ssh(lab: config.Lab, hostname: str, command: tuple[str, ...]) -> None:
+    """Open a shell (or run COMMAND) on a lab host."""
+    argv = hosts.ssh_command(lab, hostname, *command)
+    os.execvp(argv[0], argv)
+
+
+@main.command()
+@click.argument("hostname")
+@click.pass_obj
+def reboot(lab: config.Lab, hostname: str) -> None:
+    """Restart one host the way a machine reboot would; its volume and containers persist."""
+    hosts.reboot(lab, hostname)
+    click.echo(f"{hostname} is back")
+
+
+@main.command()
+@click.option("--rebuild", is_flag=True)
+@click.pass_obj
+def images(lab: config.Lab, rebuild: bool) -> None:
+    """Build the host image and the registry:2 / busybox stand-in archives."""
+    require_engine()
+    image.build_all(lab, rebuild=rebuild)
+    click.echo(f"{config.HOST_IMAGE}, {lab.registry_archive}, {lab.test_image_archive}")
+
+
+@main.command()
+@click.option("--clients", default=2, show_default=True)
+@click.pass_obj
+def demo(lab: config.Lab, clients: int) -> None:
+    """Up the lab, deploy regdeploy on it, push from one client, pull on another, show the catalog."""
+    from .demo import run_demo
+
+    run_demo(lab, clients)

@@ -1,0 +1,100 @@
+"""Where the lab keeps its state and what it names things: the one place for the lab's constants."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+# Label on every container, network and volume the lab creates, so `down` removes exactly those.
+LAB_LABEL = "regdeploy.lab"
+
+HOST_IMAGE = "regdeploy-lab-host:bookworm"
+BASE_IMAGE = "regdeploy-lab-base:bookworm"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("REGDEPLOY_LAB_MIRROR", "http://deb.debian.org/debian")
+
+# Packages every lab host gets, so it looks like a freshly installed minimal server.
+HOST_PACKAGES = [
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2",
+    "ca-certificates", "curl", "procps", "iputils-ping", "gnupg",
+]
+# Downloaded (not installed) into each host's apt cache at image build time: every host then
+# installs Docker without fetching ~60 MB from the mirror, N hosts never download it N times.
+PRECACHED_PACKAGES = ["docker.io"]
+
+# The stand-in images the lab builds because Docker Hub is unreachable here.
+REGISTRY_IMAGE = "registry:2"
+TEST_IMAGE = "busybox:latest"
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One lab: a name that prefixes everything it creates, and a state directory on the controller."""
+
+    name: str = "regdeploy-lab"
+    subnet_prefix: str = "172.29.57"
+
+    @property
+    def state_dir(self) -> Path:
+        return REPO_ROOT / ".lab" / self.name
+
+    @property
+    def images_dir(self) -> Path:
+        # Images and the debootstrap cache are shared by every lab on this controller.
+        return REPO_ROOT / ".lab" / "images"
+
+    @property
+    def network(self) -> str:
+        return self.name
+
+    @property
+    def subnet(self) -> str:
+        return f"{self.subnet_prefix}.0/24"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.state_dir / "inventory.py"
+
+    @property
+    def hosts_path(self) -> Path:
+        return self.state_dir / "hosts"
+
+    @property
+    def ssh_config_path(self) -> Path:
+        return self.state_dir / "ssh_config"
+
+    @property
+    def registry_archive(self) -> Path:
+        return self.images_dir / "registry-2.tar"
+
+    @property
+    def test_image_archive(self) -> Path:
+        return self.images_dir / "busybox.tar"
+
+    def container_name(self, hostname: str) -> str:
+        return f"{self.name}-{hostname}"
+
+    def volume_name(self, hostname: str) -> str:
+        return f"{self.name}-{hostname}-docker"
+
+    def address(self, index: int) -> str:
+        # .1 is the bridge gateway (the controller); the server is .10, clients .11 upwards.
+        return f"{self.subnet_prefix}.{10 + index}"
+
+
+def default_lab() -> Lab:
+    return Lab(
+        name=os.environ.get("REGDEPLOY_LAB", "regdeploy-lab"),
+        subnet_prefix=os.environ.get("REGDEPLOY_LAB_SUBNET", "172.29.57"),
+    )
+
+
+def hostnames(clients: int) -> list[str]:
+    return ["registry"] + [f"client{i}" for i in range(1, clients + 1)]

@@ -1,0 +1,142 @@
+"""Start, stop and reboot the lab's hosts: Debian containers with systemd as PID 1 and sshd."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import config, image, inventory
+from .docker import docker, inspect, labelled, require_engine
+from .log import step
+
+LXCFS_UPTIME = Path("/var/lib/lxcfs/proc/uptime")
+
+# What makes systemd boot in an unprivileged-enough container on this kind of machine:
+# --privileged fails (CAP_SYS_RESOURCE is not in the bounding set), so take every other capability;
+# systemd mounts its own cgroup hierarchy on a private tmpfs (never bind the controller's).
+HOST_RUN_ARGS = [
+    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
+    "--security-opt", "systempaths=unconfined", "--device-cgroup-rule", "a *:* rwm",
+    "--cgroupns", "private", "--tmpfs", "/sys/fs/cgroup",
+    "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
+]
+
+
+def lab_filter(lab: config.Lab) -> str:
+    return f"label={config.LAB_LABEL}={lab.name}"
+
+
+def running_hosts(lab: config.Lab) -> list[str]:
+    """Hostnames of this lab's host containers, server first."""
+    names = labelled("container", f"{config.LAB_LABEL}={lab.name}")
+    hosts = [n[len(lab.name) + 1:] for n in names if n.startswith(lab.name + "-")]
+    return sorted(hosts, key=lambda h: (h != "registry", len(h), h))
+
+
+def up(lab: config.Lab, clients: int = 2, rebuild: bool = False) -> list[str]:
+    """Create the lab (or grow it to `clients` clients) and wait until every host answers SSH."""
+    require_engine()
+    if not 0 <= clients <= 200:
+        raise SystemExit("--clients must be between 0 and 200")
+    image.build_all(lab, rebuild=rebuild)
+    lab.state_dir.mkdir(parents=True, exist_ok=True)
+    _ensure_ssh_key(lab)
+    _ensure_network(lab)
+    wanted = config.hostnames(clients)
+    existing = set(running_hosts(lab))
+    with step(f"start {len(wanted)} hosts"):
+        for index, hostname in enumerate(wanted):
+            if hostname in existing:
+                docker("start", lab.container_name(hostname))
+            else:
+                _start_host(lab, hostname, index)
+    inventory.write(lab, wanted)
+    with step("wait for SSH on every host"):
+        wait_for_ssh(lab, wanted)
+    return wanted
+
+
+def _ensure_ssh_key(lab: config.Lab) -> None:
+    if not lab.ssh_key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{lab.name}",
+                        "-f", str(lab.ssh_key)], check=True)
+
+
+def _ensure_network(lab: config.Lab) -> None:
+    if inspect("network", lab.network) is None:
+        docker("network", "create", "--subnet", lab.subnet,
+               "--label", f"{config.LAB_LABEL}={lab.name}", lab.network)
+
+
+def _start_host(lab: config.Lab, hostname: str, index: int) -> None:
+    volume = lab.volume_name(hostname)
+    docker("volume", "create", "--label", f"{config.LAB_LABEL}={lab.name}", volume)
+    args = [
+        "run", "-d", "--name", lab.container_name(hostname), "--hostname", hostname,
+        "--label", f"{config.LAB_LABEL}={lab.name}",
+        "--network", lab.network, "--ip", lab.address(index), "--network-alias", hostname,
+        *HOST_RUN_ARGS,
+        # Docker inside the host needs a real filesystem (not overlay on overlay) for overlay2.
+        "-v", f"{volume}:/var/lib/docker",
+        "-v", f"{lab.ssh_key}.pub:/root/.ssh/authorized_keys:ro",
+    ]
+    if LXCFS_UPTIME.exists():
+        # A container sees the machine's uptime; lxcfs gives it its own, so `reboot` is observable.
+        args += ["-v", f"{LXCFS_UPTIME}:/proc/uptime:ro"]
+    docker(*args, config.HOST_IMAGE)
+
+
+def ssh_command(lab: config.Lab, hostname: str, *command: str) -> list[str]:
+    return ["ssh", "-F", str(lab.ssh_config_path), "-o", "ConnectTimeout=3", hostname, *command]
+
+
+def ssh_ok(lab: config.Lab, hostname: str) -> bool:
+    return subprocess.run(
+        ssh_command(lab, hostname, "true"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+    ).returncode == 0
+
+
+def wait_for_ssh(lab: config.Lab, hostnames: list[str], timeout: float = 120) -> None:
+    def wait(hostname: str) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ssh_ok(lab, hostname):
+                return None
+            time.sleep(0.5)
+        return hostname
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        late = [h for h in pool.map(wait, hostnames) if h]
+    if late:
+        logs = docker("logs", "--tail", "20", lab.container_name(late[0]), check=False)
+        raise SystemExit(f"no SSH after {timeout:.0f} s on: {', '.join(late)}\n{logs}")
+
+
+def reboot(lab: config.Lab, hostname: str) -> None:
+    """Restart one host like a machine reboot: processes end, its volume and containers stay."""
+    docker("restart", "--time", "20", lab.container_name(hostname))
+    wait_for_ssh(lab, [hostname])
+
+
+def down(lab: config.Lab) -> list[str]:
+    """Remove every container, network and volume carrying this lab's label, and nothing else."""
+    label = f"{config.LAB_LABEL}={lab.name}"
+    removed = []
+    containers = labelled("container", label)
+    if containers:
+        docker("rm", "-f", "-v", *containers)
+        removed += containers
+    for kind in ("network", "volume"):
+        names = labelled(kind, label)
+        if names:
+            docker(kind, "rm", *names)
+            removed += names
+    for generated in (lab.inventory_path, lab.hosts_path, lab.ssh_config_path):
+        if generated.exists():
+            os.unlink(generated)
+    return removed

@@ -1,0 +1,213 @@
+"""Build the lab's images: the Debian host image (debootstrap) and the two stand-in images
+(registry:2 from Debian's docker-registry package, busybox from busybox-static).
+
+Docker Hub is unreachable here, so nothing is pulled: everything comes from Debian's mirror.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from . import config
+from .docker import docker, image_exists
+from .log import step
+
+# Runs inside the debootstrapped tree (chroot) to turn it into a host that boots like a server.
+HOST_SETUP_SCRIPT = r"""
+set -eu
+# Host keys are generated at first boot, so no two lab hosts (or rebuilds) share them.
+rm -f /etc/ssh/ssh_host_*
+cat > /etc/systemd/system/ssh-host-keys.service <<'UNIT'
+[Unit]
+Description=Generate SSH host keys on first boot
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+UNIT
+ln -sf /etc/systemd/system/ssh-host-keys.service \
+    /etc/systemd/system/multi-user.target.wants/ssh-host-keys.service
+mkdir -p /root/.ssh && chmod 700 /root/.ssh
+sed -i 's/^#\?PermitRootLogin.*/PermitRootLogin prohibit-password/' /etc/ssh/sshd_config
+sed -i 's/^#\?UseDNS.*/UseDNS no/' /etc/ssh/sshd_config
+# Consoles do not exist in a container; apt timers grab the dpkg lock in the middle of a deploy.
+for unit in getty@tty1.service serial-getty@console.service console-getty.service \
+            apt-daily.timer apt-daily-upgrade.timer systemd-timesyncd.service; do
+    ln -sf /dev/null /etc/systemd/system/$unit
+done
+# Every boot gets a fresh machine id, like a cloned VM image.
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90-lab-no-recommends
+apt-get clean
+apt-get update -q
+DEBIAN_FRONTEND=noninteractive apt-get install -q -y --download-only {precached}
+mkdir -p /lab-downloads && cd /lab-downloads && chown _apt /lab-downloads \
+    && apt-get download -q docker-registry busybox-static
+"""
+
+HOST_DOCKERFILE = f"""FROM {config.BASE_IMAGE}
+STOPSIGNAL SIGRTMIN+3
+CMD ["/sbin/init"]
+"""
+
+REGISTRY_CONFIG = """version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+"""
+
+
+def build_all(lab: config.Lab, rebuild: bool = False) -> None:
+    """Make sure the host image and both stand-in archives exist (build what is missing)."""
+    lab.images_dir.mkdir(parents=True, exist_ok=True)
+    rootfs = lab.images_dir / "rootfs"
+    need_host = rebuild or not image_exists(config.HOST_IMAGE)
+    need_archives = rebuild or not (lab.registry_archive.exists() and lab.test_image_archive.exists())
+    if need_host or need_archives:
+        if rebuild or not (rootfs / "lab-downloads").is_dir():
+            _debootstrap(rootfs)
+    if need_host:
+        _import_host_image(rootfs)
+    if need_archives:
+        _build_registry_image(rootfs, lab.registry_archive)
+        _build_test_image(rootfs, lab.test_image_archive)
+
+
+def _debootstrap(rootfs: Path) -> None:
+    if shutil.which("debootstrap") is None:
+        raise SystemExit("debootstrap is not installed: run lab/bootstrap.sh (apt-get install debootstrap)")
+    if rootfs.exists():
+        shutil.rmtree(rootfs)
+    with step(f"debootstrap {config.DEBIAN_SUITE} into {rootfs}"):
+        subprocess.run(
+            ["debootstrap", "--variant=minbase", "--include=" + ",".join(config.HOST_PACKAGES),
+             config.DEBIAN_SUITE, str(rootfs), config.DEBIAN_MIRROR],
+            check=True, stdout=subprocess.DEVNULL,
+        )
+    with step("configure the host tree (ssh, systemd units, apt cache)"):
+        script = HOST_SETUP_SCRIPT.replace("{precached}", " ".join(config.PRECACHED_PACKAGES))
+        # resolv.conf from the controller so apt inside the chroot reaches the mirror.
+        shutil.copy("/etc/resolv.conf", rootfs / "etc/resolv.conf")
+        subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", script], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def _import_host_image(rootfs: Path) -> None:
+    with step(f"import {config.HOST_IMAGE}"):
+        tar = subprocess.Popen(
+            ["tar", "-C", str(rootfs), "--exclude=./lab-downloads", "--exclude=./etc/resolv.conf",
+             "-c", "."],
+            stdout=subprocess.PIPE,
+        )
+        docker("import", "--change", f"LABEL {config.LAB_LABEL}=image", "-", config.BASE_IMAGE,
+               stdin=tar.stdout)
+        if tar.wait() != 0:
+            raise SystemExit("tar of the host tree failed")
+        with tempfile.TemporaryDirectory() as ctx:
+            Path(ctx, "Dockerfile").write_text(HOST_DOCKERFILE)
+            docker("build", "-q", "-t", config.HOST_IMAGE, ctx)
+
+
+def _extract_deb(rootfs: Path, package: str, into: Path) -> None:
+    debs = sorted((rootfs / "lab-downloads").glob(f"{package}_*.deb"))
+    if not debs:
+        raise SystemExit(f"{package} was not downloaded into the image tree; rebuild with --rebuild")
+    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(into)], check=True)
+
+
+def _copy_with_libraries(binary: Path, rootfs: Path, image_root: Path, dest: str) -> None:
+    """Copy a binary into an image tree with the shared libraries it links (ldd inside the host tree)."""
+    target = image_root / dest.lstrip("/")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(binary, target)
+    inside = "/" + str(binary.relative_to(rootfs))
+    out = subprocess.run(["chroot", str(rootfs), "ldd", inside], capture_output=True, text=True)
+    for line in out.stdout.splitlines():
+        parts = line.split()
+        path = parts[2] if "=>" in parts and len(parts) > 2 else parts[0]
+        if path.startswith("/"):
+            lib = image_root / path.lstrip("/")
+            lib.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(rootfs / path.lstrip("/"), lib, follow_symlinks=True)
+
+
+def _save(image: str, archive: Path) -> None:
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    tmp = archive.with_suffix(".tmp")
+    docker("save", "-o", str(tmp), image)
+    tmp.replace(archive)
+
+
+def _import_tree(tree: Path, image: str, changes: list[str]) -> None:
+    tar = subprocess.Popen(["tar", "-C", str(tree), "-c", "."], stdout=subprocess.PIPE)
+    args = ["import"]
+    for change in changes + [f"LABEL {config.LAB_LABEL}=stand-in"]:
+        args += ["--change", change]
+    docker(*args, "-", image, stdin=tar.stdout)
+    if tar.wait() != 0:
+        raise SystemExit(f"tar of the {image} tree failed")
+
+
+def _build_registry_image(rootfs: Path, archive: Path) -> None:
+    with step(f"build the {config.REGISTRY_IMAGE} stand-in from Debian's docker-registry"), \
+            tempfile.TemporaryDirectory() as work:
+        extracted, tree = Path(work, "deb"), Path(work, "tree")
+        _extract_deb(rootfs, "docker-registry", extracted)
+        # Put the binary inside the host tree so ldd resolves against the same libraries.
+        staged = rootfs / "tmp/docker-registry"
+        shutil.copy2(extracted / "usr/bin/docker-registry", staged)
+        try:
+            _copy_with_libraries(staged, rootfs, tree, "/bin/registry")
+        finally:
+            staged.unlink()
+        (tree / "etc/docker/registry").mkdir(parents=True)
+        (tree / "etc/docker/registry/config.yml").write_text(REGISTRY_CONFIG)
+        (tree / "var/lib/registry").mkdir(parents=True)
+        (tree / "tmp").mkdir(mode=0o1777)
+        shutil.copytree(rootfs / "etc/ssl/certs", tree / "etc/ssl/certs", symlinks=False,
+                        ignore_dangling_symlinks=True)
+        # Same interface as the official image: `registry serve <config>`, config path as CMD.
+        _import_tree(tree, config.REGISTRY_IMAGE, [
+            'ENTRYPOINT ["/bin/registry", "serve"]',
+            'CMD ["/etc/docker/registry/config.yml"]',
+            "EXPOSE 5000",
+            'VOLUME ["/var/lib/registry"]',
+        ])
+        _save(config.REGISTRY_IMAGE, archive)
+
+
+def _build_test_image(rootfs: Path, archive: Path) -> None:
+    with step(f"build the {config.TEST_IMAGE} test image from Debian's busybox-static"), \
+            tempfile.TemporaryDirectory() as work:
+        extracted, tree = Path(work, "deb"), Path(work, "tree")
+        _extract_deb(rootfs, "busybox-static", extracted)
+        (tree / "bin").mkdir(parents=True)
+        shutil.copy2(extracted / "bin/busybox", tree / "bin/busybox")
+        for applet in ("sh", "sleep", "true", "echo", "cat", "ls", "date", "id"):
+            (tree / "bin" / applet).symlink_to("busybox")
+        (tree / "tmp").mkdir(mode=0o1777)
+        _import_tree(tree, config.TEST_IMAGE, ['CMD ["sh"]'])
+        _save(config.TEST_IMAGE, archive)

@@ -1,0 +1,24 @@
+"""regdeploy: `pyinfra inventory.py deploy.py`.
+
+Every host gets Docker and trusts the registry (the server too, so `<server>:<port>/...` names
+work on it); the host in `registry_servers` also runs the registry. All inventory data is
+validated for every host before any operation is generated, so bad data changes nothing.
+"""
+
+from pyinfra import host, inventory
+from pyinfra.api.exceptions import DeployError
+
+from regdeploy.settings import ConfigError, from_inventory
+from tasks.docker_client import trust_registry
+from tasks.docker_engine import install_docker
+from tasks.registry_server import run_registry
+
+try:
+    settings = from_inventory(inventory)[host.name]
+except ConfigError as exc:
+    raise DeployError(str(exc)) from None
+
+install_docker(settings)
+trust_registry(settings)
+if settings.is_server:
+    run_registry(settings)

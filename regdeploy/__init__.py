@@ -1,0 +1,1 @@
+"""regdeploy: a private Docker registry and its clients, provisioned with pyinfra."""

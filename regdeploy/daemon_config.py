@@ -1,0 +1,94 @@
+"""Docker's daemon.json: parse, merge the registry in (never overwrite), decide reload vs restart."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# Keys dockerd re-reads on SIGHUP (`systemctl reload docker`): changing only these keeps every
+# running container up. From Docker's "Configuration reload behavior" documentation.
+RELOADABLE_KEYS = frozenset({
+    "debug", "labels", "live-restore", "max-concurrent-downloads", "max-concurrent-uploads",
+    "max-download-attempts", "default-runtime", "runtimes", "authorization-plugins",
+    "insecure-registries", "registry-mirrors", "allow-nondistributable-artifacts",
+    "shutdown-timeout", "features", "builder",
+})
+
+# Keys dockerd 20.10–27 accepts in daemon.json. Used to validate a file before applying it when
+# dockerd has no `--validate` (added in 23.0; Debian 12 ships 20.10): dockerd refuses to start
+# with an unknown key, and refusing before the restart is better than restoring after it.
+KNOWN_KEYS = RELOADABLE_KEYS | frozenset({
+    "allow-direct-routing", "api-cors-header", "authorization-plugins", "bip", "bip6", "bridge",
+    "cdi-spec-dirs", "cgroup-parent", "containerd", "containerd-namespace",
+    "containerd-plugin-namespace", "data-root", "default-address-pools", "default-cgroupns-mode",
+    "default-gateway", "default-gateway-v6", "default-ipc-mode", "default-network-opts",
+    "default-shm-size", "default-ulimits", "dns", "dns-opts", "dns-search", "exec-opts",
+    "exec-root", "experimental", "fixed-cidr", "fixed-cidr-v6", "group", "host-gateway-ip",
+    "host-gateway-ips", "hosts", "icc", "init", "init-path", "insecure-registries", "ip",
+    "ip-forward", "ip-forward-no-drop", "ip-masq", "ip6tables", "iptables", "ipv6", "isolation",
+    "log-driver", "log-format", "log-level", "log-opts", "min-api-version", "mtu", "no-new-privileges",
+    "node-generic-resources", "oom-score-adjust", "pidfile", "proxies", "raw-logs", "seccomp-profile",
+    "selinux-enabled", "storage-driver", "storage-opts", "swarm-default-advertise-addr", "tls",
+    "tlscacert", "tlscert", "tlskey", "tlsverify", "userland-proxy", "userland-proxy-path",
+    "userns-remap", "cluster-store", "cluster-store-opts", "cluster-advertise", "cpu-rt-period",
+    "cpu-rt-runtime", "graph", "disable-legacy-registry", "features", "containerd-snapshotter",
+    "http-proxy", "https-proxy", "no-proxy", "default-runtime",
+})
+
+
+class DaemonConfigError(ValueError):
+    pass
+
+
+def parse(raw: str | None, where: str) -> dict[str, Any]:
+    """The file's content as a dict: absent or blank is {}; anything else must be a JSON object."""
+    if raw is None or raw.strip() == "":
+        return {}
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise DaemonConfigError(
+            f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+            "fix it by hand: regdeploy leaves it untouched"
+        ) from None
+    if not isinstance(value, dict):
+        raise DaemonConfigError(f"{where} must hold a JSON object, not {type(value).__name__}; "
+                                "fix it by hand: regdeploy leaves it untouched")
+    return value
+
+
+def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = ()) -> dict[str, Any]:
+    """`current` with `registry` in insecure-registries and `mirrors` in registry-mirrors.
+
+    Every other key, and every entry already there, is kept in place and in order.
+    """
+    merged = dict(current)
+    merged["insecure-registries"] = _append_missing(current.get("insecure-registries"), [registry])
+    if mirrors:
+        merged["registry-mirrors"] = _append_missing(current.get("registry-mirrors"), list(mirrors))
+    return merged
+
+
+def _append_missing(existing: Any, wanted: list[str]) -> list[str]:
+    entries = list(existing) if isinstance(existing, list) else []
+    return entries + [w for w in wanted if w not in entries]
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
+    return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
+
+
+def apply_action(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """None when nothing changed, "reload" when SIGHUP is enough, else "restart"."""
+    changed = changed_keys(old, new)
+    if not changed:
+        return None
+    return "reload" if changed <= RELOADABLE_KEYS else "restart"
+
+
+def unknown_keys(config: dict[str, Any]) -> list[str]:
+    return sorted(key for key in config if key not in KNOWN_KEYS)
+
+
+def render(config: dict[str, Any]) -> str:
+    return json.dumps(config, indent=2) + "\n"

@@ -1,0 +1,48 @@
+"""pyinfra facts regdeploy needs beyond pyinfra's own (which it uses wherever they fit)."""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra.api import FactBase
+
+
+class DaemonJson(FactBase):
+    """Raw text of Docker's daemon.json, or None when the file does not exist."""
+
+    def command(self, path: str) -> str:
+        quoted = shlex.quote(path)
+        return f"if [ -e {quoted} ]; then echo present; cat {quoted}; else echo absent; fi"
+
+    def process(self, output: list[str]) -> str | None:
+        if not output or output[0] == "absent":
+            return None
+        return "\n".join(output[1:])
+
+
+class DockerdCommandLineRegistries(FactBase):
+    """Lines that give dockerd --insecure-registry on its command line (systemd unit, drop-ins,
+    /etc/default/docker). dockerd refuses to start when daemon.json sets the same option."""
+
+    def command(self) -> str:
+        return (
+            "{ systemctl cat docker.service 2>/dev/null | grep -E '^[[:space:]]*ExecStart=';"
+            " grep -hE '^[[:space:]]*(export[[:space:]]+)?DOCKER_OPTS=' /etc/default/docker 2>/dev/null; }"
+            " | grep -e '--insecure-registry' || true"
+        )
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+class DockerdCanValidate(FactBase):
+    """Whether this dockerd has `--validate` (Docker 23.0+) to check a config file before use."""
+
+    def requires_command(self) -> str:
+        return "dockerd"
+
+    def command(self) -> str:
+        return "dockerd --help 2>&1 | grep -c -e '--validate' || true"
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0].strip() not in ("", "0")

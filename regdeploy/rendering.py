@@ -1,0 +1,22 @@
+"""Render the files in templates/ (registry config, apply script) with strict undefined variables."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+import jinja2
+
+TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    undefined=jinja2.StrictUndefined,
+    keep_trailing_newline=True,
+)
+# Everything substituted into a shell script goes through `quote`.
+_environment.filters["quote"] = lambda value: shlex.quote(str(value))
+
+
+def render(template: str, **variables) -> str:
+    return _environment.get_template(template).render(**variables)

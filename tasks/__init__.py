@@ -1,0 +1,1 @@
+"""pyinfra deploys that make up regdeploy; deploy.py calls them in order."""

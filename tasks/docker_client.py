@@ -1,0 +1,55 @@
+"""Make a host's Docker trust the registry: merge daemon.json, apply it with the least disruption."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import files, server
+
+from regdeploy import daemon_config
+from regdeploy.facts import DaemonJson, DockerdCanValidate, DockerdCommandLineRegistries
+from regdeploy.rendering import render
+from regdeploy.settings import Settings
+
+
+@deploy("Trust the registry in Docker's daemon.json")
+def trust_registry(settings: Settings) -> None:
+    path = settings.docker_daemon_json
+    where = f"host {host.name!r}: {path}"
+
+    conflicts = host.get_fact(DockerdCommandLineRegistries)
+    if conflicts:
+        raise DeployError(
+            f"{where}: dockerd already gets --insecure-registry on its command line "
+            f"({conflicts[0]}); Docker refuses to start when an option is set in both places. "
+            "Move those registries into daemon.json (or remove the flag) and run the deploy again."
+        )
+    try:
+        current = daemon_config.parse(host.get_fact(DaemonJson, path=path), where)
+    except daemon_config.DaemonConfigError as exc:
+        raise DeployError(str(exc)) from None
+
+    merged = daemon_config.merge(current, settings.registry_address, settings.registry_mirrors)
+    action = daemon_config.apply_action(current, merged)
+    if action is None:
+        return
+    if not host.get_fact(DockerdCanValidate):
+        unknown = daemon_config.unknown_keys(merged)
+        if unknown:
+            raise DeployError(f"{where}: unknown daemon.json keys {unknown}: dockerd would refuse "
+                              "to start. Fix the file by hand; regdeploy leaves it untouched.")
+
+    files.put(
+        name=f"Stage the merged {path}",
+        src=StringIO(daemon_config.render(merged)),
+        dest=f"{path}.regdeploy-new",
+        mode="644",
+    )
+    server.shell(
+        name=f"Apply {path} ({action} Docker) and confirm it trusts {settings.registry_address}",
+        commands=[render("apply-daemon-json.sh.j2", path=path, action=action,
+                         registry=settings.registry_address)],
+    )

@@ -1,0 +1,64 @@
+"""Install Docker (distro docker.io, Docker's apt repository, or nothing) and keep it running."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import apt, systemd
+
+from regdeploy.settings import Settings
+
+PACKAGES = {
+    "distro": ["docker.io"],
+    "docker-ce": ["docker-ce", "docker-ce-cli", "containerd.io"],
+    "none": [],
+}
+DOCKER_CE_KEYRING = "/etc/apt/keyrings/docker.gpg"
+
+
+@deploy("Install Docker")
+def install_docker(settings: Settings) -> None:
+    packages = PACKAGES[settings.docker_install_source]
+    if packages:
+        # Only missing packages trigger an apt update: a converged host costs one fact, not an update.
+        installed = host.get_fact(DebPackages) or {}
+        missing = [name for name in packages if name not in installed]
+        if missing:
+            if settings.docker_install_source == "docker-ce":
+                add_docker_ce_repository(settings)
+            apt.packages(name=f"Install {', '.join(missing)}", packages=packages, update=True)
+
+    systemd.service(
+        name="Start Docker and enable it at boot",
+        service="docker",
+        running=True,
+        enabled=True,
+    )
+
+
+def add_docker_ce_repository(settings: Settings) -> None:
+    distro = host.get_fact(LinuxDistribution) or {}
+    distro_id = str(distro.get("name") or "").lower()
+    codename = (distro.get("release_meta") or {}).get("VERSION_CODENAME")
+    if distro_id not in ("debian", "ubuntu") or not codename:
+        raise DeployError(
+            f"host {host.name!r}: docker_install_source='docker-ce' supports Debian and Ubuntu only "
+            f"(found {distro.get('name')!r}); install Docker yourself and set docker_install_source='none'"
+        )
+    base = f"{settings.docker_ce_repo_url}/{distro_id}"
+    apt.packages(name="Install what fetching Docker's apt key needs",
+                 packages=["ca-certificates", "wget", "gnupg"], update=True)
+    apt.key(name="Add Docker's apt signing key to /etc/apt/keyrings",
+            src=f"{base}/gpg", dest=DOCKER_CE_KEYRING)
+    apt.sources_file(
+        name="Add Docker's apt repository (deb822, signed-by)",
+        filename="docker",
+        types=["deb"],
+        uris=[base],
+        suites=[codename],
+        components=["stable"],
+        signed_by=DOCKER_CE_KEYRING,
+    )

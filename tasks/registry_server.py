@@ -1,0 +1,108 @@
+"""Run the registry container: image (pulled or loaded from an archive), config, storage, readiness.
+
+pyinfra's docker.container never recreates a container whose spec changed (its diff is a stub in
+3.10), so the full spec is hashed into a label and the container is recreated exactly when the
+hash, or the image behind the tag, differs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.docker import DockerContainer, DockerImage
+from pyinfra.operations import apt, docker, files, server
+
+from regdeploy.rendering import render
+from regdeploy.settings import Settings, archive_sha256
+
+SPEC_LABEL = "regdeploy.spec-sha256"
+CONTAINER_PORT = 5000  # the registry's own listen address inside the container (config.yml)
+ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
+
+
+@deploy("Run the Docker registry")
+def run_registry(settings: Settings) -> None:
+    if "curl" not in (host.get_fact(DebPackages) or {}):
+        apt.packages(name="Install curl for the registry readiness check", packages=["curl"], update=True)
+
+    config_text = render("registry-config.yml.j2", data_dir=settings.registry_data_dir)
+    config_path = posixpath.join(settings.registry_config_dir, "config.yml")
+    files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
+                    path=settings.registry_data_dir, mode="755")
+    files.put(name=f"Write the registry configuration {config_path}",
+              src=StringIO(config_text), dest=config_path, mode="644")
+
+    image = host.get_fact(DockerImage, object_id=settings.registry_image)
+    if settings.registry_image_archive:
+        _load_image_archive(settings, image_present=bool(image))
+    elif not image:
+        # Pull only when absent: an explicit tag is the operator's pin (no re-pull on every run).
+        server.shell(name=f"Pull {settings.registry_image}",
+                     commands=[f"docker pull -q {settings.registry_image}"])
+
+    ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
+    volumes = [f"{settings.registry_data_dir}:/var/lib/registry",
+               f"{config_path}:/etc/docker/registry/config.yml:ro"]
+    spec_hash = container_spec_hash(settings, ports, volumes, config_text)
+
+    existing = host.get_fact(DockerContainer, object_id=settings.registry_container_name)
+    recreate = False
+    if existing:
+        labels = existing[0].get("Config", {}).get("Labels") or {}
+        image_moved = bool(image) and existing[0].get("Image") != image[0].get("Id")
+        recreate = labels.get(SPEC_LABEL) != spec_hash or image_moved
+
+    container = docker.container(
+        name=f"Run the registry container {settings.registry_container_name!r}"
+             + (" (recreate: its spec changed)" if recreate else ""),
+        container=settings.registry_container_name,
+        image=settings.registry_image,
+        ports=ports,
+        volumes=volumes,
+        restart_policy=settings.registry_restart_policy,
+        labels=[f"{SPEC_LABEL}={spec_hash}"],
+        force=recreate,
+        # Air-gapped: a missing image must fail loudly, never trigger a pull.
+        extra_args=["--pull", "never"] if settings.registry_image_archive else None,
+    )
+    server.shell(
+        name=f"Wait until the registry answers GET /v2/ on port {settings.registry_port}",
+        commands=[render("wait-for-registry.sh.j2", port=settings.registry_port,
+                         timeout=settings.registry_ready_timeout,
+                         container=settings.registry_container_name)],
+        _if=container.did_change,
+    )
+
+
+def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str], config_text: str) -> str:
+    """Hash of everything that defines the registry container; a different hash means recreate."""
+    spec = {
+        "image": settings.registry_image,
+        "archive_sha256": (settings.registry_image_archive_sha256
+                           or (archive_sha256(settings.registry_image_archive)
+                               if settings.registry_image_archive else "")),
+        "ports": ports,
+        "volumes": volumes,
+        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "restart_policy": settings.registry_restart_policy,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _load_image_archive(settings: Settings, image_present: bool) -> None:
+    remote = posixpath.join(ARCHIVE_CACHE_DIR, posixpath.basename(settings.registry_image_archive))
+    sha256 = settings.registry_image_archive_sha256 or archive_sha256(settings.registry_image_archive)
+    upload = files.put(name=f"Upload the registry image archive to {remote}",
+                       src=settings.registry_image_archive, dest=remote, mode="600")
+    server.shell(
+        name=f"Load {settings.registry_image} from {remote} (no pull)",
+        commands=[render("load-image-archive.sh.j2", archive=remote, sha256=sha256,
+                         image=settings.registry_image)],
+        _if=lambda: not image_present or upload.did_change(),
+    )

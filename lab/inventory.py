@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from regdeploy.inventory import load_fleet, write_ssh_config
+
 from . import config
 
 INVENTORY_TEMPLATE = '''"""The lab's hosts, written by `python -m lab up`: regenerated on every `up`, do not edit."""
@@ -47,21 +49,4 @@ def write(lab: config.Lab, hostnames: list[str]) -> None:
         clients="".join(f'    ({c!r}, {{**_ssh, "ssh_hostname": {addresses[c]!r}}}),\n' for c in clients),
     ))
     lab.hosts_path.write_text(",".join(f"ssh://{h}" for h in hostnames) + "\n")
-    lab.ssh_config_path.write_text("".join(_ssh_config_block(lab, h, ip) for h, ip in addresses.items()))
-
-
-def _ssh_config_block(lab: config.Lab, hostname: str, address: str) -> str:
-    # ControlMaster keeps one connection per host: testinfra runs every check over it (3 s, not 17 s).
-    return (
-        f"Host {hostname}\n"
-        f"  HostName {address}\n"
-        "  User root\n"
-        f"  IdentityFile {lab.ssh_key}\n"
-        "  IdentitiesOnly yes\n"
-        "  StrictHostKeyChecking no\n"
-        "  UserKnownHostsFile /dev/null\n"
-        "  LogLevel ERROR\n"
-        "  ControlMaster auto\n"
-        f"  ControlPath /tmp/{lab.name}-%h-%C\n"
-        "  ControlPersist 60s\n\n"
-    )
+    write_ssh_config(load_fleet(str(lab.inventory_path)), lab.ssh_config_path)

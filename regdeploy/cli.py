@@ -1,0 +1,172 @@
+"""`regdeploy`: list what the registry holds, copy images into it, check image references."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from .inventory import Fleet, load_fleet, write_ssh_config  # first: it sets up gevent (see there)
+from . import reference
+from .registry_api import RegistryClient, RegistryError, base_url
+from .settings import ConfigError
+
+
+class Context:
+    def __init__(self, inventory: str | None, registry: str | None, tls: bool, ca: str | None,
+                 username: str | None, password: str | None, page_size: int):
+        self.inventory, self.registry = inventory, registry
+        self.tls, self.ca = tls, ca
+        self.auth = (username, password or "") if username else None
+        self.page_size = page_size
+        self._fleet: Fleet | None = None
+
+    @property
+    def fleet(self) -> Fleet:
+        if self._fleet is None:
+            if not self.inventory:
+                raise click.UsageError("this command needs --inventory (or $REGDEPLOY_INVENTORY)")
+            try:
+                self._fleet = load_fleet(self.inventory)
+            except ConfigError as exc:
+                raise click.ClickException(str(exc)) from None
+        return self._fleet
+
+    def client(self) -> RegistryClient:
+        if self.registry:
+            address = self.registry
+        elif self.inventory:
+            address = self.fleet.registry_api_address
+        else:
+            raise click.UsageError("say which registry: --registry HOST:PORT or --inventory PATH")
+        return RegistryClient(base_url(address, self.tls), auth=self.auth, verify=self.ca or True)
+
+
+def _fail(exc: Exception) -> None:
+    raise click.ClickException(str(exc))
+
+
+@click.group()
+@click.option("--inventory", "-i", envvar="REGDEPLOY_INVENTORY", type=click.Path(exists=True, dir_okay=False),
+              help="pyinfra inventory: the registry is its registry_servers host.")
+@click.option("--registry", "-r", envvar="REGDEPLOY_REGISTRY", metavar="HOST:PORT",
+              help="Registry address (overrides the inventory's); http:// unless --tls or https://.")
+@click.option("--tls", is_flag=True, help="Talk HTTPS to the registry.")
+@click.option("--ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for --tls.")
+@click.option("--username", envvar="REGDEPLOY_USERNAME")
+@click.option("--password", envvar="REGDEPLOY_PASSWORD")
+@click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 1000),
+              help="Entries asked for per API page (the listing follows every page).")
+@click.pass_context
+def main(ctx, inventory, registry, tls, ca, username, password, page_size):
+    """Work with the registry regdeploy deployed."""
+    ctx.obj = Context(inventory, registry, tls, ca, username, password, page_size)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--tags/--no-tags", default=True, show_default=True, help="Also list each repository's tags.")
+@click.pass_obj
+def catalog(ctx: Context, as_json: bool, tags: bool) -> None:
+    """List every repository (and its tags) in the registry."""
+    client = ctx.client()
+    try:
+        repositories = client.catalog(page_size=ctx.page_size)
+        listing = {name: (client.tags(name, page_size=ctx.page_size) if tags else None)
+                   for name in repositories}
+    except RegistryError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps([{"repository": name, "tags": listing[name]} if tags else {"repository": name}
+                               for name in repositories], indent=2))
+        return
+    width = max([len("REPOSITORY")] + [len(name) for name in repositories])
+    click.echo(f"{'REPOSITORY':{width}}  TAGS" if tags else "REPOSITORY")
+    for name in repositories:
+        click.echo(f"{name:{width}}  {' '.join(listing[name] or [])}" if tags else name)
+    click.echo(f"({len(repositories)} {'repository' if len(repositories) == 1 else 'repositories'})", err=True)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def tags(ctx: Context, name: str, as_json: bool) -> None:
+    """List the tags of repository NAME."""
+    try:
+        found = ctx.client().tags(name, page_size=ctx.page_size)
+    except RegistryError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps({"repository": name, "tags": found}, indent=2))
+    else:
+        for tag in found:
+            click.echo(tag)
+
+
+@main.command("check-ref")
+@click.argument("references", nargs=-1, required=True)
+def check_ref(references: tuple[str, ...]) -> None:
+    """Validate image references by Docker's rules and print their normalized form."""
+    bad = 0
+    for ref in references:
+        try:
+            parsed = reference.parse(ref)
+        except reference.ReferenceError as exc:
+            click.echo(f"invalid  {ref}: {exc}")
+            bad += 1
+            continue
+        click.echo(f"valid    {ref} -> {parsed.normalized}")
+    sys.exit(1 if bad else 0)
+
+
+_DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+@main.command()
+@click.argument("source")
+@click.argument("target", required=False)
+@click.option("--on", "on_host", help="Inventory host that does the copy (default: the registry server).")
+@click.pass_obj
+def copy(ctx: Context, source: str, target: str | None, on_host: str | None) -> None:
+    """Copy image SOURCE into the registry: pull, tag, push, remove the local copies.
+
+    TARGET is the name inside the registry (default: SOURCE's path and tag, e.g. busybox:1.36 ->
+    <registry>/busybox:1.36). The copy runs with Docker on an inventory host, over SSH.
+    """
+    fleet = ctx.fleet
+    try:
+        src = reference.parse(source)
+        dest = reference.parse(f"{fleet.registry_address}/{target}") if target else src.in_registry(fleet.registry_address)
+    except reference.ReferenceError as exc:
+        raise click.BadParameter(str(exc)) from None
+    names = {h.name: h for h in fleet.hosts}
+    worker = names.get(on_host or fleet.server.name)
+    if worker is None:
+        raise click.BadParameter(f"{on_host!r} is not in the inventory ({', '.join(names)})", param_hint="--on")
+    dest_name = dest.familiar
+
+    script = (
+        "set -e; "
+        f"if docker image inspect {src.familiar} >/dev/null 2>&1; then pulled=0; "
+        f"else docker pull -q {src.familiar} >/dev/null; pulled=1; fi; "
+        f"docker tag {src.familiar} {dest_name}; "
+        f"docker push {dest_name}; "
+        f"docker image rm {dest_name} >/dev/null; "
+        f"if [ $pulled = 1 ]; then docker image rm {src.familiar} >/dev/null; fi"
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        ssh_config = write_ssh_config(fleet, Path(tmp) / "ssh_config")
+        click.echo(f"copying {src.familiar} -> {dest_name} on {worker.name}", err=True)
+        result = subprocess.run(["ssh", "-F", str(ssh_config), worker.name, script],
+                                capture_output=True, text=True)
+    if result.returncode != 0:
+        raise click.ClickException(f"copy failed on {worker.name}: {(result.stderr or result.stdout).strip()}")
+    match = _DIGEST_RE.search(result.stdout)
+    digest = match.group(1) if match else None
+    click.echo(json.dumps({"source": src.familiar, "target": dest_name, "digest": digest, "host": worker.name}))

@@ -1,0 +1,81 @@
+"""Load a pyinfra inventory outside pyinfra's CLI (for the regdeploy command and the tests)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# pyinfra's CLI package monkey-patches the standard library with gevent when imported: import it
+# before anything imports ssl (requests), as the pyinfra command itself does.
+from pyinfra.api import State
+from pyinfra.context import ctx_state
+from pyinfra_cli.inventory import make_inventory
+
+from .settings import CLIENT_GROUP, SERVER_GROUP, Settings, validate_hosts
+
+
+@dataclass(frozen=True)
+class InventoryHost:
+    name: str
+    groups: frozenset[str]
+    data: dict[str, Any]
+    settings: Settings
+
+    @property
+    def address(self) -> str:
+        """Where the controller connects to (ssh_hostname, else the inventory name)."""
+        return str(self.data.get("ssh_hostname") or self.name)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    server: InventoryHost
+    clients: tuple[InventoryHost, ...]
+
+    @property
+    def hosts(self) -> tuple[InventoryHost, ...]:
+        return (self.server, *self.clients)
+
+    @property
+    def registry_address(self) -> str:
+        return self.server.settings.registry_address
+
+    @property
+    def registry_api_address(self) -> str:
+        """host:port the controller uses for the registry API: the server's SSH address."""
+        return f"{self.server.address}:{self.server.settings.registry_port}"
+
+
+def load_fleet(path: str, override_data: dict[str, Any] | None = None) -> Fleet:
+    # pyinfra's inventory loader needs a pyinfra State in context, as its CLI sets up.
+    ctx_state.set(State())
+    inventory = make_inventory(os.path.abspath(path), override_data=override_data, cwd=os.getcwd())
+    raw = [(h.name, h.data.dict(), set(h.groups)) for h in inventory]
+    settings = validate_hosts(raw)
+    hosts = {name: InventoryHost(name, frozenset(groups), data, settings[name]) for name, data, groups in raw}
+    server = next(h for h in hosts.values() if SERVER_GROUP in h.groups)
+    clients = tuple(h for h in hosts.values() if CLIENT_GROUP in h.groups and h is not server)
+    return Fleet(server=server, clients=clients)
+
+
+def write_ssh_config(fleet: Fleet, path: Path) -> Path:
+    """An ssh_config for every inventory host, from the same data pyinfra connects with."""
+    blocks = []
+    for h in fleet.hosts:
+        data = h.data
+        lines = [f"Host {h.name}", f"  HostName {h.address}"]
+        if data.get("ssh_user"):
+            lines.append(f"  User {data['ssh_user']}")
+        if data.get("ssh_port"):
+            lines.append(f"  Port {data['ssh_port']}")
+        if data.get("ssh_key"):
+            lines += [f"  IdentityFile {os.path.expanduser(str(data['ssh_key']))}", "  IdentitiesOnly yes"]
+        if str(data.get("ssh_strict_host_key_checking", "")).lower() == "no":
+            lines += ["  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  LogLevel ERROR"]
+        # One master connection per host: every testinfra check reuses it.
+        lines += ["  ControlMaster auto", "  ControlPath /tmp/regdeploy-ssh-%C", "  ControlPersist 120s"]
+        blocks.append("\n".join(lines) + "\n")
+    path.write_text("\n".join(blocks))
+    return path

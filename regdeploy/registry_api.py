@@ -1,0 +1,102 @@
+"""Client for the registry HTTP API v2: catalog and tags with pagination, manifest digests.
+
+Pagination follows the spec: ask for `n` entries, then follow the `Link: <...>; rel="next"`
+header until there is none, so a registry with thousands of repositories lists completely.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+from urllib.parse import urljoin
+
+import requests
+
+MANIFEST_TYPES = ", ".join([
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+])
+
+
+class RegistryError(Exception):
+    """A registry answer (or its absence) explained for an operator; `status` is the HTTP code."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+def base_url(registry: str, tls: bool = False) -> str:
+    if registry.startswith(("http://", "https://")):
+        return registry.rstrip("/")
+    return f"{'https' if tls else 'http'}://{registry}"
+
+
+class RegistryClient:
+    def __init__(self, url: str, timeout: float = 10.0, auth: tuple[str, str] | None = None,
+                 verify: bool | str = True):
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.auth = auth
+        self.session.verify = verify
+
+    def _get(self, path_or_url: str, what: str, method: str = "GET", **kwargs) -> requests.Response:
+        url = urljoin(self.url + "/", path_or_url.lstrip("/")) if not path_or_url.startswith("http") \
+            else path_or_url
+        try:
+            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+        except requests.exceptions.SSLError as exc:
+            raise RegistryError(f"TLS failure talking to {self.url}: {_reason(exc)} "
+                                "(plain-HTTP registry? use http://; self-signed? pass its CA)") from None
+        except requests.exceptions.ConnectionError as exc:
+            raise RegistryError(f"cannot reach the registry at {self.url}: {_reason(exc)}") from None
+        except requests.exceptions.Timeout:
+            raise RegistryError(f"the registry at {self.url} did not answer within {self.timeout} s") from None
+        if response.status_code == 401:
+            raise RegistryError(f"the registry at {self.url} requires authentication (401) for {what}; "
+                                "give --username and --password", status=401)
+        if response.status_code == 404:
+            raise RegistryError(f"{what}: not found in the registry at {self.url} (404)", status=404)
+        if response.status_code >= 400:
+            raise RegistryError(f"{what}: the registry at {self.url} answered {response.status_code} "
+                                f"{response.text.strip()[:200]}", status=response.status_code)
+        return response
+
+    def ping(self) -> None:
+        self._get("/v2/", "the API root /v2/")
+
+    def _paginate(self, path: str, key: str, what: str, page_size: int) -> Iterator[str]:
+        next_url: str | None = f"{path}?n={page_size}"
+        while next_url:
+            response = self._get(next_url, what)
+            yield from response.json().get(key) or []
+            link = response.links.get("next", {}).get("url")
+            next_url = urljoin(response.url, link) if link else None
+
+    def catalog(self, page_size: int = 100) -> list[str]:
+        return list(self._paginate("/v2/_catalog", "repositories", "the catalog", page_size))
+
+    def tags(self, repository: str, page_size: int = 100) -> list[str]:
+        return list(self._paginate(f"/v2/{repository}/tags/list", "tags",
+                                   f"repository {repository!r}", page_size))
+
+    def manifest_digest(self, repository: str, reference: str) -> str | None:
+        """Digest of repository:reference, or None when the registry does not have it."""
+        try:
+            response = self._get(f"/v2/{repository}/manifests/{reference}", f"{repository}:{reference}",
+                                 method="HEAD", headers={"Accept": MANIFEST_TYPES})
+        except RegistryError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return response.headers.get("Docker-Content-Digest")
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc)
+    for marker in ("Failed to establish a new connection: ", "SSLError(", "ConnectionRefusedError("):
+        if marker in text:
+            text = text.split(marker, 1)[1]
+    return text.strip(" ()'\"")[:200]

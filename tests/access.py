@@ -1,0 +1,79 @@
+"""Reach the hosts of any inventory from the tests: one ssh_config, testinfra hosts, pyinfra runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import testinfra
+
+from regdeploy.inventory import Fleet, InventoryHost, load_fleet, write_ssh_config
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Access:
+    inventory: Path
+    fleet: Fleet
+    ssh_config: Path
+
+    @classmethod
+    def load(cls, inventory: Path, workdir: Path) -> "Access":
+        fleet = load_fleet(str(inventory))
+        return cls(inventory, fleet, write_ssh_config(fleet, workdir / "ssh_config"))
+
+    def host(self, h: InventoryHost | str):
+        name = h if isinstance(h, str) else h.name
+        return testinfra.get_host(f"ssh://{name}", ssh_config=str(self.ssh_config))
+
+    def ssh(self, h: InventoryHost | str, command: str, stdin=None, check: bool = True) -> str:
+        name = h if isinstance(h, str) else h.name
+        result = subprocess.run(["ssh", "-F", str(self.ssh_config), name, command], stdin=stdin,
+                                capture_output=True, text=stdin is None or isinstance(stdin, str),
+                                timeout=600)
+        out = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
+        err = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
+        if check and result.returncode != 0:
+            raise AssertionError(f"{name}: {command!r} exited {result.returncode}: {err.strip()}")
+        return out.strip()
+
+    def load_image_archive(self, h: InventoryHost | str, archive: Path) -> None:
+        with open(archive, "rb") as handle:
+            self.ssh(h, "docker load -q", stdin=handle)
+
+
+@dataclass
+class DeployResult:
+    returncode: int
+    output: dict | None
+    stderr: str
+
+    @property
+    def totals(self) -> dict:
+        assert self.output is not None, f"pyinfra printed no JSON:\n{self.stderr[-3000:]}"
+        return self.output["results"]["totals"]
+
+    def changed_hosts(self) -> set[str]:
+        """Hosts on which at least one operation reported a change."""
+        return {h for op in self.output["results"]["operations"] for h in op["success"]}
+
+    def changed_operations(self, host: str) -> list[str]:
+        return [op["name"] for op in self.output["results"]["operations"] if host in op["success"]]
+
+
+def run_deploy(inventory: Path, *extra: str) -> DeployResult:
+    """`pyinfra -y INVENTORY deploy.py --json [extra]`, as an operator runs it, from the repo root."""
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "pyinfra"), "-y", str(inventory), "deploy.py", "--json", *extra],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
+    )
+    try:
+        output = json.loads(result.stdout) if result.stdout.strip() else None
+    except json.JSONDecodeError:
+        output = None
+    return DeployResult(result.returncode, output, result.stderr + result.stdout)

@@ -1,0 +1,86 @@
+"""Shared fixtures: the test lab (created and removed by the session) or the user's own inventory.
+
+`pytest` alone builds a dedicated lab (named regdeploy-test, so a demo lab is left alone), deploys
+and tests it, and removes it at the end. `pytest tests/verify --inventory=PATH` verifies the user's
+own hosts instead (the lab-only suites are then not collected).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+from lab import config as lab_config  # noqa: E402
+from lab import hosts as lab_hosts  # noqa: E402
+from tests.access import Access, run_deploy  # noqa: E402
+
+TEST_LAB = lab_config.Lab(name="regdeploy-test", subnet_prefix="172.29.58")
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("regdeploy")
+    group.addoption("--inventory", default=None,
+                    help="Verify this (already deployed) inventory instead of building the test lab.")
+    group.addoption("--keep-lab", action="store_true", help="Leave the test lab running afterwards.")
+    group.addoption("--test-image", default="busybox:latest",
+                    help="Image pushed and pulled in the round trip (must exist on, or be pullable by, the clients).")
+    group.addoption("--test-image-archive", default=None,
+                    help="`docker save` archive of --test-image, loaded on the pushing client first.")
+
+
+class LabSession:
+    """The lab for this test session: created fresh once, deployed at most once unless a test redeploys."""
+
+    def __init__(self, lab: lab_config.Lab, workdir: Path):
+        self.lab = lab
+        self.workdir = workdir
+        self.deployed = False
+
+    def up(self, clients: int = 2) -> None:
+        lab_hosts.up(self.lab, clients=clients)
+
+    @property
+    def inventory(self) -> Path:
+        return self.lab.inventory_path
+
+    def access(self) -> Access:
+        return Access.load(self.inventory, self.workdir)
+
+    def ensure_deployed(self) -> None:
+        if not self.deployed:
+            result = run_deploy(self.inventory)
+            assert result.returncode == 0, result.stderr[-4000:]
+            self.deployed = True
+
+
+@pytest.fixture(scope="session")
+def lab_session(request, tmp_path_factory):
+    if request.config.getoption("--inventory"):
+        pytest.skip("lab-only test: --inventory points at your own hosts")
+    session = LabSession(TEST_LAB, tmp_path_factory.mktemp("lab"))
+    # Never depend on leftovers: a lab from an earlier (crashed) run is removed first.
+    lab_hosts.down(TEST_LAB)
+    session.up(clients=2)
+    yield session
+    if not request.config.getoption("--keep-lab"):
+        lab_hosts.down(TEST_LAB)
+
+
+@pytest.fixture(scope="session")
+def test_image_archive(request) -> Path | None:
+    given = request.config.getoption("--test-image-archive")
+    if given:
+        return Path(given)
+    if request.config.getoption("--inventory"):
+        return None
+    return TEST_LAB.test_image_archive
+
+
+@pytest.fixture(scope="session")
+def test_image(request) -> str:
+    return request.config.getoption("--test-image")

@@ -43,7 +43,7 @@ VARIABLES: tuple[Variable, ...] = (
              "How Docker is installed: distro (Debian/Ubuntu docker.io), docker-ce (Docker's apt "
              "repository), none (already installed)."),
     Variable("docker_ce_repo_url", "https://download.docker.com/linux",
-             "Base URL of Docker's apt repository (set it to a mirror); `/<debian|ubuntu>` is appended."),
+             "Base URL of Docker's apt repository (set it to a mirror); `/debian` or `/ubuntu` is appended."),
     Variable("docker_daemon_json", "/etc/docker/daemon.json", "Path of the Docker daemon configuration."),
 )
 
@@ -52,7 +52,9 @@ DEFAULTS: dict[str, Any] = {v.name: v.default for v in VARIABLES}
 
 def markdown_table() -> str:
     def show(value: Any) -> str:
-        return f"`{value!r}`" if value not in ("", []) else ("`[]`" if value == [] else "(empty)")
+        if value == "":
+            return "(empty)"
+        return f"`{value}`" if not isinstance(value, list) else f"`{value!r}`"
 
     rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
     rows += [f"| `{v.name}` | {show(v.default)} | {v.help} |" for v in VARIABLES]

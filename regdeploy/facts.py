@@ -21,12 +21,15 @@ class DaemonJson(FactBase):
 
 
 class DockerdCommandLineRegistries(FactBase):
-    """Lines that give dockerd --insecure-registry on its command line (systemd unit, drop-ins,
-    /etc/default/docker). dockerd refuses to start when daemon.json sets the same option."""
+    """Where dockerd gets --insecure-registry on its command line: the running daemon, its systemd
+    unit and drop-ins, /etc/default/docker. dockerd refuses to start when daemon.json sets the same
+    option, so a merge must not happen then."""
 
     def command(self) -> str:
         return (
-            "{ systemctl cat docker.service 2>/dev/null | grep -E '^[[:space:]]*ExecStart=';"
+            "{ for pid in $(pidof dockerd 2>/dev/null); do"
+            " printf 'running dockerd: %s\\n' \"$(tr '\\0' ' ' < /proc/$pid/cmdline)\"; done;"
+            " systemctl cat docker.service 2>/dev/null | grep -E '^[[:space:]]*ExecStart=';"
             " grep -hE '^[[:space:]]*(export[[:space:]]+)?DOCKER_OPTS=' /etc/default/docker 2>/dev/null; }"
             " | grep -e '--insecure-registry' || true"
         )

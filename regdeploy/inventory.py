@@ -11,6 +11,7 @@ from typing import Any
 # before anything imports ssl (requests), as the pyinfra command itself does.
 from pyinfra.api import State
 from pyinfra.context import ctx_state
+from pyinfra_cli import util as pyinfra_cli_util
 from pyinfra_cli.inventory import make_inventory
 
 from .settings import CLIENT_GROUP, SERVER_GROUP, Settings, validate_hosts
@@ -49,9 +50,12 @@ class Fleet:
 
 
 def load_fleet(path: str, override_data: dict[str, Any] | None = None) -> Fleet:
-    # pyinfra's inventory loader needs a pyinfra State in context, as its CLI sets up.
+    # pyinfra's inventory loader needs a pyinfra State in context, as its CLI sets up, and caches
+    # compiled files for the life of the process: drop the cached copy, the file may have changed.
     ctx_state.set(State())
-    inventory = make_inventory(os.path.abspath(path), override_data=override_data, cwd=os.getcwd())
+    path = os.path.abspath(path)
+    pyinfra_cli_util.PYTHON_CODES.pop(path, None)
+    inventory = make_inventory(path, override_data=override_data, cwd=os.getcwd())
     raw = [(h.name, h.data.dict(), set(h.groups)) for h in inventory]
     settings = validate_hosts(raw)
     hosts = {name: InventoryHost(name, frozenset(groups), data, settings[name]) for name, data, groups in raw}

@@ -1,0 +1,178 @@
+"""End to end on the test lab: `pyinfra inventory deploy.py` from scratch, then change things.
+
+The tests run in file order and build on each other, like an operator's day: cold deploy,
+re-run, change the port, add a client, break things and see the deploy refuse.
+"""
+
+import json
+import time
+
+import pytest
+
+from lab import hosts as lab_hosts
+from tests.access import run_deploy
+
+PREFILLED = {
+    "log-driver": "json-file",
+    "log-opts": {"max-size": "10m", "max-file": "3"},
+    "data-root": "/var/lib/docker",
+    "insecure-registries": ["legacy.example:5000"],
+    "labels": ["tier=lab"],
+}
+INSPECT_STARTED = "docker inspect -f '{{.State.StartedAt}} {{.State.Running}}' keepalive"
+
+
+@pytest.fixture(scope="module")
+def access(lab_session):
+    return lab_session.access()
+
+
+def _daemon_json(access, host):
+    return json.loads(access.ssh(host, "cat /etc/docker/daemon.json"))
+
+
+def _insecure_registries(access, host):
+    template = "{{range $n, $i := .RegistryConfig.IndexConfigs}}{{if not $i.Secure}}{{$n}} {{end}}{{end}}"
+    return access.ssh(host, f"docker info --format '{template}'").split()
+
+
+def _registry_container(access, server):
+    return json.loads(access.ssh(server, "docker container inspect registry"))[0]
+
+
+def test_cold_deploy_from_scratch(lab_session, access):
+    # client2 already has a daemon.json an operator wrote: the deploy must keep all of it.
+    access.ssh("client2", f"mkdir -p /etc/docker && echo '{json.dumps(PREFILLED)}' > /etc/docker/daemon.json")
+    for h in access.fleet.hosts:
+        assert access.ssh(h, "command -v docker || echo none") == "none", "lab hosts must start fresh"
+
+    start = time.monotonic()
+    result = run_deploy(lab_session.inventory)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.totals["error"] == 0
+    assert result.changed_hosts() == {"registry", "client1", "client2"}
+    lab_session.deployed = True
+    print(f"cold deploy of 1+{len(access.fleet.clients)} lab hosts: {elapsed:.1f} s")
+
+
+def test_prefilled_daemon_json_keeps_every_key(access):
+    config = _daemon_json(access, "client2")
+    for key in ("log-driver", "log-opts", "data-root", "labels"):
+        assert config[key] == PREFILLED[key], key
+    assert config["insecure-registries"] == ["legacy.example:5000", "registry:5000"]
+    assert access.ssh("client2", "docker info -f '{{.LoggingDriver}}'") == "json-file"
+    assert access.ssh("client2", "cat /etc/docker/daemon.json.regdeploy-bak") != ""
+
+
+def test_second_run_changes_nothing(lab_session):
+    start = time.monotonic()
+    result = run_deploy(lab_session.inventory)
+    elapsed = time.monotonic() - start
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.totals["success"] == 0, {h: result.changed_operations(h) for h in result.changed_hosts()}
+    assert result.totals["error"] == 0
+    assert result.totals["no_change"] > 0
+    print(f"no-op re-run: {elapsed:.1f} s")
+
+
+def test_port_change_recreates_registry_and_reconfigures_clients_without_restarts(
+        lab_session, access, test_image_archive):
+    access.load_image_archive("client1", test_image_archive)
+    access.ssh("client1", "docker rm -f keepalive >/dev/null 2>&1; docker run -d --name keepalive busybox sleep 100000")
+    started_before = access.ssh("client1", INSPECT_STARTED)
+    registry_before = _registry_container(access, "registry")["Id"]
+
+    result = run_deploy(lab_session.inventory, "--data", "registry_port=5001")
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    registry = _registry_container(access, "registry")
+    assert registry["Id"] != registry_before, "the registry container must be recreated"
+    assert registry["HostConfig"]["PortBindings"]["5000/tcp"][0]["HostPort"] == "5001"
+    assert access.ssh("registry", "curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1:5001/v2/") == "200"
+    for h in access.fleet.hosts:
+        assert "registry:5001" in _daemon_json(access, h)["insecure-registries"], h.name
+        assert "registry:5001" in _insecure_registries(access, h), h.name
+        applied = [op for op in result.changed_operations(h.name) if op.startswith("Trust")]
+        assert any("(reload Docker)" in op for op in applied), (h.name, applied)
+    assert access.ssh("client1", INSPECT_STARTED) == started_before, "a reload must not restart containers"
+
+    # Back to the default port: recreated again, then converged.
+    assert run_deploy(lab_session.inventory).returncode == 0
+    assert _registry_container(access, "registry")["HostConfig"]["PortBindings"]["5000/tcp"][0]["HostPort"] == "5000"
+    assert run_deploy(lab_session.inventory).totals["success"] == 0
+
+
+def test_registry_data_survives_a_reboot_of_the_server(lab_session, access):
+    target = "registry:5000/lab/reboot:1"
+    access.ssh("client1", f"docker tag busybox {target} && docker push -q {target}")
+    lab_hosts.reboot(lab_session.lab, "registry")
+    fresh = lab_session.access()
+    for _ in range(60):
+        if fresh.ssh("registry", "curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && echo up",
+                     check=False) == "up":
+            break
+        time.sleep(1)
+    tags = json.loads(fresh.ssh("registry", "curl -fsS http://127.0.0.1:5000/v2/lab/reboot/tags/list"))
+    assert tags["tags"] == ["1"]
+    assert _registry_container(fresh, "registry")["State"]["Running"]
+    assert run_deploy(lab_session.inventory).totals["success"] == 0, "a reboot must not cause drift"
+
+
+def test_limit_provisions_a_new_client_and_touches_nothing_else(lab_session):
+    lab_session.up(clients=3)
+    result = run_deploy(lab_session.inventory, "--limit", "client3")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert result.changed_hosts() == {"client3"}
+    access = lab_session.access()
+    assert "registry:5000" in _insecure_registries(access, "client3")
+    assert run_deploy(lab_session.inventory).totals["success"] == 0
+
+
+@pytest.mark.parametrize("data,message", [
+    ("registry_port=0", "registry_port=0 is out of range"),
+    ("docker_install_source=snap", "docker_install_source='snap' is unknown"),
+    ("registry_image=Registry:2", "uppercase letters are not allowed in the repository name 'Registry'"),
+    ("registry_seed_images=busybox:1,bad image", "whitespace is not allowed"),
+    ("registry_image_archive=/nonexistent/registry.tar", "does not exist on the controller"),
+])
+def test_invalid_inventory_data_stops_before_any_change(lab_session, data, message):
+    access = lab_session.access()
+    before = {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts}
+    registry_before = _registry_container(access, "registry")["Id"]
+    result = run_deploy(lab_session.inventory, "--data", data)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert "nothing was changed on any host" in result.stderr
+    assert {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts} == before
+    assert _registry_container(access, "registry")["Id"] == registry_before
+
+
+def test_malformed_daemon_json_is_left_untouched_and_named(lab_session):
+    access = lab_session.access()
+    original = access.ssh("client1", "cat /etc/docker/daemon.json")
+    access.ssh("client1", "echo '{\"insecure-registries\": [' > /etc/docker/daemon.json")
+    try:
+        result = run_deploy(lab_session.inventory, "--data", "registry_mirrors=https://mirror.example")
+        assert result.returncode != 0
+        assert "host 'client1': /etc/docker/daemon.json is not valid JSON" in result.stderr
+        assert access.ssh("client1", "cat /etc/docker/daemon.json") == '{"insecure-registries": ['
+        # The other hosts did not get the mirror either: the deploy stopped before any change.
+        assert "registry-mirrors" not in _daemon_json(access, "client2")
+    finally:
+        access.ssh("client1", f"cat > /etc/docker/daemon.json <<'EOF'\n{original}\nEOF")
+
+
+def test_insecure_registry_on_the_dockerd_command_line_is_refused(lab_session):
+    access = lab_session.access()
+    dropin = "/etc/systemd/system/docker.service.d/regdeploy-test.conf"
+    access.ssh("client2", f"mkdir -p {dropin.rsplit('/', 1)[0]} && printf '%s\\n' '[Service]' 'ExecStart=' "
+                          f"'ExecStart=/usr/sbin/dockerd -H fd:// --insecure-registry old.example:5000' > {dropin}"
+                          " && systemctl daemon-reload")
+    try:
+        result = run_deploy(lab_session.inventory)
+        assert result.returncode != 0
+        assert "host 'client2'" in result.stderr and "--insecure-registry on its command line" in result.stderr
+    finally:
+        access.ssh("client2", f"rm -f {dropin} && systemctl daemon-reload")
+    assert run_deploy(lab_session.inventory).totals["success"] == 0

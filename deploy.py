@@ -11,6 +11,7 @@ from pyinfra.api.exceptions import DeployError
 from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
 from tasks.docker_engine import install_docker
+from tasks.registry_seed import seed_registry
 from tasks.registry_server import run_registry
 
 try:
@@ -22,3 +23,4 @@ install_docker(settings)
 trust_registry(settings)
 if settings.is_server:
     run_registry(settings)
+    seed_registry(settings)

@@ -49,3 +49,36 @@ class DockerdCanValidate(FactBase):
 
     def process(self, output: list[str]) -> bool:
         return bool(output) and output[0].strip() not in ("", "0")
+
+
+class RegistryCatalog(FactBase):
+    """Every repository in the registry with its tags ({name: [tags]}), read on the registry server
+    over loopback with pagination; None when the registry does not answer (not deployed yet).
+
+    The testinfra suite runs the same command and `parse()` so both see the registry alike.
+    """
+
+    def requires_command(self, *args, **kwargs) -> str:
+        return "curl"
+
+    def command(self, port: int, page_size: int = 100) -> str:
+        from .rendering import render
+
+        return render("registry-catalog.sh.j2", port=int(port), page_size=int(page_size))
+
+    def process(self, output: list[str]) -> dict[str, list[str]] | None:
+        return parse_catalog_lines(output)
+
+
+def parse_catalog_lines(lines: list[str]) -> dict[str, list[str]] | None:
+    if lines and lines[0].strip() == "unreachable":
+        return None
+    catalog: dict[str, list[str]] = {}
+    for line in lines:
+        kind, _, rest = line.strip().partition(" ")
+        if kind == "repository":
+            catalog.setdefault(rest, [])
+        elif kind == "tag":
+            name, _, tag = rest.partition(" ")
+            catalog.setdefault(name, []).append(tag)
+    return catalog

@@ -3,7 +3,7 @@
 import time
 import uuid
 
-from regdeploy.registry_api import RegistryClient, base_url
+from regdeploy.facts import RegistryCatalog
 
 
 def test_push_from_one_client_pull_on_another(access, fleet, test_image, test_image_archive):
@@ -17,9 +17,11 @@ def test_push_from_one_client_pull_on_another(access, fleet, test_image, test_im
     access.ssh(pusher, f"docker image inspect {test_image} >/dev/null 2>&1 || docker pull -q {test_image}")
     access.ssh(pusher, f"docker tag {test_image} {target} && docker push -q {target}")
 
-    registry = RegistryClient(base_url(fleet.registry_api_address))
-    assert "lab/busybox" in registry.catalog()
-    assert tag in registry.tags("lab/busybox")
+    # Read on the server over loopback with the deploy's own fact: /v2/_catalog and tags/list.
+    fact = RegistryCatalog()
+    catalog = fact.process(access.host(fleet.server).check_output(
+        fact.command(port=fleet.server.settings.registry_port)).splitlines())
+    assert tag in catalog["lab/busybox"]
 
     access.ssh(pusher, f"docker image rm {target}")
     access.ssh(puller, f"docker image rm {target} >/dev/null 2>&1 || true")

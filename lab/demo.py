@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +33,13 @@ def run_demo(lab: config.Lab, clients: int) -> None:
     _say(f"Deploy: pyinfra {lab.inventory_path} deploy.py")
     pyinfra = str(Path(sys.executable).parent / "pyinfra")
     subprocess.run([pyinfra, "-y", str(lab.inventory_path), "deploy.py"], cwd=REPO_ROOT, check=True)
+
+    _say("Deploy again: a converged fleet reports no change")
+    rerun = subprocess.run([pyinfra, "-y", str(lab.inventory_path), "deploy.py", "--json"], cwd=REPO_ROOT,
+                           check=True, capture_output=True, text=True)
+    totals = json.loads(rerun.stdout)["results"]["totals"]
+    click.echo(f"second run: {totals['success']} changed, {totals['no_change']} unchanged, "
+               f"{totals['error']} errors")
 
     fleet = load_fleet(str(lab.inventory_path))
     if len(fleet.clients) < 1:

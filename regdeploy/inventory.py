@@ -49,7 +49,9 @@ class Fleet:
         return f"{self.server.address}:{self.server.settings.registry_port}"
 
 
-def load_fleet(path: str, override_data: dict[str, Any] | None = None) -> Fleet:
+def load_fleet(path: str, override_data: dict[str, Any] | None = None, check_files: bool = False) -> Fleet:
+    """The inventory's hosts with validated settings. Controller-side archives are only checked
+    with `check_files` (the deploy checks them itself; listing a catalog does not need them)."""
     # pyinfra's inventory loader needs a pyinfra State in context, as its CLI sets up, and caches
     # compiled files for the life of the process: drop the cached copy, the file may have changed.
     ctx_state.set(State())
@@ -57,7 +59,7 @@ def load_fleet(path: str, override_data: dict[str, Any] | None = None) -> Fleet:
     pyinfra_cli_util.PYTHON_CODES.pop(path, None)
     inventory = make_inventory(path, override_data=override_data, cwd=os.getcwd())
     raw = [(h.name, h.data.dict(), set(h.groups)) for h in inventory]
-    settings = validate_hosts(raw)
+    settings = validate_hosts(raw, check_files=check_files)
     hosts = {name: InventoryHost(name, frozenset(groups), data, settings[name]) for name, data, groups in raw}
     server = next(h for h in hosts.values() if SERVER_GROUP in h.groups)
     clients = tuple(h for h in hosts.values() if CLIENT_GROUP in h.groups and h is not server)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from . import reference
@@ -51,7 +51,6 @@ class Settings:
     docker_ce_repo_url: str
     docker_daemon_json: str
     is_server: bool = False
-    extra: dict = field(default_factory=dict, compare=False)
 
     @property
     def registry_address(self) -> str:
@@ -107,8 +106,12 @@ def archive_sha256(path: str) -> str:
 
 
 def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
-                   errors: list[str]) -> Settings:
-    """Settings for one host from its data; problems are appended to `errors` (nothing raised)."""
+                   errors: list[str], check_files: bool = True) -> Settings:
+    """Settings for one host from its data; problems are appended to `errors` (nothing raised).
+
+    `check_files` checks the controller-side archives (existence, SHA-256): a deploy needs them,
+    a catalog listing does not.
+    """
     where = f"host {host_name!r}"
 
     registry_host = str(_get(data, "registry_host")).strip() or server_name
@@ -146,7 +149,7 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
 
     archive = str(_get(data, "registry_image_archive"))
     expected_sha = str(_get(data, "registry_image_archive_sha256")).lower()
-    if is_server and archive:
+    if is_server and archive and check_files:
         if not os.path.isfile(archive):
             errors.append(f"{where}: registry_image_archive={archive!r} does not exist on the controller; "
                           "give the path of a `docker save` tarball or leave it empty to pull")
@@ -168,7 +171,7 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
         except reference.ReferenceError as exc:
             errors.append(f"{where}: registry_seed_images: {exc}")
     seed_archives = _as_list(_get(data, "registry_seed_archives"))
-    if is_server:
+    if is_server and check_files:
         for path in seed_archives:
             if not os.path.isfile(str(path)):
                 errors.append(f"{where}: registry_seed_archives entry {path!r} does not exist on the controller")
@@ -199,7 +202,7 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
     )
 
 
-def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]]) -> dict[str, Settings]:
+def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool = True) -> dict[str, Settings]:
     """Validate every (name, data, groups) host; return their settings or raise one ConfigError.
 
     Exactly one host must be in `registry_servers`. Every host's registry address must agree,
@@ -216,7 +219,7 @@ def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]]) -> dict[str, Sett
         )
     server = servers[0]
     settings = {
-        name: build_settings(name, data, server, SERVER_GROUP in groups, errors)
+        name: build_settings(name, data, server, SERVER_GROUP in groups, errors, check_files)
         for name, data, groups in hosts
     }
     addresses = {s.registry_address for s in settings.values()}

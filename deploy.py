@@ -8,6 +8,7 @@ validated for every host before any operation is generated, so bad data changes 
 from pyinfra import host, inventory
 from pyinfra.api.exceptions import DeployError
 
+from regdeploy.facts import DockerDaemonState
 from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
 from tasks.docker_engine import install_docker
@@ -19,8 +20,10 @@ try:
 except ConfigError as exc:
     raise DeployError(str(exc)) from None
 
-install_docker(settings)
-trust_registry(settings)
+# Read once, used by both tasks: pyinfra 3 runs a fact's command on every call.
+daemon = host.get_fact(DockerDaemonState, path=settings.docker_daemon_json)
+install_docker(settings, daemon)
+trust_registry(settings, daemon)
 if settings.is_server:
     run_registry(settings)
     seed_registry(settings)

@@ -13,12 +13,11 @@ from .docker import require_engine
 
 @click.group()
 @click.option("--name", default=None, help="Lab name (prefix of everything it creates). "
-              "Default: $REGDEPLOY_LAB or regdeploy-lab.")
+              "Default: $REGDEPLOY_LAB or regdeploy-lab. Its /24: $REGDEPLOY_LAB_SUBNET or derived from the name.")
 @click.pass_context
 def main(ctx: click.Context, name: str | None) -> None:
     """Throwaway Debian 12 hosts for regdeploy's demo and tests."""
-    lab = config.default_lab()
-    ctx.obj = config.Lab(name=name, subnet_prefix=lab.subnet_prefix) if name else lab
+    ctx.obj = config.default_lab(name)
 
 
 @main.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,11 +90,18 @@ class Lab:
         return f"{self.subnet_prefix}.{10 + index}"
 
 
-def default_lab() -> Lab:
-    return Lab(
-        name=os.environ.get("REGDEPLOY_LAB", "regdeploy-lab"),
-        subnet_prefix=os.environ.get("REGDEPLOY_LAB_SUBNET", "172.29.57"),
-    )
+DEFAULT_NAME = "regdeploy-lab"
+
+
+def default_lab(name: str | None = None) -> Lab:
+    """The lab called `name` (default $REGDEPLOY_LAB or regdeploy-lab), on $REGDEPLOY_LAB_SUBNET or
+    a /24 derived from its name, so labs with different names do not collide."""
+    name = name or os.environ.get("REGDEPLOY_LAB", DEFAULT_NAME)
+    subnet = os.environ.get("REGDEPLOY_LAB_SUBNET")
+    if not subnet:
+        third = 57 if name == DEFAULT_NAME else 100 + zlib.crc32(name.encode()) % 150
+        subnet = f"172.29.{third}"
+    return Lab(name=name, subnet_prefix=subnet)
 
 
 def hostnames(clients: int) -> list[str]:

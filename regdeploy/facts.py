@@ -7,35 +7,46 @@ import shlex
 from pyinfra.api import FactBase
 
 
-class DaemonJson(FactBase):
-    """Raw text of Docker's daemon.json, or None when the file does not exist."""
+class DockerDaemonState(FactBase):
+    """What regdeploy needs to know about a host's Docker daemon, in one round trip (pyinfra 3
+    gathers every fact anew, so a converged host's cost is its number of facts):
+
+    - `active`, `enabled`: the docker service's state;
+    - `command_line_registries`: where dockerd gets --insecure-registry on its command line (the
+      running daemon, its unit and drop-ins, /etc/default/docker): dockerd refuses to start when
+      daemon.json sets the same option;
+    - `daemon_json`: the raw text of daemon.json, None when the file does not exist.
+    """
 
     def command(self, path: str) -> str:
         quoted = shlex.quote(path)
-        return f"if [ -e {quoted} ]; then echo present; cat {quoted}; else echo absent; fi"
-
-    def process(self, output: list[str]) -> str | None:
-        if not output or output[0] == "absent":
-            return None
-        return "\n".join(output[1:])
-
-
-class DockerdCommandLineRegistries(FactBase):
-    """Where dockerd gets --insecure-registry on its command line: the running daemon, its systemd
-    unit and drop-ins, /etc/default/docker. dockerd refuses to start when daemon.json sets the same
-    option, so a merge must not happen then."""
-
-    def command(self) -> str:
         return (
-            "{ for pid in $(pidof dockerd 2>/dev/null); do"
+            "echo \"active=$(systemctl is-active docker 2>/dev/null)\";"
+            " echo \"enabled=$(systemctl is-enabled docker 2>/dev/null)\";"
+            " { for pid in $(pidof dockerd 2>/dev/null); do"
             " printf 'running dockerd: %s\\n' \"$(tr '\\0' ' ' < /proc/$pid/cmdline)\"; done;"
             " systemctl cat docker.service 2>/dev/null | grep -E '^[[:space:]]*ExecStart=';"
             " grep -hE '^[[:space:]]*(export[[:space:]]+)?DOCKER_OPTS=' /etc/default/docker 2>/dev/null; }"
-            " | grep -e '--insecure-registry' || true"
+            " | grep -e '--insecure-registry' | sed 's/^/flag=/';"
+            f" if [ -e {quoted} ]; then echo daemon.json=present; cat {quoted};"
+            " else echo daemon.json=absent; fi"
         )
 
-    def process(self, output: list[str]) -> list[str]:
-        return [line.strip() for line in output if line.strip()]
+    def process(self, output: list[str]) -> dict:
+        state = {"active": False, "enabled": False, "command_line_registries": [], "daemon_json": None}
+        for index, line in enumerate(output):
+            key, _, value = line.partition("=")
+            if key == "active":
+                state["active"] = value.strip() == "active"
+            elif key == "enabled":
+                state["enabled"] = value.strip() == "enabled"
+            elif key == "flag":
+                state["command_line_registries"].append(value.strip())
+            elif key == "daemon.json":
+                if value.strip() == "present":
+                    state["daemon_json"] = "\n".join(output[index + 1:])
+                break
+        return state
 
 
 class DockerdCanValidate(FactBase):

@@ -2,25 +2,24 @@
 
 from __future__ import annotations
 
-from io import StringIO
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
 from regdeploy import daemon_config
-from regdeploy.facts import DaemonJson, DockerdCanValidate, DockerdCommandLineRegistries
+from regdeploy.facts import DockerdCanValidate
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
 
 
 @deploy("Trust the registry in Docker's daemon.json")
-def trust_registry(settings: Settings) -> None:
+def trust_registry(settings: Settings, daemon: dict) -> None:
+    """`daemon` is the host's DockerDaemonState fact."""
     path = settings.docker_daemon_json
     where = f"host {host.name!r}: {path}"
 
-    conflicts = host.get_fact(DockerdCommandLineRegistries)
+    conflicts = daemon["command_line_registries"]
     if conflicts:
         raise DeployError(
             f"{where}: dockerd already gets --insecure-registry on its command line "
@@ -28,7 +27,7 @@ def trust_registry(settings: Settings) -> None:
             "Move those registries into daemon.json (or remove the flag) and run the deploy again."
         )
     try:
-        current = daemon_config.parse(host.get_fact(DaemonJson, path=path), where)
+        current = daemon_config.parse(daemon["daemon_json"], where)
     except daemon_config.DaemonConfigError as exc:
         raise DeployError(str(exc)) from None
 
@@ -42,14 +41,8 @@ def trust_registry(settings: Settings) -> None:
             raise DeployError(f"{where}: unknown daemon.json keys {unknown}: dockerd would refuse "
                               "to start. Fix the file by hand; regdeploy leaves it untouched.")
 
-    files.put(
-        name=f"Stage the merged {path}",
-        src=StringIO(daemon_config.render(merged)),
-        dest=f"{path}.regdeploy-new",
-        mode="644",
-    )
     server.shell(
-        name=f"Apply {path} ({action} Docker) and confirm it trusts {settings.registry_address}",
+        name=f"Write the merged {path}, {action} Docker and confirm it trusts {settings.registry_address}",
         commands=[render("apply-daemon-json.sh.j2", path=path, action=action,
-                         registry=settings.registry_address)],
+                         registry=settings.registry_address, content=daemon_config.render(merged))],
     )

@@ -19,9 +19,18 @@ PACKAGES = {
 DOCKER_CE_KEYRING = "/etc/apt/keyrings/docker.gpg"
 
 
+# The registry server's readiness check and catalog fact use curl (with docker_install_source
+# "none", nothing is installed: the server must have curl already).
+SERVER_PACKAGES = ["curl"]
+
+
 @deploy("Install Docker")
-def install_docker(settings: Settings) -> None:
+def install_docker(settings: Settings, daemon: dict) -> None:
+    """`daemon` is the host's DockerDaemonState fact (read before anything was installed)."""
     packages = PACKAGES[settings.docker_install_source]
+    if packages and settings.is_server:
+        packages = packages + SERVER_PACKAGES
+    missing = []
     if packages:
         # Only missing packages trigger an apt update: a converged host costs one fact, not an update.
         installed = host.get_fact(DebPackages) or {}
@@ -31,12 +40,13 @@ def install_docker(settings: Settings) -> None:
                 add_docker_ce_repository(settings)
             apt.packages(name=f"Install {', '.join(missing)}", packages=packages, update=True)
 
-    systemd.service(
-        name="Start Docker and enable it at boot",
-        service="docker",
-        running=True,
-        enabled=True,
-    )
+    if missing or not (daemon["active"] and daemon["enabled"]):
+        systemd.service(
+            name="Start Docker and enable it at boot",
+            service="docker",
+            running=True,
+            enabled=True,
+        )
 
 
 def add_docker_ce_repository(settings: Settings) -> None:

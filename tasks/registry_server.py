@@ -14,9 +14,8 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.docker import DockerContainer, DockerImage
-from pyinfra.operations import apt, docker, files, server
+from pyinfra.operations import docker, files, server
 
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
@@ -28,9 +27,6 @@ ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
 
 @deploy("Run the Docker registry")
 def run_registry(settings: Settings) -> None:
-    if "curl" not in (host.get_fact(DebPackages) or {}):
-        apt.packages(name="Install curl for the registry readiness check", packages=["curl"], update=True)
-
     config_text = render("registry-config.yml.j2", data_dir=settings.registry_data_dir)
     config_path = posixpath.join(settings.registry_config_dir, "config.yml")
     files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
@@ -38,25 +34,30 @@ def run_registry(settings: Settings) -> None:
     files.put(name=f"Write the registry configuration {config_path}",
               src=StringIO(config_text), dest=config_path, mode="644")
 
-    image = host.get_fact(DockerImage, object_id=settings.registry_image)
-    if settings.registry_image_archive:
-        _load_image_archive(settings, image_present=bool(image))
-    elif not image:
-        # Pull only when absent: an explicit tag is the operator's pin (no re-pull on every run).
-        server.shell(name=f"Pull {settings.registry_image}",
-                     commands=[f"docker pull -q {settings.registry_image}"])
-
     ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
     volumes = [f"{settings.registry_data_dir}:/var/lib/registry",
                f"{config_path}:/etc/docker/registry/config.yml:ro"]
     spec_hash = container_spec_hash(settings, ports, volumes, config_text)
 
+    # pyinfra 3 gathers a fact anew on every call: each is read once here and reused.
+    image = host.get_fact(DockerImage, object_id=settings.registry_image)
     existing = host.get_fact(DockerContainer, object_id=settings.registry_container_name)
-    recreate = False
-    if existing:
-        labels = existing[0].get("Config", {}).get("Labels") or {}
-        image_moved = bool(image) and existing[0].get("Image") != image[0].get("Id")
-        recreate = labels.get(SPEC_LABEL) != spec_hash or image_moved
+    current = existing[0] if existing else None
+    spec_changed = bool(current) and (current.get("Config", {}).get("Labels") or {}).get(SPEC_LABEL) != spec_hash
+    image_moved = bool(current) and bool(image) and current.get("Image") != image[0].get("Id")
+
+    if settings.registry_image_archive:
+        # A changed spec may mean a new archive: upload (a no-op if identical) and load if it differs.
+        if not image or spec_changed:
+            _load_image_archive(settings, image_present=bool(image))
+    elif not image:
+        # Pull only when absent: an explicit tag is the operator's pin (no re-pull on every run).
+        server.shell(name=f"Pull {settings.registry_image}",
+                     commands=[f"docker pull -q {settings.registry_image}"])
+
+    recreate = spec_changed or image_moved
+    if current and not recreate and current.get("State", {}).get("Running"):
+        return  # converged: no operation, no further facts
 
     container = docker.container(
         name=f"Run the registry container {settings.registry_container_name!r}"

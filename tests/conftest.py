@@ -19,7 +19,7 @@ from lab import config as lab_config  # noqa: E402
 from lab import hosts as lab_hosts  # noqa: E402
 from tests.access import Access, run_deploy  # noqa: E402
 
-TEST_LAB = lab_config.Lab(name="regdeploy-test", subnet_prefix="172.29.58")
+TEST_LAB = lab_config.default_lab("regdeploy-test")
 
 
 def pytest_addoption(parser):

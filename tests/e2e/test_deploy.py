@@ -94,7 +94,7 @@ def test_port_change_recreates_registry_and_reconfigures_clients_without_restart
         assert "registry:5001" in _daemon_json(access, h)["insecure-registries"], h.name
         assert "registry:5001" in _insecure_registries(access, h), h.name
         applied = [op for op in result.changed_operations(h.name) if op.startswith("Trust")]
-        assert any("(reload Docker)" in op for op in applied), (h.name, applied)
+        assert any(", reload Docker and" in op for op in applied), (h.name, applied)
     assert access.ssh("client1", INSPECT_STARTED) == started_before, "a reload must not restart containers"
 
     # Back to the default port: recreated again, then converged.

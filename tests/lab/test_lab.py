@@ -55,7 +55,7 @@ def test_reboot_brings_a_host_back_with_its_volume(lab_session):
 
 
 def test_down_removes_its_own_lab_and_nothing_else(lab_session):
-    scratch = lab_config.Lab(name="regdeploy-downtest", subnet_prefix="172.29.59")
+    scratch = lab_config.default_lab("regdeploy-downtest")
     lab_hosts.down(scratch)
     lab_hosts.up(scratch, clients=1)
     label = f"{lab_config.LAB_LABEL}={scratch.name}"

@@ -1,0 +1,208 @@
+"""`python -m bench`: time regdeploy on the lab and print a table (and write JSON).
+
+Every figure is a whole-process wall time (and the controller's peak RSS, from GNU time) over
+several runs, reported as median and range. Ratios are computed pair by pair — the two commands
+of a pair run back to back — because this machine is shared and noisy: absolute times drift
+between minutes, ratios of neighbours much less.
+
+- floor: `pyinfra INVENTORY exec -- true`, one connection and one command per host;
+- no-op: `pyinfra INVENTORY deploy.py` on a converged fleet, paired with the floor;
+- cold: the deploy on fresh hosts, paired with the unavoidable work done by hand on identical
+  fresh hosts (apt-get update + install docker.io on every host, upload + `docker load` of the
+  registry image on the server, in parallel, over SSH);
+- add one client: `--limit` deploy of a new client joining a converged fleet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lab import config as lab_config
+from lab import hosts as lab_hosts
+from lab import image as lab_image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PYINFRA = str(Path(sys.executable).parent / "pyinfra")
+BENCH_LAB = lab_config.default_lab("regdeploy-bench")
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+
+
+@dataclass
+class Sample:
+    seconds: float
+    max_rss_mb: float
+
+
+@dataclass
+class Series:
+    samples: list[Sample] = field(default_factory=list)
+
+    def add(self, sample: Sample) -> Sample:
+        self.samples.append(sample)
+        return sample
+
+    def summary(self) -> dict:
+        times = [s.seconds for s in self.samples]
+        return {"median_s": round(statistics.median(times), 2), "min_s": round(min(times), 2),
+                "max_s": round(max(times), 2), "runs": len(times),
+                "max_rss_mb": round(max(s.max_rss_mb for s in self.samples), 1)}
+
+
+def timed(argv: list[str]) -> Sample:
+    """Run argv under GNU time: wall seconds and peak RSS of the process tree's largest process."""
+    stats = Path("/tmp/regdeploy-bench-time")
+    result = subprocess.run(["/usr/bin/time", "-o", str(stats), "-f", "%e %M", *argv], cwd=REPO_ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:4])} failed:\n{result.stderr[-3000:]}")
+    seconds, rss_kb = stats.read_text().split()[-2:]
+    return Sample(float(seconds), int(rss_kb) / 1024)
+
+
+def deploy(*extra: str) -> Sample:
+    return timed([PYINFRA, "-y", str(BENCH_LAB.inventory_path), "deploy.py", *extra])
+
+
+def floor() -> Sample:
+    return timed([PYINFRA, "-y", str(BENCH_LAB.inventory_path), "exec", "--", "true"])
+
+
+def by_hand(hostnames: list[str]) -> Sample:
+    """What no tool can avoid on fresh hosts, done directly over SSH, all hosts in parallel."""
+    archive = BENCH_LAB.registry_archive
+
+    def work(hostname: str) -> None:
+        ssh = lab_hosts.ssh_command(BENCH_LAB, hostname)
+        install = ("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "
+                   "apt-get install -y -q docker.io >/dev/null")
+        subprocess.run([*ssh, install], check=True, stdin=subprocess.DEVNULL)
+        if hostname == "registry":
+            with open(archive, "rb") as handle:
+                subprocess.run([*ssh, "cat > /tmp/registry.tar && docker load -q -i /tmp/registry.tar >/dev/null"],
+                               check=True, stdin=handle)
+
+    start = time.monotonic()
+    with ThreadPoolExecutor(max_workers=len(hostnames)) as pool:
+        list(pool.map(work, hostnames))
+    return Sample(time.monotonic() - start, 0.0)
+
+
+def fresh_lab(clients: int) -> list[str]:
+    lab_hosts.down(BENCH_LAB)
+    return lab_hosts.up(BENCH_LAB, clients=clients)
+
+
+def ratios(pairs: list[tuple[Sample, Sample]]) -> dict:
+    values = [a.seconds / b.seconds for a, b in pairs]
+    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
+            "max": round(max(values), 2)}
+
+
+def bench_fleet(clients: int, runs: int, cold_runs: int) -> dict:
+    print(f"bench: 1+{clients} hosts", file=sys.stderr, flush=True)
+    cold, manual, cold_pairs = Series(), Series(), []
+    for _ in range(cold_runs):
+        hostnames = fresh_lab(clients)
+        hand = manual.add(by_hand(hostnames))
+        fresh_lab(clients)
+        cold_pairs.append((cold.add(deploy()), hand))
+
+    noop, base, noop_pairs = Series(), Series(), []
+    deploy()  # converge (the last cold run already did; this makes it certain)
+    for _ in range(runs):
+        f = base.add(floor())
+        noop_pairs.append((noop.add(deploy()), f))
+
+    return {
+        "clients": clients,
+        "floor": base.summary(), "noop": noop.summary(), "noop_over_floor": ratios(noop_pairs),
+        "cold": cold.summary(), "by_hand": manual.summary(), "cold_over_by_hand": ratios(cold_pairs),
+    }
+
+
+def bench_add_client(clients: int, runs: int) -> dict:
+    print(f"bench: add one client to a converged 1+{clients}", file=sys.stderr, flush=True)
+    added, full_noop, pairs = Series(), Series(), []
+    for run in range(runs):
+        fresh_lab(clients)
+        deploy()
+        lab_hosts.up(BENCH_LAB, clients=clients + 1)
+        new = f"client{clients + 1}"
+        a = added.add(deploy("--limit", new))
+        pairs.append((a, full_noop.add(deploy())))
+    return {"clients": clients, "add_one_with_limit": added.summary(),
+            "noop_after": full_noop.summary(), "add_over_noop": ratios(pairs)}
+
+
+def table(results: dict) -> str:
+    rows = ["| hosts | floor | no-op | no-op / floor | cold deploy | by hand | cold / by hand | peak RSS (deploy) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+
+    def fmt(s: dict) -> str:
+        return f"{s['median_s']:.2f} s ({s['min_s']:.2f}–{s['max_s']:.2f})"
+
+    for r in results["fleets"]:
+        rows.append(
+            f"| 1+{r['clients']} | {fmt(r['floor'])} | {fmt(r['noop'])} | {r['noop_over_floor']['median']:.2f}× "
+            f"| {fmt(r['cold'])} | {fmt(r['by_hand'])} | {r['cold_over_by_hand']['median']:.2f}× "
+            f"| {max(r['noop']['max_rss_mb'], r['cold']['max_rss_mb']):.0f} MB |"
+        )
+    fleets = {r["clients"]: r for r in results["fleets"]}
+    lines = ["\n".join(rows), ""]
+    if 2 in fleets and max(fleets) > 2:
+        big = max(fleets)
+        lines.append(f"no-op 1+{big} / no-op 1+2: "
+                     f"{fleets[big]['noop']['median_s'] / fleets[2]['noop']['median_s']:.2f}× "
+                     "(medians of separate series)")
+    add = results.get("add_client")
+    if add:
+        lines.append(f"add one client to 1+{add['clients']} with --limit: {fmt(add['add_one_with_limit'])}, "
+                     f"{add['add_over_noop']['median']:.2f}× a full no-op run")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--clients", default="2,8,16", help="fleet sizes to measure (comma-separated)")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each no-op/floor pair")
+    parser.add_argument("--cold-runs", type=int, default=3, help="runs of each cold/by-hand pair")
+    parser.add_argument("--keep-lab", action="store_true")
+    args = parser.parse_args()
+
+    lab_image.build_all(BENCH_LAB)
+    started = time.time()
+    results = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "fleets": []}
+    try:
+        for clients in [int(c) for c in args.clients.split(",")]:
+            results["fleets"].append(bench_fleet(clients, args.runs, args.cold_runs))
+        results["add_client"] = bench_add_client(2, args.cold_runs)
+    finally:
+        if not args.keep_lab:
+            lab_hosts.down(BENCH_LAB)
+    results["duration_s"] = round(time.time() - started)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / "latest.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"machine: {results['machine']}")
+    print(table(results))
+    print(f"\n(JSON: {out}; {results['duration_s']} s)")
+
+
+def machine() -> str:
+    cpus = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    mem = subprocess.run(["sh", "-c", "free -g | awk '/Mem:/ {print $2}'"], capture_output=True, text=True).stdout.strip()
+    docker = subprocess.run(["docker", "version", "-f", "{{.Server.Version}}"], capture_output=True,
+                            text=True).stdout.strip()
+    return f"{cpus} cores, {mem} GiB, Docker {docker}, Python {sys.version.split()[0]}"
+
+
+if __name__ == "__main__":
+    main()

@@ -8,10 +8,10 @@ validated for every host before any operation is generated, so bad data changes 
 from pyinfra import host, inventory
 from pyinfra.api.exceptions import DeployError
 
-from regdeploy.facts import DockerDaemonState
+from regdeploy.facts import DockerHostState
 from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
-from tasks.docker_engine import install_docker
+from tasks.docker_engine import install_docker, packages_for
 from tasks.registry_seed import seed_registry
 from tasks.registry_server import run_registry
 
@@ -21,9 +21,10 @@ except ConfigError as exc:
     raise DeployError(str(exc)) from None
 
 # Read once, used by both tasks: pyinfra 3 runs a fact's command on every call.
-daemon = host.get_fact(DockerDaemonState, path=settings.docker_daemon_json)
-install_docker(settings, daemon)
-trust_registry(settings, daemon)
+state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
+                      packages=tuple(packages_for(settings)))
+install_docker(settings, state)
+trust_registry(settings, state)
 if settings.is_server:
     run_registry(settings)
     seed_registry(settings)

@@ -109,6 +109,8 @@ def ratios(pairs: list[tuple[Sample, Sample]]) -> dict:
 def bench_fleet(clients: int, runs: int, cold_runs: int) -> dict:
     print(f"bench: 1+{clients} hosts", file=sys.stderr, flush=True)
     cold, manual, cold_pairs = Series(), Series(), []
+    if not cold_runs:
+        fresh_lab(clients)
     for _ in range(cold_runs):
         hostnames = fresh_lab(clients)
         hand = manual.add(by_hand(hostnames))
@@ -121,11 +123,11 @@ def bench_fleet(clients: int, runs: int, cold_runs: int) -> dict:
         f = base.add(floor())
         noop_pairs.append((noop.add(deploy()), f))
 
-    return {
-        "clients": clients,
-        "floor": base.summary(), "noop": noop.summary(), "noop_over_floor": ratios(noop_pairs),
-        "cold": cold.summary(), "by_hand": manual.summary(), "cold_over_by_hand": ratios(cold_pairs),
-    }
+    result = {"clients": clients, "floor": base.summary(), "noop": noop.summary(),
+              "noop_over_floor": ratios(noop_pairs)}
+    if cold_pairs:
+        result.update(cold=cold.summary(), by_hand=manual.summary(), cold_over_by_hand=ratios(cold_pairs))
+    return result
 
 
 def bench_add_client(clients: int, runs: int) -> dict:
@@ -150,10 +152,12 @@ def table(results: dict) -> str:
         return f"{s['median_s']:.2f} s ({s['min_s']:.2f}–{s['max_s']:.2f})"
 
     for r in results["fleets"]:
+        cold = r.get("cold")
         rows.append(
             f"| 1+{r['clients']} | {fmt(r['floor'])} | {fmt(r['noop'])} | {r['noop_over_floor']['median']:.2f}× "
-            f"| {fmt(r['cold'])} | {fmt(r['by_hand'])} | {r['cold_over_by_hand']['median']:.2f}× "
-            f"| {max(r['noop']['max_rss_mb'], r['cold']['max_rss_mb']):.0f} MB |"
+            + (f"| {fmt(cold)} | {fmt(r['by_hand'])} | {r['cold_over_by_hand']['median']:.2f}× "
+               if cold else "| – | – | – ")
+            + f"| {max(r['noop']['max_rss_mb'], cold['max_rss_mb'] if cold else 0):.0f} MB |"
         )
     fleets = {r["clients"]: r for r in results["fleets"]}
     lines = ["\n".join(rows), ""]
@@ -174,6 +178,8 @@ def main() -> None:
     parser.add_argument("--clients", default="2,8,16", help="fleet sizes to measure (comma-separated)")
     parser.add_argument("--runs", type=int, default=5, help="runs of each no-op/floor pair")
     parser.add_argument("--cold-runs", type=int, default=3, help="runs of each cold/by-hand pair")
+    parser.add_argument("--skip-cold", action="store_true",
+                        help="only floor and no-op (minutes faster; for iterating on no-op cost)")
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
 
@@ -182,8 +188,9 @@ def main() -> None:
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "fleets": []}
     try:
         for clients in [int(c) for c in args.clients.split(",")]:
-            results["fleets"].append(bench_fleet(clients, args.runs, args.cold_runs))
-        results["add_client"] = bench_add_client(2, args.cold_runs)
+            results["fleets"].append(bench_fleet(clients, args.runs, 0 if args.skip_cold else args.cold_runs))
+        if not args.skip_cold:
+            results["add_client"] = bench_add_client(2, args.cold_runs)
     finally:
         if not args.keep_lab:
             lab_hosts.down(BENCH_LAB)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
-
 from regdeploy.inventory import load_fleet, write_ssh_config
+from regdeploy.settings import archive_sha256
 
 from . import config
 
@@ -25,14 +23,6 @@ docker_clients = [
 '''
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write(lab: config.Lab, hostnames: list[str]) -> None:
     ssh = {
         "ssh_user": "root",
@@ -45,7 +35,7 @@ def write(lab: config.Lab, hostnames: list[str]) -> None:
     server, clients = hostnames[0], hostnames[1:]
     lab.inventory_path.write_text(INVENTORY_TEMPLATE.format(
         ssh=ssh, server=server, server_ip=addresses[server],
-        archive=str(lab.registry_archive), archive_sha=sha256_file(lab.registry_archive),
+        archive=str(lab.registry_archive), archive_sha=archive_sha256(str(lab.registry_archive)),
         clients="".join(f'    ({c!r}, {{**_ssh, "ssh_hostname": {addresses[c]!r}}}),\n' for c in clients),
     ))
     lab.hosts_path.write_text(",".join(f"ssh://{h}" for h in hostnames) + "\n")

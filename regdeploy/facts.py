@@ -7,10 +7,11 @@ import shlex
 from pyinfra.api import FactBase
 
 
-class DockerDaemonState(FactBase):
-    """What regdeploy needs to know about a host's Docker daemon, in one round trip (pyinfra 3
-    gathers every fact anew, so a converged host's cost is its number of facts):
+class DockerHostState(FactBase):
+    """What regdeploy needs to know about a Docker host, in one round trip (pyinfra 3 gathers
+    every fact anew, so a converged host costs its number of facts — here one):
 
+    - `packages`: {name: installed?} for the packages asked about;
     - `active`, `enabled`: the docker service's state;
     - `command_line_registries`: where dockerd gets --insecure-registry on its command line (the
       running daemon, its unit and drop-ins, /etc/default/docker): dockerd refuses to start when
@@ -18,10 +19,14 @@ class DockerDaemonState(FactBase):
     - `daemon_json`: the raw text of daemon.json, None when the file does not exist.
     """
 
-    def command(self, path: str) -> str:
+    def command(self, path: str, packages: tuple[str, ...] = ()) -> str:
         quoted = shlex.quote(path)
+        names = " ".join(shlex.quote(p) for p in packages)
         return (
-            "echo \"active=$(systemctl is-active docker 2>/dev/null)\";"
+            f"for p in {names}; do if dpkg-query -W -f='${{Status}}' \"$p\" 2>/dev/null"
+            " | grep -q 'ok installed'; then echo \"package=$p installed\";"
+            " else echo \"package=$p missing\"; fi; done;"
+            " echo \"active=$(systemctl is-active docker 2>/dev/null)\";"
             " echo \"enabled=$(systemctl is-enabled docker 2>/dev/null)\";"
             " { for pid in $(pidof dockerd 2>/dev/null); do"
             " printf 'running dockerd: %s\\n' \"$(tr '\\0' ' ' < /proc/$pid/cmdline)\"; done;"
@@ -33,10 +38,14 @@ class DockerDaemonState(FactBase):
         )
 
     def process(self, output: list[str]) -> dict:
-        state = {"active": False, "enabled": False, "command_line_registries": [], "daemon_json": None}
+        state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
+                 "daemon_json": None}
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
-            if key == "active":
+            if key == "package":
+                name, _, status = value.partition(" ")
+                state["packages"][name] = status.strip() == "installed"
+            elif key == "active":
                 state["active"] = value.strip() == "active"
             elif key == "enabled":
                 state["enabled"] = value.strip() == "enabled"

@@ -95,14 +95,17 @@ def _sha256(path: str) -> str:
     return digest.hexdigest()
 
 
-_archive_hashes: dict[str, str] = {}
+_archive_hashes: dict[tuple[str, int, int], str] = {}
 
 
 def archive_sha256(path: str) -> str:
-    """SHA-256 of a controller file, computed once per process (deploys ask for it per host)."""
-    if path not in _archive_hashes:
-        _archive_hashes[path] = _sha256(path)
-    return _archive_hashes[path]
+    """SHA-256 of a controller file, computed once per version of the file and process (a deploy
+    asks for it on every host, for validation and for the container spec)."""
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_mtime_ns, stat.st_size)
+    if key not in _archive_hashes:
+        _archive_hashes[key] = _sha256(path)
+    return _archive_hashes[key]
 
 
 def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,

@@ -14,12 +14,12 @@ from regdeploy.settings import Settings
 
 
 @deploy("Trust the registry in Docker's daemon.json")
-def trust_registry(settings: Settings, daemon: dict) -> None:
-    """`daemon` is the host's DockerDaemonState fact."""
+def trust_registry(settings: Settings, state: dict) -> None:
+    """`state` is the host's DockerHostState fact."""
     path = settings.docker_daemon_json
     where = f"host {host.name!r}: {path}"
 
-    conflicts = daemon["command_line_registries"]
+    conflicts = state["command_line_registries"]
     if conflicts:
         raise DeployError(
             f"{where}: dockerd already gets --insecure-registry on its command line "
@@ -27,7 +27,7 @@ def trust_registry(settings: Settings, daemon: dict) -> None:
             "Move those registries into daemon.json (or remove the flag) and run the deploy again."
         )
     try:
-        current = daemon_config.parse(daemon["daemon_json"], where)
+        current = daemon_config.parse(state["daemon_json"], where)
     except daemon_config.DaemonConfigError as exc:
         raise DeployError(str(exc)) from None
 

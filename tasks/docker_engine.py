@@ -5,7 +5,6 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, systemd
 
@@ -24,23 +23,23 @@ DOCKER_CE_KEYRING = "/etc/apt/keyrings/docker.gpg"
 SERVER_PACKAGES = ["curl"]
 
 
-@deploy("Install Docker")
-def install_docker(settings: Settings, daemon: dict) -> None:
-    """`daemon` is the host's DockerDaemonState fact (read before anything was installed)."""
+def packages_for(settings: Settings) -> list[str]:
     packages = PACKAGES[settings.docker_install_source]
-    if packages and settings.is_server:
-        packages = packages + SERVER_PACKAGES
-    missing = []
-    if packages:
-        # Only missing packages trigger an apt update: a converged host costs one fact, not an update.
-        installed = host.get_fact(DebPackages) or {}
-        missing = [name for name in packages if name not in installed]
-        if missing:
-            if settings.docker_install_source == "docker-ce":
-                add_docker_ce_repository(settings)
-            apt.packages(name=f"Install {', '.join(missing)}", packages=packages, update=True)
+    return packages + SERVER_PACKAGES if packages and settings.is_server else packages
 
-    if missing or not (daemon["active"] and daemon["enabled"]):
+
+@deploy("Install Docker")
+def install_docker(settings: Settings, state: dict) -> None:
+    """`state` is the host's DockerHostState fact (read before anything was installed)."""
+    packages = packages_for(settings)
+    # Only missing packages trigger an apt update: a converged host costs nothing here.
+    missing = [name for name in packages if not state["packages"].get(name)]
+    if missing:
+        if settings.docker_install_source == "docker-ce":
+            add_docker_ce_repository(settings)
+        apt.packages(name=f"Install {', '.join(missing)}", packages=packages, update=True)
+
+    if missing or not (state["active"] and state["enabled"]):
         systemd.service(
             name="Start Docker and enable it at boot",
             service="docker",

@@ -176,3 +176,41 @@ def test_insecure_registry_on_the_dockerd_command_line_is_refused(lab_session):
     finally:
         access.ssh("client2", f"rm -f {dropin} && systemctl daemon-reload")
     assert run_deploy(lab_session.inventory).totals["success"] == 0
+
+
+def test_registry_that_never_answers_fails_with_its_logs(lab_session, test_image_archive):
+    # busybox has no registry in it: the container starts, exits, restarts, never serves /v2/.
+    broken = ["--data", "registry_image=busybox:latest", "--data", f"registry_image_archive={test_image_archive}",
+              "--data", "registry_image_archive_sha256=", "--data", "registry_ready_timeout=3"]
+    try:
+        result = run_deploy(lab_session.inventory, *broken)
+        assert result.returncode != 0
+        assert "the registry did not answer GET http://127.0.0.1:5000/v2/ within 3 s" in result.stderr
+        assert "last log lines of container registry" in result.stderr
+    finally:
+        restored = run_deploy(lab_session.inventory)
+    assert restored.returncode == 0, restored.stderr[-4000:]
+    assert "registry:2" in _registry_container(lab_session.access(), "registry")["Config"]["Image"]
+
+
+def test_docker_that_ignores_daemon_json_is_rolled_back(lab_session):
+    access = lab_session.access()
+    dropin = "/etc/systemd/system/docker.service.d/regdeploy-test.conf"
+    # dockerd reading another file never learns the registry: the apply must undo its change.
+    access.ssh("client1", f"mkdir -p {dropin.rsplit('/', 1)[0]} && echo '{{}}' > /etc/docker/elsewhere.json && "
+                          f"printf '%s\\n' '[Service]' 'ExecStart=' "
+                          f"'ExecStart=/usr/sbin/dockerd -H fd:// --config-file /etc/docker/elsewhere.json' > {dropin}"
+                          " && systemctl daemon-reload && systemctl restart docker")
+    before = access.ssh("client1", "cat /etc/docker/daemon.json")
+    try:
+        result = run_deploy(lab_session.inventory, "--data", "registry_port=5002")
+        assert result.returncode != 0
+        assert "Docker does not list registry:5002 as an insecure registry 30 s after the reload" in result.stderr
+        assert "restored the previous /etc/docker/daemon.json" in result.stderr
+        assert access.ssh("client1", "cat /etc/docker/daemon.json") == before
+        assert access.host("client1").service("docker").is_running
+    finally:
+        access.ssh("client1", f"rm -f {dropin} /etc/docker/elsewhere.json && systemctl daemon-reload "
+                              "&& systemctl restart docker")
+    assert run_deploy(lab_session.inventory).returncode == 0
+    assert run_deploy(lab_session.inventory).totals["success"] == 0

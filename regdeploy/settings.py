@@ -235,8 +235,15 @@ def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool
     return settings
 
 
+_validated: dict[int, tuple[Any, dict[str, Settings]]] = {}
+
+
 def from_inventory(inventory: Any) -> dict[str, Settings]:
-    """validate_hosts() for a pyinfra Inventory (every host, active or not: --limit must not hide errors)."""
-    return validate_hosts(
-        (h.name, h.data, set(h.groups)) for h in inventory
-    )
+    """validate_hosts() for a pyinfra Inventory (every host, active or not: --limit must not hide
+    errors). pyinfra runs deploy.py once per host: the inventory is validated on the first call
+    only, not N times over N hosts."""
+    cached = _validated.get(id(inventory))
+    if cached is None or cached[0] is not inventory:
+        cached = (inventory, validate_hosts((h.name, h.data, set(h.groups)) for h in inventory))
+        _validated[id(inventory)] = cached
+    return cached[1]

@@ -17,6 +17,7 @@ from pyinfra.api import deploy
 from pyinfra.facts.docker import DockerContainer, DockerImage
 from pyinfra.operations import docker, files, server
 
+from regdeploy.facts import RegistryFiles
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
 
@@ -29,17 +30,22 @@ ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
 def run_registry(settings: Settings) -> None:
     config_text = render("registry-config.yml.j2", data_dir=settings.registry_data_dir)
     config_path = posixpath.join(settings.registry_config_dir, "config.yml")
-    files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
-                    path=settings.registry_data_dir, mode="755")
-    files.put(name=f"Write the registry configuration {config_path}",
-              src=StringIO(config_text), dest=config_path, mode="644")
+    # pyinfra 3 gathers a fact anew on every call: the server's state is read in three facts
+    # (files, image, container) and reused; pyinfra's operations run only where something differs.
+    on_disk = host.get_fact(RegistryFiles, config_path=config_path, data_dir=settings.registry_data_dir)
+    if not on_disk["data_dir"]:
+        files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
+                        path=settings.registry_data_dir, mode="755")
+    config_rewritten = on_disk["config_sha256"] != hashlib.sha256(config_text.encode()).hexdigest()
+    if config_rewritten:
+        files.put(name=f"Write the registry configuration {config_path}",
+                  src=StringIO(config_text), dest=config_path, mode="644")
 
     ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
     volumes = [f"{settings.registry_data_dir}:/var/lib/registry",
                f"{config_path}:/etc/docker/registry/config.yml:ro"]
     spec_hash = container_spec_hash(settings, ports, volumes, config_text)
 
-    # pyinfra 3 gathers a fact anew on every call: each is read once here and reused.
     image = host.get_fact(DockerImage, object_id=settings.registry_image)
     existing = host.get_fact(DockerContainer, object_id=settings.registry_container_name)
     current = existing[0] if existing else None
@@ -55,13 +61,14 @@ def run_registry(settings: Settings) -> None:
         server.shell(name=f"Pull {settings.registry_image}",
                      commands=[f"docker pull -q {settings.registry_image}"])
 
-    recreate = spec_changed or image_moved
+    # A rewritten config.yml (edited by hand since) reaches the registry only through a new container.
+    recreate = spec_changed or image_moved or (bool(current) and config_rewritten)
     if current and not recreate and current.get("State", {}).get("Running"):
         return  # converged: no operation, no further facts
 
     container = docker.container(
         name=f"Run the registry container {settings.registry_container_name!r}"
-             + (" (recreate: its spec changed)" if recreate else ""),
+             + (" (recreate: its spec, image or config changed)" if recreate else ""),
         container=settings.registry_container_name,
         image=settings.registry_image,
         ports=ports,

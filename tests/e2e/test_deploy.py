@@ -72,7 +72,7 @@ def test_second_run_changes_nothing(lab_session):
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.totals["success"] == 0, {h: result.changed_operations(h) for h in result.changed_hosts()}
     assert result.totals["error"] == 0
-    assert result.totals["no_change"] > 0
+    assert result.output["results"]["failed_hosts"] == []
     print(f"no-op re-run: {elapsed:.1f} s")
 
 
@@ -100,6 +100,17 @@ def test_port_change_recreates_registry_and_reconfigures_clients_without_restart
     # Back to the default port: recreated again, then converged.
     assert run_deploy(lab_session.inventory).returncode == 0
     assert _registry_container(access, "registry")["HostConfig"]["PortBindings"]["5000/tcp"][0]["HostPort"] == "5000"
+    assert run_deploy(lab_session.inventory).totals["success"] == 0
+
+
+def test_hand_edited_registry_config_is_restored_and_applied(lab_session, access):
+    before = _registry_container(access, "registry")["Id"]
+    access.ssh("registry", "sed -i 's/enabled: true/enabled: false/' /etc/regdeploy/config.yml")
+    result = run_deploy(lab_session.inventory)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "enabled: false" not in access.ssh("registry", "cat /etc/regdeploy/config.yml")
+    after = _registry_container(access, "registry")
+    assert after["Id"] != before and after["State"]["Running"], "the registry must run the restored config"
     assert run_deploy(lab_session.inventory).totals["success"] == 0
 
 

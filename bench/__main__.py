@@ -32,6 +32,8 @@ from lab import image as lab_image
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
 BENCH_LAB = lab_config.default_lab("regdeploy-bench")
+# A second, small fleet beside the big one, so the scaling ratio is measured pair by pair.
+SMALL_LAB = lab_config.default_lab("regdeploy-bench-small")
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 
 
@@ -67,8 +69,8 @@ def timed(argv: list[str]) -> Sample:
     return Sample(float(seconds), int(rss_kb) / 1024)
 
 
-def deploy(*extra: str) -> Sample:
-    return timed([PYINFRA, "-y", str(BENCH_LAB.inventory_path), "deploy.py", *extra])
+def deploy(*extra: str, lab: lab_config.Lab = BENCH_LAB) -> Sample:
+    return timed([PYINFRA, "-y", str(lab.inventory_path), "deploy.py", *extra])
 
 
 def floor() -> Sample:
@@ -130,6 +132,26 @@ def bench_fleet(clients: int, runs: int, cold_runs: int) -> dict:
     return result
 
 
+def bench_scaling(small: int, large: int, runs: int) -> dict:
+    """No-op of 1+large over no-op of 1+small, the two fleets converged side by side, runs alternating."""
+    print(f"bench: no-op 1+{large} against 1+{small}, pair by pair", file=sys.stderr, flush=True)
+    lab_hosts.down(SMALL_LAB)
+    lab_hosts.up(SMALL_LAB, clients=small)
+    if len(lab_hosts.running_hosts(BENCH_LAB)) != large + 1:
+        fresh_lab(large)
+    deploy(lab=SMALL_LAB)
+    deploy()
+    small_series, large_series, pairs = Series(), Series(), []
+    try:
+        for _ in range(runs):
+            s = small_series.add(deploy(lab=SMALL_LAB))
+            pairs.append((large_series.add(deploy()), s))
+    finally:
+        lab_hosts.down(SMALL_LAB)
+    return {"small": small, "large": large, "noop_small": small_series.summary(),
+            "noop_large": large_series.summary(), "large_over_small": ratios(pairs)}
+
+
 def bench_add_client(clients: int, runs: int) -> dict:
     print(f"bench: add one client to a converged 1+{clients}", file=sys.stderr, flush=True)
     added, full_noop, pairs = Series(), Series(), []
@@ -159,13 +181,13 @@ def table(results: dict) -> str:
                if cold else "| – | – | – ")
             + f"| {max(r['noop']['max_rss_mb'], cold['max_rss_mb'] if cold else 0):.0f} MB |"
         )
-    fleets = {r["clients"]: r for r in results["fleets"]}
     lines = ["\n".join(rows), ""]
-    if 2 in fleets and max(fleets) > 2:
-        big = max(fleets)
-        lines.append(f"no-op 1+{big} / no-op 1+2: "
-                     f"{fleets[big]['noop']['median_s'] / fleets[2]['noop']['median_s']:.2f}× "
-                     "(medians of separate series)")
+    scaling = results.get("scaling")
+    if scaling:
+        lines.append(f"no-op 1+{scaling['large']} / no-op 1+{scaling['small']}, pair by pair: "
+                     f"{scaling['large_over_small']['median']:.2f}× "
+                     f"({scaling['large_over_small']['min']:.2f}–{scaling['large_over_small']['max']:.2f}; "
+                     f"{fmt(scaling['noop_large'])} vs {fmt(scaling['noop_small'])})")
     add = results.get("add_client")
     if add:
         lines.append(f"add one client to 1+{add['clients']} with --limit: {fmt(add['add_one_with_limit'])}, "
@@ -186,18 +208,28 @@ def main() -> None:
     lab_image.build_all(BENCH_LAB)
     started = time.time()
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "fleets": []}
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / "latest.json"
+
+    def save() -> None:  # after every phase: a failure late in a long run keeps what was measured
+        results["duration_s"] = round(time.time() - started)
+        out.write_text(json.dumps(results, indent=2) + "\n")
+
     try:
         for clients in [int(c) for c in args.clients.split(",")]:
             results["fleets"].append(bench_fleet(clients, args.runs, 0 if args.skip_cold else args.cold_runs))
+            save()
+        sizes = sorted(int(c) for c in args.clients.split(","))
+        if len(sizes) > 1:
+            results["scaling"] = bench_scaling(sizes[0], sizes[-1], args.runs)
+            save()
         if not args.skip_cold:
             results["add_client"] = bench_add_client(2, args.cold_runs)
+            save()
     finally:
         if not args.keep_lab:
             lab_hosts.down(BENCH_LAB)
-    results["duration_s"] = round(time.time() - started)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / "latest.json"
-    out.write_text(json.dumps(results, indent=2) + "\n")
+        lab_hosts.down(SMALL_LAB)
     print(f"machine: {results['machine']}")
     print(table(results))
     print(f"\n(JSON: {out}; {results['duration_s']} s)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,6 +14,10 @@ from .docker import docker, inspect, labelled, require_engine
 from .log import step
 
 LXCFS_UPTIME = Path("/var/lib/lxcfs/proc/uptime")
+# Every lab host runs systemd and its services, each holding inotify instances, all counted
+# against root's limit (128 on Debian): past ~8 hosts new hosts boot without sshd.
+INOTIFY_LIMITS = {"/proc/sys/fs/inotify/max_user_instances": 8192,
+                  "/proc/sys/fs/inotify/max_user_watches": 1048576}
 
 # What makes systemd boot in an unprivileged-enough container on this kind of machine:
 # --privileged fails (CAP_SYS_RESOURCE is not in the bounding set), so take every other capability;
@@ -43,6 +48,7 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False) -> list[str]:
     if not 0 <= clients <= 200:
         raise SystemExit("--clients must be between 0 and 200")
     image.build_all(lab, rebuild=rebuild)
+    _raise_inotify_limits()
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     _ensure_ssh_key(lab)
     _ensure_network(lab)
@@ -58,6 +64,16 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False) -> list[str]:
     with step("wait for SSH on every host"):
         wait_for_ssh(lab, wanted)
     return wanted
+
+
+def _raise_inotify_limits() -> None:
+    for path, wanted in INOTIFY_LIMITS.items():
+        try:
+            if int(Path(path).read_text()) < wanted:
+                Path(path).write_text(str(wanted))
+        except OSError as exc:
+            print(f"lab: cannot raise {path} to {wanted} ({exc}): large labs may boot without sshd",
+                  file=sys.stderr)
 
 
 def _ensure_ssh_key(lab: config.Lab) -> None:
@@ -123,11 +139,22 @@ def reboot(lab: config.Lab, hostname: str) -> None:
     wait_for_ssh(lab, [hostname])
 
 
+def _close_ssh_masters(lab: config.Lab) -> None:
+    """End the shared SSH connections to the lab's hosts: a master to a removed host would hang
+    the next connection to a new host at the same address."""
+    if not lab.ssh_config_path.exists():
+        return
+    for hostname in running_hosts(lab):
+        subprocess.run(["ssh", "-F", str(lab.ssh_config_path), "-O", "exit", hostname],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
 def down(lab: config.Lab) -> list[str]:
     """Remove every container, network and volume carrying this lab's label, and nothing else."""
     label = f"{config.LAB_LABEL}={lab.name}"
     removed = []
     containers = labelled("container", label)
+    _close_ssh_masters(lab)
     if containers:
         docker("rm", "-f", "-v", *containers)
         removed += containers

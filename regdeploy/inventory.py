@@ -80,8 +80,10 @@ def write_ssh_config(fleet: Fleet, path: Path) -> Path:
             lines += [f"  IdentityFile {os.path.expanduser(str(data['ssh_key']))}", "  IdentitiesOnly yes"]
         if str(data.get("ssh_strict_host_key_checking", "")).lower() == "no":
             lines += ["  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  LogLevel ERROR"]
-        # One master connection per host: every testinfra check reuses it.
-        lines += ["  ControlMaster auto", "  ControlPath /tmp/regdeploy-ssh-%C", "  ControlPersist 120s"]
+        # One master connection per host: every testinfra check reuses it. Keepalives end a master
+        # whose host went away (a removed lab host) instead of hanging the next connection.
+        lines += ["  ControlMaster auto", "  ControlPath /tmp/regdeploy-ssh-%C", "  ControlPersist 120s",
+                  "  ServerAliveInterval 5", "  ServerAliveCountMax 3"]
         blocks.append("\n".join(lines) + "\n")
     path.write_text("\n".join(blocks))
     return path

@@ -2,7 +2,7 @@
 
 pyinfra's docker.container never recreates a container whose spec changed (its diff is a stub in
 3.10), so the full spec is hashed into a label and the container is recreated exactly when the
-hash, or the image behind the tag, differs.
+hash, the image behind the tag, or the config file on disk differs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ def run_registry(settings: Settings) -> None:
     if not on_disk["data_dir"]:
         files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
                         path=settings.registry_data_dir, mode="755")
-    config_rewritten = on_disk["config_sha256"] != hashlib.sha256(config_text.encode()).hexdigest()
+    config_sha256 = hashlib.sha256(config_text.encode()).hexdigest()
+    config_rewritten = on_disk["config_sha256"] != config_sha256
     if config_rewritten:
         files.put(name=f"Write the registry configuration {config_path}",
                   src=StringIO(config_text), dest=config_path, mode="644")
@@ -44,7 +45,7 @@ def run_registry(settings: Settings) -> None:
     ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
     volumes = [f"{settings.registry_data_dir}:/var/lib/registry",
                f"{config_path}:/etc/docker/registry/config.yml:ro"]
-    spec_hash = container_spec_hash(settings, ports, volumes, config_text)
+    spec_hash = container_spec_hash(settings, ports, volumes, config_sha256)
 
     image = host.get_fact(DockerImage, object_id=settings.registry_image)
     existing = host.get_fact(DockerContainer, object_id=settings.registry_container_name)
@@ -88,24 +89,29 @@ def run_registry(settings: Settings) -> None:
     )
 
 
-def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str], config_text: str) -> str:
+def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str], config_sha256: str) -> str:
     """Hash of everything that defines the registry container; a different hash means recreate."""
     spec = {
         "image": settings.registry_image,
-        "archive_sha256": (settings.registry_image_archive_sha256
-                           or (archive_sha256(settings.registry_image_archive)
-                               if settings.registry_image_archive else "")),
+        "archive_sha256": image_archive_sha256(settings),
         "ports": ports,
         "volumes": volumes,
-        "config_sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        "config_sha256": config_sha256,
         "restart_policy": settings.registry_restart_policy,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
+def image_archive_sha256(settings: Settings) -> str:
+    """The air-gapped image archive's SHA-256 (as given, else computed); empty when pulling."""
+    if not settings.registry_image_archive:
+        return ""
+    return settings.registry_image_archive_sha256 or archive_sha256(settings.registry_image_archive)
+
+
 def _load_image_archive(settings: Settings, image_present: bool) -> None:
     remote = posixpath.join(ARCHIVE_CACHE_DIR, posixpath.basename(settings.registry_image_archive))
-    sha256 = settings.registry_image_archive_sha256 or archive_sha256(settings.registry_image_archive)
+    sha256 = image_archive_sha256(settings)
     upload = files.put(name=f"Upload the registry image archive to {remote}",
                        src=settings.registry_image_archive, dest=remote, mode="600")
     server.shell(

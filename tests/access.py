@@ -67,9 +67,13 @@ class DeployResult:
 
 
 def run_deploy(inventory: Path, *extra: str) -> DeployResult:
-    """`pyinfra -y INVENTORY deploy.py --json [extra]`, as an operator runs it, from the repo root."""
+    """`pyinfra -y INVENTORY deploy.py --json [extra]`, as an operator runs it, from the repo root.
+
+    With --dry, -y is left out: pyinfra 3.10 skips change detection under -y, so the plan would be empty.
+    """
+    yes = [] if "--dry" in extra else ["-y"]
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "pyinfra"), "-y", str(inventory), "deploy.py", "--json", *extra],
+        [str(Path(sys.executable).parent / "pyinfra"), *yes, str(inventory), "deploy.py", "--json", *extra],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
     )
     try:

@@ -132,6 +132,15 @@ def test_registry_data_survives_a_reboot_of_the_server(lab_session, access):
 
 def test_limit_provisions_a_new_client_and_touches_nothing_else(lab_session):
     lab_session.up(clients=3)
+    # Docker's own apt repository cannot be reached from here: plan it (--dry) on the fresh host.
+    plan = run_deploy(lab_session.inventory, "--limit", "client3", "--dry",
+                      "--data", "docker_install_source=docker-ce")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    planned = [op["name"] for op in plan.output["plan"] if "client3" in op["hosts_with_change"]]
+    assert "Install Docker | Add Docker's apt signing key to /etc/apt/keyrings" in planned
+    assert "Install Docker | Add Docker's apt repository (deb822, signed-by)" in planned
+    assert any("docker-ce" in name for name in planned), planned
+
     result = run_deploy(lab_session.inventory, "--limit", "client3")
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.changed_hosts() == {"client3"}
@@ -172,6 +181,22 @@ def test_malformed_daemon_json_is_left_untouched_and_named(lab_session):
         assert "registry-mirrors" not in _daemon_json(access, "client2")
     finally:
         access.ssh("client1", f"cat > /etc/docker/daemon.json <<'EOF'\n{original}\nEOF")
+
+
+def test_unknown_daemon_json_key_is_refused_before_a_reload(lab_session):
+    # Docker 20.10 has no `dockerd --validate`: regdeploy checks the keys itself.
+    access = lab_session.access()
+    original = access.ssh("client2", "cat /etc/docker/daemon.json")
+    typo = json.dumps({**json.loads(original), "insecure-registry": ["typo.example:5000"]})
+    access.ssh("client2", f"echo '{typo}' > /etc/docker/daemon.json")
+    try:
+        result = run_deploy(lab_session.inventory, "--data", "registry_mirrors=https://mirror.example")
+        assert result.returncode != 0
+        assert "host 'client2': /etc/docker/daemon.json: unknown daemon.json keys ['insecure-registry']" \
+            in result.stderr
+        assert json.loads(access.ssh("client2", "cat /etc/docker/daemon.json")) == json.loads(typo)
+    finally:
+        access.ssh("client2", f"cat > /etc/docker/daemon.json <<'EOF'\n{original}\nEOF")
 
 
 def test_insecure_registry_on_the_dockerd_command_line_is_refused(lab_session):

@@ -67,6 +67,12 @@ def test_tags_of_an_unknown_repository_is_a_clear_404(lab_session, access):
     assert "(404)" in result.stderr
 
 
+def test_tls_to_a_plain_http_registry_is_a_clear_tls_error(lab_session, access):
+    result = cli(lab_session, "--tls", "catalog")
+    assert result.returncode == 1
+    assert f"TLS failure talking to https://{access.fleet.registry_api_address}" in result.stderr
+
+
 def test_unreachable_registry_is_a_clear_error():
     result = subprocess.run([REGDEPLOY, "--registry", "127.0.0.1:9", "catalog"], capture_output=True, text=True)
     assert result.returncode == 1

@@ -60,11 +60,11 @@ def test_wait_and_load_scripts_parse():
 def test_container_spec_hash_changes_exactly_with_the_spec():
     settings = validate_hosts([("reg1", {}, {"registry_servers"})])["reg1"]
     ports, volumes = ["5000:5000"], ["/var/lib/registry:/var/lib/registry"]
-    base = container_spec_hash(settings, ports, volumes, "config")
-    assert container_spec_hash(settings, list(ports), list(volumes), "config") == base
-    assert container_spec_hash(settings, ["5001:5000"], volumes, "config") != base
-    assert container_spec_hash(settings, ports, ["/srv:/var/lib/registry"], "config") != base
-    assert container_spec_hash(settings, ports, volumes, "config changed") != base
+    base = container_spec_hash(settings, ports, volumes, "a" * 64)
+    assert container_spec_hash(settings, list(ports), list(volumes), "a" * 64) == base
+    assert container_spec_hash(settings, ["5001:5000"], volumes, "a" * 64) != base
+    assert container_spec_hash(settings, ports, ["/srv:/var/lib/registry"], "a" * 64) != base
+    assert container_spec_hash(settings, ports, volumes, "b" * 64) != base
     other_policy = validate_hosts([("reg1", {"registry_restart_policy": "unless-stopped"},
                                     {"registry_servers"})])["reg1"]
-    assert container_spec_hash(other_policy, ports, volumes, "config") != base
+    assert container_spec_hash(other_policy, ports, volumes, "a" * 64) != base

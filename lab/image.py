@@ -11,6 +11,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from regdeploy.rendering import render
+
 from . import config
 from .docker import docker, image_exists
 from .log import step
@@ -57,26 +59,6 @@ mkdir -p /lab-downloads && cd /lab-downloads && chown _apt /lab-downloads \
 HOST_DOCKERFILE = f"""FROM {config.BASE_IMAGE}
 STOPSIGNAL SIGRTMIN+3
 CMD ["/sbin/init"]
-"""
-
-REGISTRY_CONFIG = """version: 0.1
-log:
-  fields:
-    service: registry
-storage:
-  cache:
-    blobdescriptor: inmemory
-  filesystem:
-    rootdirectory: /var/lib/registry
-http:
-  addr: :5000
-  headers:
-    X-Content-Type-Options: [nosniff]
-health:
-  storagedriver:
-    enabled: true
-    interval: 10s
-    threshold: 3
 """
 
 
@@ -184,7 +166,9 @@ def _build_registry_image(rootfs: Path, archive: Path) -> None:
         finally:
             staged.unlink()
         (tree / "etc/docker/registry").mkdir(parents=True)
-        (tree / "etc/docker/registry/config.yml").write_text(REGISTRY_CONFIG)
+        # The same config.yml the deploy mounts, so the image also runs as is.
+        (tree / "etc/docker/registry/config.yml").write_text(
+            render("registry-config.yml.j2", data_dir="/var/lib/registry"))
         (tree / "var/lib/registry").mkdir(parents=True)
         (tree / "tmp").mkdir(mode=0o1777)
         shutil.copytree(rootfs / "etc/ssl/certs", tree / "etc/ssl/certs", symlinks=False,

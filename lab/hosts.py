@@ -14,6 +14,7 @@ from .docker import docker, inspect, labelled, require_engine
 from .log import step
 
 LXCFS_UPTIME = Path("/var/lib/lxcfs/proc/uptime")
+OWNER_LABEL = f"{config.LAB_LABEL}.state-dir"
 # Every lab host runs systemd and its services, each holding inotify instances, all counted
 # against root's limit (128 on Debian): past ~8 hosts new hosts boot without sshd.
 INOTIFY_LIMITS = {"/proc/sys/fs/inotify/max_user_instances": 8192,
@@ -54,6 +55,7 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False) -> list[str]:
     _ensure_network(lab)
     wanted = config.hostnames(clients)
     existing = set(running_hosts(lab))
+    _check_owner(lab, existing)
     with step(f"start {len(wanted)} hosts"):
         for index, hostname in enumerate(wanted):
             if hostname in existing:
@@ -64,6 +66,17 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False) -> list[str]:
     with step("wait for SSH on every host"):
         wait_for_ssh(lab, wanted)
     return wanted
+
+
+def _check_owner(lab: config.Lab, existing: set[str]) -> None:
+    """Lab names are global to the Docker engine; SSH keys live in one checkout. Refuse to adopt
+    another checkout's hosts (their authorized key is not ours) rather than time out on SSH."""
+    for hostname in existing:
+        labels = (inspect("container", lab.container_name(hostname)) or {}).get("Config", {}).get("Labels") or {}
+        owner = labels.get(OWNER_LABEL)
+        if owner and owner != str(lab.state_dir):
+            raise SystemExit(f"lab {lab.name} was started from {owner}: run `python -m lab down` there, "
+                             "or pick another lab with --name")
 
 
 def _raise_inotify_limits() -> None:
@@ -93,7 +106,7 @@ def _start_host(lab: config.Lab, hostname: str, index: int) -> None:
     docker("volume", "create", "--label", f"{config.LAB_LABEL}={lab.name}", volume)
     args = [
         "run", "-d", "--name", lab.container_name(hostname), "--hostname", hostname,
-        "--label", f"{config.LAB_LABEL}={lab.name}",
+        "--label", f"{config.LAB_LABEL}={lab.name}", "--label", f"{OWNER_LABEL}={lab.state_dir}",
         "--network", lab.network, "--ip", lab.address(index), "--network-alias", hostname,
         *HOST_RUN_ARGS,
         # Docker inside the host needs a real filesystem (not overlay on overlay) for overlay2.

@@ -32,10 +32,6 @@ HOST_RUN_ARGS = [
 ]
 
 
-def lab_filter(lab: config.Lab) -> str:
-    return f"label={config.LAB_LABEL}={lab.name}"
-
-
 def running_hosts(lab: config.Lab) -> list[str]:
     """Hostnames of this lab's host containers, server first."""
     names = labelled("container", f"{config.LAB_LABEL}={lab.name}")

@@ -64,9 +64,6 @@ class RegistryClient:
                                 f"{response.text.strip()[:200]}", status=response.status_code)
         return response
 
-    def ping(self) -> None:
-        self._get("/v2/", "the API root /v2/")
-
     def _paginate(self, path: str, key: str, what: str, page_size: int) -> Iterator[str]:
         next_url: str | None = f"{path}?n={page_size}"
         while next_url:

@@ -31,6 +31,8 @@ if ! docker version >/dev/null 2>&1; then
 fi
 # lxcfs gives each lab host its own /proc/uptime, so a reboot is visible to pyinfra and the tests.
 if [ ! -e /var/lib/lxcfs/proc/uptime ]; then
+    # A killed lxcfs leaves a dead FUSE mount behind ("Transport endpoint is not connected").
+    umount -l /var/lib/lxcfs 2>/dev/null || true
     mkdir -p /var/lib/lxcfs
     nohup lxcfs /var/lib/lxcfs >/var/log/regdeploy-lxcfs.log 2>&1 &
     for _ in $(seq 20); do [ -e /var/lib/lxcfs/proc/uptime ] && break; sleep 0.25; done

@@ -24,6 +24,14 @@ fi
 
 # There may be no systemd as PID 1 (containers, CI runners): start the daemons by hand if needed.
 if ! docker version >/dev/null 2>&1; then
+    # A dockerd that was killed leaves pid files behind; if their pid now belongs to another
+    # process, dockerd (and its containerd) refuse to start.
+    for entry in /var/run/docker.pid:dockerd /var/run/docker/containerd/containerd.pid:containerd; do
+        pidfile=${entry%%:*}; name=${entry##*:}
+        if [ -f "$pidfile" ] && ! ps -p "$(cat "$pidfile")" -o comm= 2>/dev/null | grep -qx "$name"; then
+            rm -f "$pidfile"
+        fi
+    done
     log "starting dockerd (log: /var/log/regdeploy-dockerd.log)"
     nohup dockerd >/var/log/regdeploy-dockerd.log 2>&1 &
     for _ in $(seq 60); do docker version >/dev/null 2>&1 && break; sleep 0.5; done

@@ -24,11 +24,12 @@ fi
 
 # There may be no systemd as PID 1 (containers, CI runners): start the daemons by hand if needed.
 if ! docker version >/dev/null 2>&1; then
-    # A dockerd that was killed leaves pid files behind; if their pid now belongs to another
-    # process, dockerd (and its containerd) refuse to start.
+    # A dockerd that was killed leaves pid files behind; while their pid exists (reused by another
+    # process, or the killed daemon not yet reaped) dockerd and its containerd refuse to start.
     for entry in /var/run/docker.pid:dockerd /var/run/docker/containerd/containerd.pid:containerd; do
         pidfile=${entry%%:*}; name=${entry##*:}
-        if [ -f "$pidfile" ] && ! ps -p "$(cat "$pidfile")" -o comm= 2>/dev/null | grep -qx "$name"; then
+        if [ -f "$pidfile" ] && ! ps -p "$(cat "$pidfile")" -o stat=,comm= 2>/dev/null \
+                | grep -qE "^[^Z][^ ]* +$name\$"; then
             rm -f "$pidfile"
         fi
     done

@@ -36,6 +36,13 @@ KNOWN_KEYS = RELOADABLE_KEYS | frozenset({
 })
 
 
+# `docker info --format` template printing the registries dockerd treats as insecure, space-separated:
+# how the apply script and the tests confirm the daemon (not just the file) trusts the registry.
+INSECURE_REGISTRIES_FORMAT = (
+    "{{range $name, $index := .RegistryConfig.IndexConfigs}}{{if not $index.Secure}}{{$name}} {{end}}{{end}}"
+)
+
+
 class DaemonConfigError(ValueError):
     pass
 

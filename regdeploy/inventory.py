@@ -49,7 +49,7 @@ class Fleet:
         return f"{self.server.address}:{self.server.settings.registry_port}"
 
 
-def load_fleet(path: str, override_data: dict[str, Any] | None = None, check_files: bool = False) -> Fleet:
+def load_fleet(path: str, check_files: bool = False) -> Fleet:
     """The inventory's hosts with validated settings. Controller-side archives are only checked
     with `check_files` (the deploy checks them itself; listing a catalog does not need them)."""
     # pyinfra's inventory loader needs a pyinfra State in context, as its CLI sets up, and caches
@@ -57,7 +57,7 @@ def load_fleet(path: str, override_data: dict[str, Any] | None = None, check_fil
     ctx_state.set(State())
     path = os.path.abspath(path)
     pyinfra_cli_util.PYTHON_CODES.pop(path, None)
-    inventory = make_inventory(path, override_data=override_data, cwd=os.getcwd())
+    inventory = make_inventory(path, cwd=os.getcwd())
     raw = [(h.name, h.data.dict(), set(h.groups)) for h in inventory]
     settings = validate_hosts(raw, check_files=check_files)
     hosts = {name: InventoryHost(name, frozenset(groups), data, settings[name]) for name, data, groups in raw}

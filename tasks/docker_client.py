@@ -44,5 +44,6 @@ def trust_registry(settings: Settings, state: dict) -> None:
     server.shell(
         name=f"Write the merged {path}, {action} Docker and confirm it trusts {settings.registry_address}",
         commands=[render("apply-daemon-json.sh.j2", path=path, action=action,
-                         registry=settings.registry_address, content=daemon_config.render(merged))],
+                         registry=settings.registry_address, content=daemon_config.render(merged),
+                         insecure_registries_format=daemon_config.INSECURE_REGISTRIES_FORMAT)],
     )

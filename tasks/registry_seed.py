@@ -33,9 +33,10 @@ def seed_registry(settings: Settings) -> None:
     def missing(sources: list[str]) -> list[tuple[str, str]]:
         pairs = []
         for source in sources:
-            target = reference.parse(source).in_registry(settings.registry_address)
+            parsed = reference.parse(source)
+            target = parsed.in_registry(settings.registry_address)
             if target.tag not in catalog.get(target.path, []):
-                pairs.append((reference.parse(source).familiar, target.familiar))
+                pairs.append((parsed.familiar, target.familiar))
         return pairs
 
     for source, target in missing(list(settings.registry_seed_images)):

@@ -5,11 +5,13 @@ re-run, change the port, add a client, break things and see the deploy refuse.
 """
 
 import json
+import shlex
 import time
 
 import pytest
 
 from lab import hosts as lab_hosts
+from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from tests.access import run_deploy
 
 PREFILLED = {
@@ -32,8 +34,7 @@ def _daemon_json(access, host):
 
 
 def _insecure_registries(access, host):
-    template = "{{range $n, $i := .RegistryConfig.IndexConfigs}}{{if not $i.Secure}}{{$n}} {{end}}{{end}}"
-    return access.ssh(host, f"docker info --format '{template}'").split()
+    return access.ssh(host, f"docker info --format {shlex.quote(INSECURE_REGISTRIES_FORMAT)}").split()
 
 
 def _registry_container(access, server):

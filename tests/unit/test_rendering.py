@@ -1,10 +1,12 @@
 """Templates render to what the hosts need: valid YAML, shell scripts that parse, values quoted."""
 
+import shlex
 import subprocess
 
 import pytest
 import yaml
 
+from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
 from regdeploy.settings import validate_hosts
@@ -26,16 +28,18 @@ def test_registry_config_serves_storage_from_the_mounted_directory():
 @pytest.mark.parametrize("action", ["reload", "restart"])
 def test_apply_script_parses_and_uses_the_right_systemctl_verb(action):
     script = render("apply-daemon-json.sh.j2", path="/etc/docker/daemon.json", action=action,
-                    registry="registry:5000", content=render_json({"insecure-registries": ["registry:5000"]}))
+                    registry="registry:5000", content=render_json({"insecure-registries": ["registry:5000"]}),
+                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
     _sh_syntax_ok(script)
     assert f"systemctl {action} docker ||" in script
     assert ("systemctl restart docker ||" in script) == (action == "restart")
-    assert "{{range $name, $index := .RegistryConfig.IndexConfigs}}" in script
+    assert shlex.quote(INSECURE_REGISTRIES_FORMAT) in script
 
 
 def test_shell_values_are_quoted():
     script = render("apply-daemon-json.sh.j2", path="/etc/docker/my daemon.json", action="reload",
-                    registry="r:5000", content="{}\n")
+                    registry="r:5000", content="{}\n",
+                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
     assert "current='/etc/docker/my daemon.json'" in script
     _sh_syntax_ok(script)
 
@@ -44,7 +48,8 @@ def test_apply_script_stages_the_json_byte_for_byte(tmp_path):
     content = render_json({"log-opts": {"max-size": "10m"}, "labels": ["a=$HOME", "b=`x`"],
                            "insecure-registries": ["registry:5000"]})
     script = render("apply-daemon-json.sh.j2", path=str(tmp_path / "daemon.json"), action="reload",
-                    registry="registry:5000", content=content)
+                    registry="registry:5000", content=content,
+                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
     # Run just the staging part (up to the swap) against a temporary directory.
     staging = script.split("if dockerd --help")[0]
     subprocess.run(["sh", "-c", staging], check=True)

@@ -5,9 +5,10 @@ work on it); the host in `registry_servers` also runs the registry. All inventor
 validated for every host before any operation is generated, so bad data changes nothing.
 """
 
-from pyinfra import host, inventory
+from pyinfra import host, inventory, logger
 from pyinfra.api.exceptions import DeployError
 
+from regdeploy import deploy_lock
 from regdeploy.facts import DockerHostState
 from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
@@ -20,9 +21,19 @@ try:
 except ConfigError as exc:
     raise DeployError(str(exc)) from None
 
-# Read once, used by both tasks: pyinfra 3 runs a fact's command on every call.
+# Read once, used by both tasks: pyinfra 3 runs a fact's command on every call. It first takes the
+# host's deploy lock, held until this run's SSH connection to the host ends.
 state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
-                      packages=tuple(packages_for(settings)))
+                      packages=tuple(packages_for(settings)), lock=deploy_lock.LOCK_PATH,
+                      holder=deploy_lock.holder("regdeploy deploy"),
+                      lock_timeout=settings.deploy_lock_timeout)
+lock = state["lock"]
+if lock and not lock["held"]:
+    raise DeployError(f"host {host.name!r}: another regdeploy run holds this host's deploy lock ({lock['holder']}); "
+                      f"waited {lock['waited']} s (deploy_lock_timeout). Nothing was changed: run again once it "
+                      "has finished.")
+if lock and lock["waited"]:
+    logger.warning(f"[{host.name}] waited {lock['waited']} s for another regdeploy run on this host to finish")
 install_docker(settings, state)
 trust_registry(settings, state)
 if settings.is_server:

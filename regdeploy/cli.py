@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -12,8 +13,9 @@ from pathlib import Path
 import click
 
 from .inventory import Fleet, load_fleet, write_ssh_config  # first: it sets up gevent (see there)
-from . import reference
+from . import deploy_lock, reference
 from .registry_api import RegistryClient, RegistryError, base_url
+from .rendering import render
 from .settings import ConfigError
 
 
@@ -170,3 +172,57 @@ def copy(ctx: Context, source: str, target: str | None, on_host: str | None) -> 
     match = _DIGEST_RE.search(result.stdout)
     digest = match.group(1) if match else None
     click.echo(json.dumps({"source": src.familiar, "target": dest_name, "digest": digest, "host": worker.name}))
+
+
+def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout) -> int:
+    """Render a templates/ script for the inventory's registry server and run it there over SSH;
+    its stderr (messages) goes to ours."""
+    fleet = ctx.fleet
+    settings = fleet.server.settings
+    script = render(template, name=settings.registry_container_name, config_path=settings.registry_config_path,
+                    data_dir=settings.registry_data_dir, port=settings.registry_port, lock=deploy_lock.LOCK_PATH,
+                    lock_timeout=settings.deploy_lock_timeout, holder=deploy_lock.holder(f"regdeploy {what}"),
+                    readonly_config=render("registry-config.yml.j2", data_dir=settings.registry_data_dir,
+                                           readonly=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        ssh_config = write_ssh_config(fleet, Path(tmp) / "ssh_config")
+        # A connection of its own: the host's deploy lock belongs to the SSH connection, and a shared
+        # (multiplexed) one would make every command through it the same holder.
+        return subprocess.run(["ssh", "-F", str(ssh_config), "-o", "ControlMaster=no", "-o", "ControlPath=none",
+                               fleet.server.name, "sh", "-c", shlex.quote(script)],
+                              stdin=stdin, stdout=stdout).returncode
+
+
+@main.command()
+@click.argument("archive", type=click.Path(dir_okay=False, writable=True))
+@click.pass_obj
+def backup(ctx: Context, archive: str) -> None:
+    """Write a consistent copy of the registry's storage to ARCHIVE (a tar).
+
+    The registry is read-only meanwhile (pulls keep working, pushes are refused) and holds the
+    host's deploy lock, so no deploy runs at the same time. The archive records every tag and its
+    manifest digest; `regdeploy restore` checks them.
+    """
+    partial = Path(archive + ".partial")
+    with open(partial, "wb") as out:
+        status = _run_on_server(ctx, "backup", "registry-backup.sh.j2", stdin=subprocess.DEVNULL, stdout=out)
+    if status != 0:
+        partial.unlink(missing_ok=True)
+        raise click.ClickException(f"backup failed on {ctx.fleet.server.name} (see above); no archive was written")
+    partial.replace(archive)
+    click.echo(f"wrote {archive} ({Path(archive).stat().st_size} bytes) from {ctx.fleet.server.name}", err=True)
+
+
+@main.command()
+@click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.pass_obj
+def restore(ctx: Context, archive: str) -> None:
+    """Restore a `regdeploy backup` ARCHIVE onto the inventory's registry server.
+
+    Deploy the server first; its storage directory must be empty (a restore never merges). The
+    restored registry must then serve every tag with the digest the backup recorded.
+    """
+    with open(archive, "rb") as source:
+        status = _run_on_server(ctx, "restore", "registry-restore.sh.j2", stdin=source, stdout=subprocess.DEVNULL)
+    if status != 0:
+        raise click.ClickException(f"restore failed on {ctx.fleet.server.name} (see above)")

@@ -52,7 +52,12 @@ def parse(raw: str | None, where: str) -> dict[str, Any]:
     if raw is None or raw.strip() == "":
         return {}
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, object_pairs_hook=_refuse_duplicate_keys)
+    except _DuplicateKey as exc:
+        raise DaemonConfigError(
+            f"{where} sets the key {exc.args[0]!r} twice; which one dockerd uses is not something to "
+            "guess, and merging would drop the other: keep one by hand (regdeploy leaves the file untouched)"
+        ) from None
     except json.JSONDecodeError as exc:
         raise DaemonConfigError(
             f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); "
@@ -64,10 +69,39 @@ def parse(raw: str | None, where: str) -> dict[str, Any]:
     return value
 
 
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
+def check_mergeable(current: dict[str, Any], where: str, mirrors: tuple[str, ...] = ()) -> None:
+    """Refuse a key regdeploy merges into whose value it cannot merge without losing what is there
+    (Docker itself rejects such a file, so nothing that works today is refused)."""
+    for key in ("insecure-registries",) + (("registry-mirrors",) if mirrors else ()):
+        value = current.get(key)
+        if value is None:
+            continue  # absent or null: nothing to lose
+        if not isinstance(value, list) or not all(isinstance(entry, str) for entry in value):
+            raise DaemonConfigError(
+                f"{where}: {key!r} must be a list of strings, like [\"host:5000\"], not {json.dumps(value)}; "
+                "regdeploy merges its entry into that list and will not replace what is there. "
+                "Fix the value by hand (regdeploy leaves the file untouched)"
+            )
+
+
 def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = ()) -> dict[str, Any]:
     """`current` with `registry` in insecure-registries and `mirrors` in registry-mirrors.
 
-    Every other key, and every entry already there, is kept in place and in order.
+    Every other key, and every entry already there, is kept in place and in order. `current` must
+    have passed check_mergeable().
     """
     merged = dict(current)
     merged["insecure-registries"] = _append_missing(current.get("insecure-registries"), [registry])
@@ -76,8 +110,8 @@ def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = ())
     return merged
 
 
-def _append_missing(existing: Any, wanted: list[str]) -> list[str]:
-    entries = list(existing) if isinstance(existing, list) else []
+def _append_missing(existing: list[str] | None, wanted: list[str]) -> list[str]:
+    entries = list(existing or [])
     return entries + [w for w in wanted if w not in entries]
 
 
@@ -85,11 +119,15 @@ def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> set[str]:
     return {key for key in old.keys() | new.keys() if old.get(key) != new.get(key)}
 
 
-def apply_action(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """None when nothing changed, "reload" when SIGHUP is enough, else "restart"."""
+def apply_action(old: dict[str, Any], new: dict[str, Any], daemon_trusts: bool = True) -> str | None:
+    """None when nothing changed, "reload" when SIGHUP is enough, else "restart".
+
+    `daemon_trusts` is whether the running dockerd already lists the registry: a file that has it
+    while the daemon does not (a reload that never happened, e.g. an interrupted deploy) is reloaded.
+    """
     changed = changed_keys(old, new)
     if not changed:
-        return None
+        return None if daemon_trusts else "reload"
     return "reload" if changed <= RELOADABLE_KEYS else "restart"
 
 

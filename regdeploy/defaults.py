@@ -45,6 +45,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("docker_ce_repo_url", "https://download.docker.com/linux",
              "Base URL of Docker's apt repository (set it to a mirror); `/debian` or `/ubuntu` is appended."),
     Variable("docker_daemon_json", "/etc/docker/daemon.json", "Path of the Docker daemon configuration."),
+    Variable("deploy_lock_timeout", 600,
+             "Seconds a deploy waits for another deploy (or `regdeploy backup`) on the same host to end "
+             "before it stops, naming the holder."),
 )
 
 DEFAULTS: dict[str, Any] = {v.name: v.default for v in VARIABLES}

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import shlex
+import json
 
 from pyinfra.api import FactBase
+
+from .daemon_config import INSECURE_REGISTRIES_FORMAT
+from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, ServerState
 
 
 class DockerHostState(FactBase):
@@ -16,30 +19,25 @@ class DockerHostState(FactBase):
     - `command_line_registries`: where dockerd gets --insecure-registry on its command line (the
       running daemon, its unit and drop-ins, /etc/default/docker): dockerd refuses to start when
       daemon.json sets the same option;
-    - `daemon_json`: the raw text of daemon.json, None when the file does not exist.
+    - `trusted`: the registries the running dockerd treats as insecure (None: it does not answer);
+    - `daemon_json_kind`: present (a regular file), symlink, other (a directory, a fifo...) or absent,
+      with `daemon_json_detail` its mode (present), link target (symlink) or file type (other);
+    - `daemon_json`: the raw text of daemon.json, None unless it is a regular file.
     """
 
-    def command(self, path: str, packages: tuple[str, ...] = ()) -> str:
-        quoted = shlex.quote(path)
-        names = " ".join(shlex.quote(p) for p in packages)
-        return (
-            f"for p in {names}; do if dpkg-query -W -f='${{Status}}' \"$p\" 2>/dev/null"
-            " | grep -q 'ok installed'; then echo \"package=$p installed\";"
-            " else echo \"package=$p missing\"; fi; done;"
-            " echo \"active=$(systemctl is-active docker 2>/dev/null)\";"
-            " echo \"enabled=$(systemctl is-enabled docker 2>/dev/null)\";"
-            " { for pid in $(pidof dockerd 2>/dev/null); do"
-            " printf 'running dockerd: %s\\n' \"$(tr '\\0' ' ' < /proc/$pid/cmdline)\"; done;"
-            " systemctl cat docker.service 2>/dev/null | grep -E '^[[:space:]]*ExecStart=';"
-            " grep -hE '^[[:space:]]*(export[[:space:]]+)?DOCKER_OPTS=' /etc/default/docker 2>/dev/null; }"
-            " | grep -e '--insecure-registry' | sed 's/^/flag=/';"
-            f" if [ -e {quoted} ]; then echo daemon.json=present; cat {quoted};"
-            " else echo daemon.json=absent; fi"
-        )
+    def command(self, path: str, packages: tuple[str, ...] = (), lock: str = "", holder: str = "",
+                lock_timeout: int = 0) -> str:
+        """`lock`: the host's deploy lock file (empty: take none), `holder`: who takes it (shown to a
+        deploy that has to wait), `lock_timeout`: how long to wait for it."""
+        from .rendering import render
+
+        return render("docker-host-state.sh.j2", path=path, packages=packages, lock=lock, holder=holder,
+                      lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
 
     def process(self, output: list[str]) -> dict:
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
-                 "daemon_json": None}
+                 "trusted": None, "daemon_json": None, "daemon_json_kind": "absent", "daemon_json_detail": "",
+                 "lock": None}
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
             if key == "package":
@@ -51,8 +49,17 @@ class DockerHostState(FactBase):
                 state["enabled"] = value.strip() == "enabled"
             elif key == "flag":
                 state["command_line_registries"].append(value.strip())
+            elif key == "lock":
+                # "held N" (after waiting N s) or "busy N HOLDER": nothing else follows then.
+                status, _, rest = value.partition(" ")
+                waited, _, holder = rest.partition(" ")
+                state["lock"] = {"held": status == "held", "waited": int(waited or 0), "holder": holder}
+            elif key == "trusted":
+                state["trusted"] = None if value.strip() == "(unknown)" else value.split()
             elif key == "daemon.json":
-                if value.strip() == "present":
+                kind, _, detail = value.strip().partition(" ")
+                state["daemon_json_kind"], state["daemon_json_detail"] = kind, detail
+                if kind == "present":
                     state["daemon_json"] = "\n".join(output[index + 1:])
                 break
         return state
@@ -104,20 +111,49 @@ def parse_catalog_lines(lines: list[str]) -> dict[str, list[str]] | None:
     return catalog
 
 
-class RegistryFiles(FactBase):
-    """The registry server's files in one round trip: SHA-256 of config.yml (None if absent) and
-    whether the storage directory exists. Lets a converged server skip pyinfra's file operations,
-    which cost three facts each."""
+class RegistryServerState(FactBase):
+    """The registry server in one round trip (see templates/registry-server-state.sh.j2): the
+    config.yml hash, the data directory's state, the image id, the containers publishing the
+    registry port, the registry container's `docker inspect` and, when that container keeps its
+    data outside the data directory, how much is there. Parsed into a registry_plan.ServerState."""
 
-    def command(self, config_path: str, data_dir: str) -> str:
-        config, data = shlex.quote(config_path), shlex.quote(data_dir)
-        return (f"if [ -f {config} ]; then echo \"config=$(sha256sum < {config} | cut -d' ' -f1)\"; fi;"
-                f" if [ -d {data} ]; then echo data_dir=present; fi")
+    def command(self, config_path: str, data_dir: str, image: str, container: str, port: int) -> str:
+        from .rendering import render
 
-    @staticmethod
-    def default() -> dict:
-        return {"config_sha256": None, "data_dir": False}
+        return render("registry-server-state.sh.j2", config_path=config_path, data_dir=data_dir,
+                      image=image, container=container, port=int(port), marker=MIGRATION_MARKER,
+                      aside_suffix=ASIDE_SUFFIX)
 
-    def process(self, output: list[str]) -> dict:
-        values = dict(line.strip().partition("=")[::2] for line in output if "=" in line)
-        return {"config_sha256": values.get("config"), "data_dir": values.get("data_dir") == "present"}
+    def process(self, output: list[str]) -> ServerState:
+        return parse_server_state(output)
+
+
+def parse_server_state(lines: list[str]) -> ServerState:
+    values: dict[str, str] = {}
+    holders: list[str] = []
+    container = None
+    for index, line in enumerate(lines):
+        if line.strip() == "container-json":
+            found = json.loads("\n".join(lines[index + 1:]) or "[]")
+            container = found[0] if found else None
+            break
+        key, _, value = line.strip().partition("=")
+        if key == "holder":
+            holders.append(value)
+        else:
+            values[key] = value
+
+    def number(key: str) -> int:
+        return int(values.get(key) or 0)
+
+    return ServerState(
+        config_sha256=values.get("config") or None,
+        data_dir=values.get("data_dir", "absent"),
+        image_id=values.get("image") or None,
+        port_holders=tuple(holders),
+        aside_left=values.get("aside_left") == "yes",
+        container=container,
+        storage_entries=number("storage_entries"),
+        storage_repositories=number("storage_repositories"),
+        storage_bytes=number("storage_bytes"),
+    )

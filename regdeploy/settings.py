@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -50,11 +51,17 @@ class Settings:
     docker_install_source: str
     docker_ce_repo_url: str
     docker_daemon_json: str
+    deploy_lock_timeout: int
     is_server: bool = False
 
     @property
     def registry_address(self) -> str:
         return registry_address(self.registry_host, self.registry_port)
+
+    @property
+    def registry_config_path(self) -> str:
+        """The rendered config.yml on the server (mounted read-only into the container)."""
+        return posixpath.join(self.registry_config_dir, "config.yml")
 
 
 def registry_address(host: str, port: int) -> str:
@@ -124,6 +131,7 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
 
     port = _as_int("registry_port", _get(data, "registry_port"), 1, 65535, errors, where)
     timeout = _as_int("registry_ready_timeout", _get(data, "registry_ready_timeout"), 1, 3600, errors, where)
+    lock_timeout = _as_int("deploy_lock_timeout", _get(data, "deploy_lock_timeout"), 0, 86400, errors, where)
 
     image = str(_get(data, "registry_image"))
     try:
@@ -201,6 +209,7 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
         docker_install_source=source,
         docker_ce_repo_url=repo_url,
         docker_daemon_json=str(_get(data, "docker_daemon_json")),
+        deploy_lock_timeout=lock_timeout,
         is_server=is_server,
     )
 

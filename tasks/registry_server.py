@@ -1,8 +1,10 @@
 """Run the registry container: image (pulled or loaded from an archive), config, storage, readiness.
 
-pyinfra's docker.container never recreates a container whose spec changed (its diff is a stub in
-3.10), so the full spec is hashed into a label and the container is recreated exactly when the
-hash, the image behind the tag, or the config file on disk differs.
+The server's state is read in one fact (RegistryServerState), the decision is the pure
+`registry_plan.plan_registry`, and the container is (re)created by one script
+(templates/run-registry.sh.j2) rather than pyinfra's docker.container: that operation never
+recreates a container whose spec changed (its diff is a stub in 3.10), and adopting a registry
+started by hand needs stop, copy, verify, swap and roll back in one ordered step.
 """
 
 from __future__ import annotations
@@ -10,82 +12,90 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import time
 from io import StringIO
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
-from pyinfra.facts.docker import DockerContainer, DockerImage
-from pyinfra.operations import docker, files, server
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import files, server
 
-from regdeploy.facts import RegistryFiles
+from regdeploy import registry_plan
+from regdeploy.facts import RegistryServerState
+from regdeploy.registry_plan import CONTAINER_PORT, SPEC_LABEL, DesiredContainer, PlanError
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
 
-SPEC_LABEL = "regdeploy.spec-sha256"
-CONTAINER_PORT = 5000  # the registry's own listen address inside the container (config.yml)
 ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
+CONFIG_TARGET = "/etc/docker/registry/config.yml"  # where the registry:2 image reads its config
 
 
 @deploy("Run the Docker registry")
 def run_registry(settings: Settings) -> None:
     config_text = render("registry-config.yml.j2", data_dir=settings.registry_data_dir)
-    config_path = posixpath.join(settings.registry_config_dir, "config.yml")
-    # pyinfra 3 gathers a fact anew on every call: the server's state is read in three facts
-    # (files, image, container) and reused; pyinfra's operations run only where something differs.
-    on_disk = host.get_fact(RegistryFiles, config_path=config_path, data_dir=settings.registry_data_dir)
-    if not on_disk["data_dir"]:
+    config_path = settings.registry_config_path
+    config_sha256 = hashlib.sha256(config_text.encode()).hexdigest()
+    desired = desired_container(settings, config_path, config_sha256)
+
+    # pyinfra 3 gathers a fact anew on every call: the server is read once, here.
+    observed = host.get_fact(RegistryServerState, config_path=config_path, data_dir=settings.registry_data_dir,
+                             image=settings.registry_image, container=settings.registry_container_name,
+                             port=settings.registry_port)
+    try:
+        plan = registry_plan.plan_registry(desired, observed, config_sha256)
+    except PlanError as exc:
+        raise DeployError(f"host {host.name!r}: {exc}") from None
+
+    if observed.data_dir == "absent":
         files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
                         path=settings.registry_data_dir, mode="755")
-    config_sha256 = hashlib.sha256(config_text.encode()).hexdigest()
-    config_rewritten = on_disk["config_sha256"] != config_sha256
-    if config_rewritten:
+    if observed.config_sha256 != config_sha256:
         files.put(name=f"Write the registry configuration {config_path}",
                   src=StringIO(config_text), dest=config_path, mode="644")
 
-    ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
-    volumes = [f"{settings.registry_data_dir}:/var/lib/registry",
-               f"{config_path}:/etc/docker/registry/config.yml:ro"]
-    spec_hash = container_spec_hash(settings, ports, volumes, config_sha256)
-
-    image = host.get_fact(DockerImage, object_id=settings.registry_image)
-    existing = host.get_fact(DockerContainer, object_id=settings.registry_container_name)
-    current = existing[0] if existing else None
-    spec_changed = bool(current) and (current.get("Config", {}).get("Labels") or {}).get(SPEC_LABEL) != spec_hash
-    image_moved = bool(current) and bool(image) and current.get("Image") != image[0].get("Id")
-
     if settings.registry_image_archive:
-        # A changed spec may mean a new archive: upload (a no-op if identical) and load if it differs.
-        if not image or spec_changed:
-            _load_image_archive(settings, image_present=bool(image))
-    elif not image:
+        # A new container may mean a new archive: upload (a no-op if identical) and load if it differs.
+        if not observed.image_id or plan.action in ("recreate", "adopt", "create"):
+            _load_image_archive(settings, image_present=bool(observed.image_id))
+    elif not observed.image_id:
         # Pull only when absent: an explicit tag is the operator's pin (no re-pull on every run).
         server.shell(name=f"Pull {settings.registry_image}",
                      commands=[f"docker pull -q {settings.registry_image}"])
 
-    # A rewritten config.yml (edited by hand since) reaches the registry only through a new container.
-    recreate = spec_changed or image_moved or (bool(current) and config_rewritten)
-    if current and not recreate and current.get("State", {}).get("Running"):
-        return  # converged: no operation, no further facts
+    if plan.action == "none":
+        host.noop(f"registry container {settings.registry_container_name!r} runs and matches its spec")
+        return
+    name = settings.registry_container_name
+    aside = f"{name}{registry_plan.KEPT_SUFFIX}-{time.strftime('%Y%m%d%H%M%S')}" if plan.adopts \
+        else name + registry_plan.ASIDE_SUFFIX
+    notice = plan.notice(name, aside)
+    if notice:
+        # Said before the run (and by --dry), where every operator sees it: what is kept, and where.
+        logger.warning(f"[{host.name}] {notice}")
+    server.shell(name=plan.summary(name), commands=[run_script(settings, plan, desired, aside, notice)])
 
-    container = docker.container(
-        name=f"Run the registry container {settings.registry_container_name!r}"
-             + (" (recreate: its spec, image or config changed)" if recreate else ""),
-        container=settings.registry_container_name,
-        image=settings.registry_image,
-        ports=ports,
-        volumes=volumes,
+
+def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: DesiredContainer,
+               aside: str, notice: str | None = None) -> str:
+    """The script that carries out `plan` on the server (templates/run-registry.sh.j2)."""
+    return render("run-registry.sh.j2", plan=plan, name=desired.name, image=settings.registry_image, aside=aside,
+                  notice=notice,
+                  port=settings.registry_port, host_port=desired.host_port, container_port=CONTAINER_PORT,
+                  data_dir=desired.data_dir, config_path=desired.config_path, config_target=desired.config_target,
+                  storage_target=registry_plan.STORAGE_TARGET, restart_policy=desired.restart_policy,
+                  spec_label=f"{SPEC_LABEL}={desired.spec_hash}", pull_never=bool(settings.registry_image_archive),
+                  timeout=settings.registry_ready_timeout, marker=registry_plan.MIGRATION_MARKER,
+                  aside_suffix=registry_plan.ASIDE_SUFFIX)
+
+
+def desired_container(settings: Settings, config_path: str, config_sha256: str) -> DesiredContainer:
+    ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
+    volumes = [f"{settings.registry_data_dir}:{registry_plan.STORAGE_TARGET}", f"{config_path}:{CONFIG_TARGET}:ro"]
+    return DesiredContainer(
+        name=settings.registry_container_name, host_port=settings.registry_port,
+        data_dir=settings.registry_data_dir, config_path=config_path, config_target=CONFIG_TARGET,
         restart_policy=settings.registry_restart_policy,
-        labels=[f"{SPEC_LABEL}={spec_hash}"],
-        force=recreate,
-        # Air-gapped: a missing image must fail loudly, never trigger a pull.
-        extra_args=["--pull", "never"] if settings.registry_image_archive else None,
-    )
-    server.shell(
-        name=f"Wait until the registry answers GET /v2/ on port {settings.registry_port}",
-        commands=[render("wait-for-registry.sh.j2", port=settings.registry_port,
-                         timeout=settings.registry_ready_timeout,
-                         container=settings.registry_container_name)],
-        _if=container.did_change,
+        spec_hash=container_spec_hash(settings, ports, volumes, config_sha256),
     )
 
 

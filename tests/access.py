@@ -46,6 +46,14 @@ class Access:
         with open(archive, "rb") as handle:
             self.ssh(h, "docker load -q", stdin=handle)
 
+    def single_server_inventory(self, hostname: str, path: Path, **data) -> Path:
+        """An inventory at `path` whose only host is this inventory's `hostname`, as the registry
+        server, connected to as here, with `data` on top (e.g. the registry image archive)."""
+        h = next(h for h in self.fleet.hosts if h.name == hostname)
+        ssh = {key: value for key, value in h.data.items() if key.startswith("ssh_")}
+        path.write_text(f"registry_servers = [({hostname!r}, {{**{ssh!r}, **{data!r}}})]\ndocker_clients = []\n")
+        return path
+
 
 @dataclass
 class DeployResult:

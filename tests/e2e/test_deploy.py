@@ -115,16 +115,33 @@ def test_hand_edited_registry_config_is_restored_and_applied(lab_session, access
     assert run_deploy(lab_session.inventory).totals["success"] == 0
 
 
+def test_a_restart_policy_changed_in_place_is_named_and_put_back(lab_session, access):
+    # `docker update` keeps the container's spec label: the live container is compared with the spec.
+    access.ssh("registry", "docker update --restart=no registry >/dev/null")
+    plan = run_deploy(lab_session.inventory, "--dry")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    planned = [op["name"] for op in plan.output["plan"] if "registry" in op["hosts_with_change"]]
+    assert "Run the Docker registry | Recreate the registry container 'registry': restart policy: no -> always" \
+        in planned, planned
+    assert _registry_container(access, "registry")["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    result = run_deploy(lab_session.inventory)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert _registry_container(access, "registry")["HostConfig"]["RestartPolicy"]["Name"] == "always"
+    assert run_deploy(lab_session.inventory).totals["success"] == 0
+
+
 def test_registry_data_survives_a_reboot_of_the_server(lab_session, access):
     target = "registry:5000/lab/reboot:1"
     access.ssh("client1", f"docker tag busybox {target} && docker push -q {target}")
+    start = time.monotonic()
     lab_hosts.reboot(lab_session.lab, "registry")
     fresh = lab_session.access()
-    for _ in range(60):
+    for _ in range(600):
         if fresh.ssh("registry", "curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && echo up",
                      check=False) == "up":
             break
-        time.sleep(1)
+        time.sleep(0.1)
+    print(f"registry serving {time.monotonic() - start:.1f} s after the server's reboot began")
     tags = json.loads(fresh.ssh("registry", "curl -fsS http://127.0.0.1:5000/v2/lab/reboot/tags/list"))
     assert tags["tags"] == ["1"]
     assert _registry_container(fresh, "registry")["State"]["Running"]
@@ -156,6 +173,16 @@ def test_limit_provisions_a_new_client_and_touches_nothing_else(lab_session):
     ("registry_image=Registry:2", "uppercase letters are not allowed in the repository name 'Registry'"),
     ("registry_seed_images=busybox:1,bad image", "whitespace is not allowed"),
     ("registry_image_archive=/nonexistent/registry.tar", "does not exist on the controller"),
+    ("registry_port=five", "registry_port='five' is not a whole number"),
+    ("registry_ready_timeout=0", "registry_ready_timeout=0 is out of range"),
+    ("registry_restart_policy=sometimes", "registry_restart_policy='sometimes' is not a Docker restart policy"),
+    ("registry_data_dir=var/lib/registry", "registry_data_dir='var/lib/registry' must be an absolute path"),
+    ("registry_config_dir=etc", "registry_config_dir='etc' must be an absolute path"),
+    ("registry_container_name=my/registry", "registry_container_name='my/registry' is not a valid container name"),
+    ("registry_mirrors=ftp://mirror.example", "registry_mirrors entry 'ftp://mirror.example' must be an http(s)://"),
+    ("registry_host=bad_host!", "registry_host='bad_host!' is not a host name or IP address"),
+    ("registry_image_archive_sha256=xyz", "registry_image_archive_sha256 must be 64 hex digits"),
+    ("deploy_lock_timeout=-1", "deploy_lock_timeout=-1 is out of range"),
 ])
 def test_invalid_inventory_data_stops_before_any_change(lab_session, data, message):
     access = lab_session.access()

@@ -59,3 +59,109 @@ def test_unknown_keys_are_reported():
 
 def test_render_is_stable_json():
     assert render({"b": 1, "a": [1]}) == '{\n  "b": 1,\n  "a": [\n    1\n  ]\n}\n'
+
+
+# --- Property test: whatever daemon.json an operator has, the merge loses nothing ----------------
+
+import json  # noqa: E402
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from regdeploy.daemon_config import check_mergeable  # noqa: E402
+
+REGISTRY = "registry:5000"
+MIRRORS = ("https://mirror.example",)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+string_lists = st.lists(st.sampled_from([REGISTRY, "legacy:5000", "10.0.0.0/8", "x"]) | st.text(max_size=10),
+                        max_size=4)
+# What the keys regdeploy merges may hold: mostly lists of strings, sometimes anything else.
+merged_key_values = st.one_of(string_lists, string_lists, st.none(), json_values)
+configs = st.dictionaries(st.text(max_size=12).filter(lambda k: k not in ("insecure-registries", "registry-mirrors")),
+                          json_values, max_size=5)
+
+
+def _mergeable(value) -> bool:
+    return value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+
+
+@settings(max_examples=600, deadline=None)
+@given(configs, st.none() | merged_key_values, st.none() | merged_key_values, st.booleans(), st.booleans(),
+       st.booleans())
+def test_merge_keeps_everything_adds_once_is_idempotent_or_refuses(
+        other_keys, insecure, mirrors_value, has_insecure, has_mirrors, with_mirrors):
+    current = dict(other_keys)
+    if has_insecure:
+        current["insecure-registries"] = insecure
+    if has_mirrors:
+        current["registry-mirrors"] = mirrors_value
+    mirrors = MIRRORS if with_mirrors else ()
+    where = "host 'c1': /etc/docker/daemon.json"
+    # The file as dockerd would read it: parse() of its text gives back the same dict.
+    assert parse(json.dumps(current), where) == current
+
+    mergeable = _mergeable(current.get("insecure-registries")) and (
+        not mirrors or _mergeable(current.get("registry-mirrors")))
+    if not mergeable:
+        with pytest.raises(DaemonConfigError, match="must be a list of strings") as refused:
+            check_mergeable(current, where, mirrors)
+        assert where in str(refused.value)
+        return
+    check_mergeable(current, where, mirrors)
+    merged = merge(current, REGISTRY, mirrors)
+    # Every other key, and its value, unchanged.
+    for key, value in current.items():
+        if key not in ("insecure-registries", "registry-mirrors") or (key == "registry-mirrors" and not mirrors):
+            assert merged[key] == value
+    # Every entry that was there stays, in order; the registry is there exactly once more at most.
+    before = current.get("insecure-registries") or []
+    assert merged["insecure-registries"][:len(before)] == before
+    assert merged["insecure-registries"].count(REGISTRY) == max(1, before.count(REGISTRY))
+    if mirrors:
+        old_mirrors = current.get("registry-mirrors") or []
+        assert merged["registry-mirrors"][:len(old_mirrors)] == old_mirrors
+        assert MIRRORS[0] in merged["registry-mirrors"]
+    # Idempotent, and what is written is valid JSON that reads back as the merge.
+    assert merge(merged, REGISTRY, mirrors) == merged
+    assert json.loads(render(merged)) == merged
+
+
+@pytest.mark.parametrize("raw,message", [
+    ('{"insecure-registries": "registry:5000"}', "'insecure-registries' must be a list of strings"),
+    ('{"insecure-registries": ["a:5000", 5000]}', "'insecure-registries' must be a list of strings"),
+    ('{"insecure-registries": {"a": 1}}', "'insecure-registries' must be a list of strings"),
+])
+def test_a_value_that_cannot_be_merged_is_refused_with_host_file_and_key(raw, message):
+    where = "host 'c1': /etc/docker/daemon.json"
+    with pytest.raises(DaemonConfigError, match=message) as refused:
+        check_mergeable(parse(raw, where), where)
+    assert str(refused.value).startswith(where)
+
+
+def test_mirrors_are_checked_only_when_regdeploy_merges_them():
+    current = {"registry-mirrors": "https://m.example"}
+    check_mergeable(current, "f")
+    with pytest.raises(DaemonConfigError, match="'registry-mirrors' must be a list of strings"):
+        check_mergeable(current, "f", MIRRORS)
+
+
+@pytest.mark.parametrize("raw", ['{"debug": true, "debug": false}',
+                                 '{"insecure-registries": ["a:1"], "insecure-registries": ["b:2"]}'])
+def test_a_key_set_twice_is_refused(raw):
+    with pytest.raises(DaemonConfigError, match="sets the key .* twice"):
+        parse(raw, "f")
+
+
+def test_a_byte_order_mark_is_refused_as_not_json():
+    with pytest.raises(DaemonConfigError, match="is not valid JSON"):
+        parse('\ufeff{"debug": true}', "f")
+
+
+def test_a_daemon_that_has_not_loaded_the_file_is_reloaded():
+    current = merge({}, REGISTRY)
+    assert apply_action(current, current, daemon_trusts=True) is None
+    assert apply_action(current, current, daemon_trusts=False) == "reload"

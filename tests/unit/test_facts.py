@@ -2,7 +2,11 @@
 
 import subprocess
 
-from regdeploy.facts import DockerHostState, RegistryFiles, parse_catalog_lines
+import json
+
+import pytest
+
+from regdeploy.facts import DockerHostState, RegistryServerState, parse_catalog_lines
 
 
 def test_docker_host_state_parses_every_part_and_keeps_daemon_json_verbatim():
@@ -23,23 +27,80 @@ def test_docker_host_state_of_a_fresh_host():
     state = DockerHostState().process(["package=docker.io missing", "active=inactive", "enabled=",
                                        "daemon.json=absent"])
     assert state == {"packages": {"docker.io": False}, "active": False, "enabled": False,
-                     "command_line_registries": [], "daemon_json": None}
+                     "command_line_registries": [], "trusted": None, "daemon_json": None,
+                     "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None}
+
+
+@pytest.mark.parametrize("line,lock", [
+    ("lock=held 0", {"held": True, "waited": 0, "holder": ""}),
+    ("lock=held 12", {"held": True, "waited": 12, "holder": ""}),
+    ("lock=busy 5 regdeploy on ctl (pid 7, started 10:00:00)",
+     {"held": False, "waited": 5, "holder": "regdeploy on ctl (pid 7, started 10:00:00)"}),
+])
+def test_docker_host_state_reports_the_deploy_lock(line, lock):
+    assert DockerHostState().process([line, "daemon.json=absent"])["lock"] == lock
+
+
+@pytest.mark.parametrize("setup,kind,detail,content", [
+    ("printf '{}' > daemon.json && chmod 600 daemon.json", "present", "600", "{}"),
+    ("printf '{}' > real.json && ln -s real.json daemon.json", "symlink", "real.json", None),
+    ("mkdir daemon.json", "other", "directory", None),
+    ("mkfifo daemon.json", "other", "fifo", None),
+    ("true", "absent", "", None),
+])
+def test_docker_host_state_tells_what_daemon_json_is(tmp_path, setup, kind, detail, content):
+    command = DockerHostState().command(path=str(tmp_path / "daemon.json"))
+    result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup}\ndocker() {{ return 1; }}\n{command}"],
+                            capture_output=True, text=True, check=True, timeout=10)
+    state = DockerHostState().process(result.stdout.splitlines())
+    assert (state["daemon_json_kind"], state["daemon_json_detail"], state["daemon_json"]) == (kind, detail, content)
+    assert state["trusted"] is None  # docker did not answer
+
+
+def test_docker_host_state_reads_what_the_daemon_trusts():
+    state = DockerHostState().process(["active=active", "trusted=registry:5000 127.0.0.0/8", "daemon.json=absent"])
+    assert state["trusted"] == ["registry:5000", "127.0.0.0/8"]
 
 
 def test_docker_host_state_command_runs_in_sh_on_a_machine_without_docker(tmp_path):
     daemon_json = tmp_path / "daemon.json"
     daemon_json.write_text('{"debug": true}\n')
     command = DockerHostState().command(path=str(daemon_json), packages=("no-such-package-x",))
-    result = subprocess.run(["sh", "-c", command], capture_output=True, text=True, check=True)
+    result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
+                            check=True)
     state = DockerHostState().process(result.stdout.splitlines())
     assert state["packages"] == {"no-such-package-x": False}
     assert state["daemon_json"] == '{"debug": true}'
 
 
-def test_registry_files():
-    assert RegistryFiles().process(["config=" + "a" * 64, "data_dir=present"]) == {
-        "config_sha256": "a" * 64, "data_dir": True}
-    assert RegistryFiles.default() == {"config_sha256": None, "data_dir": False}
+def test_registry_server_state_parses_every_part():
+    inspect = [{"Name": "/registry", "State": {"Running": True}, "Mounts": []}]
+    output = ["config=" + "a" * 64, "data_dir=partial", "image=sha256:abc", "holder=registry", "holder=web",
+              "aside_left=yes", "storage_entries=1", "storage_repositories=14", "storage_bytes=2048",
+              "container-json", *json.dumps(inspect, indent=2).splitlines()]
+    state = RegistryServerState().process(output)
+    assert state.config_sha256 == "a" * 64 and state.data_dir == "partial" and state.image_id == "sha256:abc"
+    assert state.port_holders == ("registry", "web") and state.aside_left
+    assert (state.storage_entries, state.storage_repositories, state.storage_bytes) == (1, 14, 2048)
+    assert state.container == inspect[0]
+
+
+@pytest.mark.parametrize("setup,expected", [
+    ("", "absent"),
+    ("mkdir data", "empty"),
+    ("mkdir -p data/lost+found", "empty"),
+    ("mkdir -p data/docker", "data"),
+    ("mkdir -p data/docker && touch data/.regdeploy-migration-incomplete", "partial"),
+])
+def test_registry_server_state_command_reads_the_data_directory(tmp_path, setup, expected):
+    # `docker` answers nothing here (a function shadows it): no image, no container, no holder.
+    command = RegistryServerState().command(config_path=str(tmp_path / "config.yml"), data_dir=str(tmp_path / "data"),
+                                            image="registry:2", container="registry", port=5000)
+    result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup or 'true'}\ndocker() {{ return 1; }}\n{command}"],
+                            capture_output=True, text=True, check=True)
+    state = RegistryServerState().process(result.stdout.splitlines())
+    assert state.data_dir == expected
+    assert state.config_sha256 is None and state.image_id is None and state.container is None
 
 
 def test_catalog_lines():

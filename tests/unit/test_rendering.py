@@ -10,7 +10,8 @@ from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
 from regdeploy.settings import validate_hosts
-from tasks.registry_server import container_spec_hash
+from regdeploy.registry_plan import Migration, RegistryPlan, Storage
+from tasks.registry_server import container_spec_hash, desired_container, run_script
 
 
 def _sh_syntax_ok(script: str) -> None:
@@ -56,8 +57,32 @@ def test_apply_script_stages_the_json_byte_for_byte(tmp_path):
     assert (tmp_path / "daemon.json.regdeploy-new").read_text() == content
 
 
-def test_wait_and_load_scripts_parse():
-    _sh_syntax_ok(render("wait-for-registry.sh.j2", port=5000, timeout=60, container="registry"))
+PLANS = [
+    RegistryPlan("create"),
+    RegistryPlan("create", clear_aside=True),
+    RegistryPlan("start", ("it is stopped",)),
+    RegistryPlan("recreate", ("ports: 5000->5000 -> 5001->5000",), previous_restart="always"),
+    RegistryPlan("adopt", ("found image registry:2",), previous_restart="always",
+                 migration=Migration(Storage("volume", "/var/lib/docker/volumes/v/_data", "v"), "/var/lib/registry",
+                                     repositories=2, bytes=10, redo_partial=True)),
+]
+
+
+@pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.action)
+def test_run_registry_script_parses_for_every_plan(plan):
+    settings = validate_hosts([("reg1", {}, {"registry_servers"})])["reg1"]
+    desired = desired_container(settings, "/etc/regdeploy/config.yml", "a" * 64)
+    script = run_script(settings, plan, desired, aside="registry.aside", notice=plan.notice("registry", "registry.aside"))
+    _sh_syntax_ok(script)
+    # The data move happens before the old container is set aside, and only when planned.
+    assert ("cp -a" in script) == bool(plan.migration)
+    if plan.migration:
+        assert script.index("cp -a") < script.index('docker rename "$name" "$aside"')
+    # Only regdeploy's own previous container is removed; an adopted one is kept.
+    assert ('docker rm "$aside"' in script) == (plan.action == "recreate")
+
+
+def test_load_script_parses():
     _sh_syntax_ok(render("load-image-archive.sh.j2", archive="/var/cache/regdeploy/r.tar",
                          sha256="0" * 64, image="registry:2"))
 

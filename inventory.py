@@ -3,7 +3,7 @@
 Replace the example names with your machines (names or addresses pyinfra can SSH to). The
 registry's address, as clients use it, is the server's name here plus `registry_port`
 (`registry.example.com:5000`), unless `registry_host` says otherwise. Variables and defaults:
-regdeploy/defaults.py and the README's table; put shared ones in group_data/all.py.
+regdeploy/variables.py and the README's table; put shared ones in group_data/all.py.
 
 To try regdeploy without machines of your own, use the lab: `python -m lab demo` writes and uses
 .lab/regdeploy-lab/inventory.py.

@@ -15,7 +15,37 @@ LAB_LABEL = "regdeploy.lab"
 HOST_IMAGE = "regdeploy-lab-host:bookworm"
 BASE_IMAGE = "regdeploy-lab-base:bookworm"
 DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = os.environ.get("REGDEPLOY_LAB_MIRROR", "http://deb.debian.org/debian")
+APT_SOURCES = Path("/etc/apt")
+
+
+def mirror_from_apt_sources(root: Path = APT_SOURCES, suite: str = DEBIAN_SUITE) -> str | None:
+    """The Debian mirror this controller's own apt uses for `suite` (deb822 .sources files and
+    one-line .list files), so the lab builds from whatever mirror this machine is allowed to reach."""
+    candidates: list[tuple[list[str], list[str]]] = []  # (URIs, suites) per entry
+    for path in sorted(root.glob("sources.list.d/*.sources")):
+        for stanza in path.read_text(errors="replace").split("\n\n"):
+            fields = {}
+            for line in stanza.splitlines():
+                key, sep, value = line.partition(":")
+                if sep and not line.startswith(("#", " ")):
+                    fields[key.strip().lower()] = value.split()
+            if "deb" in fields.get("types", []) and fields.get("enabled", ["yes"]) != ["no"]:
+                candidates.append((fields.get("uris", []), fields.get("suites", [])))
+    for path in [root / "sources.list", *sorted(root.glob("sources.list.d/*.list"))]:
+        if path.is_file():
+            for line in path.read_text(errors="replace").splitlines():
+                words = [w for w in line.split("#", 1)[0].split() if not w.startswith("[")]
+                if len(words) >= 3 and words[0] == "deb":
+                    candidates.append(([words[1]], [words[2]]))
+    for uris, suites in candidates:
+        if suite in suites and uris:
+            return uris[0].rstrip("/")
+    return None
+
+
+# $REGDEPLOY_LAB_MIRROR, else the controller's own mirror for DEBIAN_SUITE, else Debian's default.
+DEBIAN_MIRROR = (os.environ.get("REGDEPLOY_LAB_MIRROR") or mirror_from_apt_sources()
+                 or "http://deb.debian.org/debian")
 
 # Packages every lab host gets, so it looks like a freshly installed minimal server.
 HOST_PACKAGES = [
@@ -91,6 +121,8 @@ class Lab:
 
 
 DEFAULT_NAME = "regdeploy-lab"
+# Clients of the test lab (`pytest` without --inventory): the verify suite parametrizes over them.
+TEST_LAB_CLIENTS = 2
 
 
 def default_lab(name: str | None = None) -> Lab:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import dataclass
 from typing import Any
 
 # Keys dockerd re-reads on SIGHUP (`systemctl reload docker`): changing only these keeps every
@@ -137,3 +139,70 @@ def unknown_keys(config: dict[str, Any]) -> list[str]:
 
 def render(config: dict[str, Any]) -> str:
     return json.dumps(config, indent=2) + "\n"
+
+
+# dockerd checks a config file itself (`dockerd --validate`) from Docker 23.0 on; before that,
+# regdeploy checks the keys against KNOWN_KEYS. Decided here only, from the version the fact read.
+VALIDATE_SINCE = (23, 0)
+
+
+def can_validate(dockerd_version: str | None) -> bool:
+    """Whether this dockerd has `--validate`, from `dockerd --version` ("Docker version 20.10.24+dfsg1, ...")."""
+    found = re.search(r"(\d+)\.(\d+)", dockerd_version or "")
+    return bool(found) and (int(found.group(1)), int(found.group(2))) >= VALIDATE_SINCE
+
+
+@dataclass(frozen=True)
+class DaemonJsonPlan:
+    action: str | None  # None (nothing to do), "reload" or "restart"
+    content: str  # the file as it must be (rendered JSON)
+    validate: bool  # run `dockerd --validate` on it before it goes live
+    reason: str  # why (or why nothing)
+
+
+def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: tuple[str, ...],
+                     host_name: str) -> DaemonJsonPlan:
+    """What a host's daemon.json becomes and how Docker takes it, from the DockerHostState fact.
+
+    Raises DaemonConfigError (naming host, file and fix) for anything regdeploy must not touch:
+    the file is then left as it is and no host changes.
+    """
+    where = f"host {host_name!r}: {path}"
+    conflicts = state["command_line_registries"]
+    if conflicts:
+        raise DaemonConfigError(
+            f"{where}: dockerd already gets --insecure-registry on its command line "
+            f"({conflicts[0]}); Docker refuses to start when an option is set in both places. "
+            "Move those registries into daemon.json (or remove the flag) and run the deploy again."
+        )
+    kind, detail = state["daemon_json_kind"], state["daemon_json_detail"]
+    if kind == "symlink":
+        raise DaemonConfigError(
+            f"{where} is a symbolic link to {detail}; regdeploy replaces daemon.json atomically and would "
+            "turn the link into a file. Set docker_daemon_json to the link's target (or make it a regular "
+            "file) and run again; nothing was changed.")
+    if kind == "other":
+        raise DaemonConfigError(f"{where} is a {detail}, not a regular file; fix it by hand and run again; "
+                                "nothing was changed.")
+    if kind == "present" and not int(detail or "644", 8) & 0o400:
+        raise DaemonConfigError(
+            f"{where} has mode {int(detail, 8):03o}: even its owner may not read it, so someone locked it on "
+            f"purpose. If Docker should use it, `chmod 644 {path}` and run again; nothing was changed.")
+    current = parse(state["daemon_json"], where)
+    check_mergeable(current, where, mirrors)
+    merged = merge(current, registry, mirrors)
+
+    trusts = not state["active"] or state["trusted"] is None or registry in state["trusted"]
+    action = apply_action(current, merged, daemon_trusts=trusts)
+    validate = can_validate(state.get("dockerd_version"))
+    if action is None:
+        return DaemonJsonPlan(None, render(merged), validate, f"{path} lists {registry} and dockerd trusts it")
+    if not validate:
+        unknown = unknown_keys(merged)
+        if unknown:
+            raise DaemonConfigError(f"{where}: unknown daemon.json keys {unknown}: dockerd would refuse to start. "
+                                    "Fix the file by hand; regdeploy leaves it untouched.")
+    changed = sorted(changed_keys(current, merged))
+    reason = (f"dockerd has not loaded {registry} from {path}" if not changed
+              else f"{', '.join(changed)} changed")
+    return DaemonJsonPlan(action, render(merged), validate, reason)

@@ -19,6 +19,8 @@ class DockerHostState(FactBase):
     - `command_line_registries`: where dockerd gets --insecure-registry on its command line (the
       running daemon, its unit and drop-ins, /etc/default/docker): dockerd refuses to start when
       daemon.json sets the same option;
+    - `dockerd_version`: `dockerd --version` (None: not installed), which decides how a new
+      daemon.json is checked (daemon_config.can_validate);
     - `trusted`: the registries the running dockerd treats as insecure (None: it does not answer);
     - `daemon_json_kind`: present (a regular file), symlink, other (a directory, a fifo...) or absent,
       with `daemon_json_detail` its mode (present), link target (symlink) or file type (other);
@@ -37,7 +39,7 @@ class DockerHostState(FactBase):
     def process(self, output: list[str]) -> dict:
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
                  "trusted": None, "daemon_json": None, "daemon_json_kind": "absent", "daemon_json_detail": "",
-                 "lock": None}
+                 "lock": None, "dockerd_version": None}
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
             if key == "package":
@@ -54,6 +56,8 @@ class DockerHostState(FactBase):
                 status, _, rest = value.partition(" ")
                 waited, _, holder = rest.partition(" ")
                 state["lock"] = {"held": status == "held", "waited": int(waited or 0), "holder": holder}
+            elif key == "dockerd_version":
+                state["dockerd_version"] = value.strip() or None
             elif key == "trusted":
                 state["trusted"] = None if value.strip() == "(unknown)" else value.split()
             elif key == "daemon.json":
@@ -63,19 +67,6 @@ class DockerHostState(FactBase):
                     state["daemon_json"] = "\n".join(output[index + 1:])
                 break
         return state
-
-
-class DockerdCanValidate(FactBase):
-    """Whether this dockerd has `--validate` (Docker 23.0+) to check a config file before use."""
-
-    def requires_command(self) -> str:
-        return "dockerd"
-
-    def command(self) -> str:
-        return "dockerd --help 2>&1 | grep -c -e '--validate' || true"
-
-    def process(self, output: list[str]) -> bool:
-        return bool(output) and output[0].strip() not in ("", "0")
 
 
 class RegistryCatalog(FactBase):

@@ -25,6 +25,11 @@ class InventoryHost:
     settings: Settings
 
     @property
+    def sudo(self) -> bool:
+        """Whether commands on this host go through sudo (pyinfra's `_sudo`), as the deploy's do."""
+        return bool(self.data.get("_sudo"))
+
+    @property
     def address(self) -> str:
         """Where the controller connects to (ssh_hostname, else the inventory name)."""
         return str(self.data.get("ssh_hostname") or self.name)

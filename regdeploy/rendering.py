@@ -7,7 +7,9 @@ from pathlib import Path
 
 import jinja2
 
-TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
+# A checkout keeps templates/ beside the package; `pip install .` puts them in regdeploy/templates.
+_CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES_DIR = _CHECKOUT_TEMPLATES if _CHECKOUT_TEMPLATES.is_dir() else Path(__file__).resolve().parent / "templates"
 
 _environment = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),

@@ -9,50 +9,23 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
-import re
-from dataclasses import dataclass
+from dataclasses import field, make_dataclass
 from typing import Any, Iterable
 
-from . import reference
-from .defaults import DEFAULTS
+from .variables import DEFAULTS, VARIABLES, Invalid
+
+VARIABLES_BY_NAME = {v.name: v for v in VARIABLES}
 
 SERVER_GROUP = "registry_servers"
 CLIENT_GROUP = "docker_clients"
-INSTALL_SOURCES = ("distro", "docker-ce", "none")
-_RESTART_POLICY_RE = re.compile(r"^(no|always|unless-stopped|on-failure(:[0-9]+)?)$")
-_HOSTNAME_RE = re.compile(
-    r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
-    r"|^\[[0-9a-fA-F:]+\]$"
-)
 
 
 class ConfigError(Exception):
     """Inventory data regdeploy cannot use; raised before any operation runs on any host."""
 
 
-@dataclass(frozen=True)
-class Settings:
-    """The validated settings for one host (values are typed; lists are tuples)."""
-
-    host_name: str
-    registry_host: str
-    registry_port: int
-    registry_image: str
-    registry_image_archive: str
-    registry_image_archive_sha256: str
-    registry_container_name: str
-    registry_data_dir: str
-    registry_config_dir: str
-    registry_restart_policy: str
-    registry_ready_timeout: int
-    registry_mirrors: tuple[str, ...]
-    registry_seed_images: tuple[str, ...]
-    registry_seed_archives: tuple[str, ...]
-    docker_install_source: str
-    docker_ce_repo_url: str
-    docker_daemon_json: str
-    deploy_lock_timeout: int
-    is_server: bool = False
+class _Derived:
+    """What Settings computes from its fields (the fields themselves come from VARIABLES)."""
 
     @property
     def registry_address(self) -> str:
@@ -64,34 +37,23 @@ class Settings:
         return posixpath.join(self.registry_config_dir, "config.yml")
 
 
+# The validated settings for one host: one typed field per variable (lists are tuples), plus the
+# host's name and whether it is the registry server.
+Settings = make_dataclass(
+    "Settings",
+    [("host_name", str)] + [(v.name, v.kind.type) for v in VARIABLES] + [("is_server", bool, field(default=False))],
+    bases=(_Derived,), frozen=True,
+)
+
+
 def registry_address(host: str, port: int) -> str:
     """`<host>:<port>`, the name clients push to and list in insecure-registries: built only here."""
     return f"{host}:{port}"
 
 
-def _get(data: Any, name: str) -> Any:
+def _raw(data: Any, name: str) -> Any:
     value = data.get(name) if hasattr(data, "get") else getattr(data, name, None)
     return DEFAULTS[name] if value is None else value
-
-
-def _as_list(value: Any) -> list:
-    # `--data key=a,b` arrives as a string; inventory files give lists.
-    if isinstance(value, str):
-        return [item.strip() for item in value.split(",") if item.strip()]
-    return list(value)
-
-
-def _as_int(name: str, value: Any, low: int, high: int, errors: list[str], where: str) -> int:
-    try:
-        number = int(value)
-        if isinstance(value, bool) or str(number) != str(value).strip():
-            raise ValueError
-    except (TypeError, ValueError):
-        errors.append(f"{where}: {name}={value!r} is not a whole number; set it to {low}..{high}")
-        return DEFAULTS[name]
-    if not low <= number <= high:
-        errors.append(f"{where}: {name}={number} is out of range; set it to {low}..{high}")
-    return number
 
 
 def _sha256(path: str) -> str:
@@ -119,47 +81,27 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
                    errors: list[str], check_files: bool = True) -> Settings:
     """Settings for one host from its data; problems are appended to `errors` (nothing raised).
 
-    `check_files` checks the controller-side archives (existence, SHA-256): a deploy needs them,
-    a catalog listing does not.
+    Every variable is parsed by its kind (variables.py); a refused value is reported and replaced
+    by its default so the other checks still run. `check_files` checks the controller-side archives
+    (existence, SHA-256): a deploy needs them, a catalog listing does not.
     """
     where = f"host {host_name!r}"
+    values: dict[str, Any] = {}
+    for variable in VARIABLES:
+        try:
+            values[variable.name] = variable.kind.parse(variable.name, _raw(data, variable.name))
+        except Invalid as exc:
+            errors.append(f"{where}: {exc}")
+            values[variable.name] = variable.kind.parse(variable.name, variable.default)
 
-    registry_host = str(_get(data, "registry_host")).strip() or server_name
-    if not _HOSTNAME_RE.match(registry_host):
-        errors.append(f"{where}: registry_host={registry_host!r} is not a host name or IP address; "
-                      "set it to the name clients use to reach the registry server")
-
-    port = _as_int("registry_port", _get(data, "registry_port"), 1, 65535, errors, where)
-    timeout = _as_int("registry_ready_timeout", _get(data, "registry_ready_timeout"), 1, 3600, errors, where)
-    lock_timeout = _as_int("deploy_lock_timeout", _get(data, "deploy_lock_timeout"), 0, 86400, errors, where)
-
-    image = str(_get(data, "registry_image"))
-    try:
-        reference.parse(image)
-    except reference.ReferenceError as exc:
-        errors.append(f"{where}: registry_image: {exc}")
-
-    source = str(_get(data, "docker_install_source"))
-    if source not in INSTALL_SOURCES:
-        errors.append(f"{where}: docker_install_source={source!r} is unknown; "
-                      f"use one of {', '.join(INSTALL_SOURCES)}")
-
-    policy = str(_get(data, "registry_restart_policy"))
-    if not _RESTART_POLICY_RE.match(policy):
-        errors.append(f"{where}: registry_restart_policy={policy!r} is not a Docker restart policy; "
-                      "use no, always, unless-stopped or on-failure[:N]")
-
-    for name in ("registry_data_dir", "registry_config_dir", "docker_daemon_json"):
-        path = str(_get(data, name))
-        if not path.startswith("/") or "\n" in path:
-            errors.append(f"{where}: {name}={path!r} must be an absolute path on the host")
-
-    name = str(_get(data, "registry_container_name"))
-    if not re.fullmatch(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", name):
-        errors.append(f"{where}: registry_container_name={name!r} is not a valid container name")
-
-    archive = str(_get(data, "registry_image_archive"))
-    expected_sha = str(_get(data, "registry_image_archive_sha256")).lower()
+    # What depends on more than one value, or on the controller's files.
+    if not values["registry_host"]:
+        try:
+            values["registry_host"] = VARIABLES_BY_NAME["registry_host"].kind.parse("registry_host", server_name)
+        except Invalid as exc:
+            errors.append(f"{where}: {exc}")
+            values["registry_host"] = server_name
+    archive, expected_sha = values["registry_image_archive"], values["registry_image_archive_sha256"]
     if is_server and archive and check_files:
         if not os.path.isfile(archive):
             errors.append(f"{where}: registry_image_archive={archive!r} does not exist on the controller; "
@@ -167,51 +109,12 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
         elif expected_sha and archive_sha256(archive) != expected_sha:
             errors.append(f"{where}: registry_image_archive {archive!r} has SHA-256 "
                           f"{archive_sha256(archive)}, not registry_image_archive_sha256={expected_sha}")
-    if expected_sha and not re.fullmatch(r"[0-9a-f]{64}", expected_sha):
-        errors.append(f"{where}: registry_image_archive_sha256 must be 64 hex digits")
-
-    mirrors = _as_list(_get(data, "registry_mirrors"))
-    for mirror in mirrors:
-        if not re.match(r"^https?://[^\s/]+", str(mirror)):
-            errors.append(f"{where}: registry_mirrors entry {mirror!r} must be an http(s):// URL")
-
-    seeds = _as_list(_get(data, "registry_seed_images"))
-    for seed in seeds:
-        try:
-            reference.parse(str(seed))
-        except reference.ReferenceError as exc:
-            errors.append(f"{where}: registry_seed_images: {exc}")
-    seed_archives = _as_list(_get(data, "registry_seed_archives"))
     if is_server and check_files:
-        for path in seed_archives:
-            if not os.path.isfile(str(path)):
+        for path in values["registry_seed_archives"]:
+            if not os.path.isfile(path):
                 errors.append(f"{where}: registry_seed_archives entry {path!r} does not exist on the controller")
 
-    repo_url = str(_get(data, "docker_ce_repo_url")).rstrip("/")
-    if source == "docker-ce" and not re.match(r"^https?://\S+$", repo_url):
-        errors.append(f"{where}: docker_ce_repo_url={repo_url!r} must be an http(s):// URL")
-
-    return Settings(
-        host_name=host_name,
-        registry_host=registry_host,
-        registry_port=port,
-        registry_image=image,
-        registry_image_archive=archive,
-        registry_image_archive_sha256=expected_sha,
-        registry_container_name=name,
-        registry_data_dir=str(_get(data, "registry_data_dir")).rstrip("/") or "/",
-        registry_config_dir=str(_get(data, "registry_config_dir")).rstrip("/") or "/",
-        registry_restart_policy=policy,
-        registry_ready_timeout=timeout,
-        registry_mirrors=tuple(str(m) for m in mirrors),
-        registry_seed_images=tuple(str(s) for s in seeds),
-        registry_seed_archives=tuple(str(p) for p in seed_archives),
-        docker_install_source=source,
-        docker_ce_repo_url=repo_url,
-        docker_daemon_json=str(_get(data, "docker_daemon_json")),
-        deploy_lock_timeout=lock_timeout,
-        is_server=is_server,
-    )
+    return Settings(host_name=host_name, is_server=is_server, **values)
 
 
 def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool = True) -> dict[str, Settings]:

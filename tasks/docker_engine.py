@@ -28,16 +28,20 @@ def packages_for(settings: Settings) -> list[str]:
     return packages + SERVER_PACKAGES if packages and settings.is_server else packages
 
 
+def missing_packages(settings: Settings, state: dict) -> list[str]:
+    """The packages this host still needs (from the DockerHostState fact read before any change)."""
+    return [name for name in packages_for(settings) if not state["packages"].get(name)]
+
+
 @deploy("Install Docker")
 def install_docker(settings: Settings, state: dict) -> None:
     """`state` is the host's DockerHostState fact (read before anything was installed)."""
-    packages = packages_for(settings)
+    missing = missing_packages(settings, state)
     # Only missing packages trigger an apt update: a converged host costs nothing here.
-    missing = [name for name in packages if not state["packages"].get(name)]
     if missing:
         if settings.docker_install_source == "docker-ce":
             add_docker_ce_repository(settings)
-        apt.packages(name=f"Install {', '.join(missing)}", packages=packages, update=True)
+        apt.packages(name=f"Install {', '.join(missing)}", packages=packages_for(settings), update=True)
 
     if missing or not (state["active"] and state["enabled"]):
         systemd.service(
@@ -46,6 +50,8 @@ def install_docker(settings: Settings, state: dict) -> None:
             running=True,
             enabled=True,
         )
+    else:
+        host.noop(f"Docker ({', '.join(packages_for(settings)) or 'installed by hand'}) runs and starts at boot")
 
 
 def add_docker_ce_repository(settings: Settings) -> None:

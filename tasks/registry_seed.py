@@ -39,12 +39,16 @@ def seed_registry(settings: Settings) -> None:
                 pairs.append((parsed.familiar, target.familiar))
         return pairs
 
-    for source, target in missing(list(settings.registry_seed_images)):
+    images = missing(list(settings.registry_seed_images))
+    archives = [(archive, missing(archive_repo_tags(archive))) for archive in settings.registry_seed_archives]
+    if not images and not any(pairs for _, pairs in archives):
+        host.noop("the registry holds every seed image")
+        return
+    for source, target in images:
         server.shell(name=f"Seed {source} into the registry as {target}",
                      commands=[render("push-images.sh.j2", archive=None, images=[(source, target)])])
 
-    for archive in settings.registry_seed_archives:
-        pairs = missing(archive_repo_tags(archive))
+    for archive, pairs in archives:
         if not pairs:
             continue
         remote = posixpath.join(SEED_CACHE_DIR, posixpath.basename(archive))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,12 +28,19 @@ class Access:
         fleet = load_fleet(str(inventory))
         return cls(inventory, fleet, write_ssh_config(fleet, workdir / "ssh_config"))
 
+    def _inventory_host(self, h: InventoryHost | str) -> InventoryHost:
+        return h if isinstance(h, InventoryHost) else next(x for x in self.fleet.hosts if x.name == h)
+
     def host(self, h: InventoryHost | str):
-        name = h if isinstance(h, str) else h.name
-        return testinfra.get_host(f"ssh://{name}", ssh_config=str(self.ssh_config))
+        """testinfra's host, through sudo where the inventory logs in as another user with `_sudo`."""
+        h = self._inventory_host(h)
+        return testinfra.get_host(f"ssh://{h.name}", ssh_config=str(self.ssh_config), sudo=h.sudo)
 
     def ssh(self, h: InventoryHost | str, command: str, stdin=None, check: bool = True) -> str:
-        name = h if isinstance(h, str) else h.name
+        h = self._inventory_host(h)
+        name = h.name
+        if h.sudo:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
         result = subprocess.run(["ssh", "-F", str(self.ssh_config), name, command], stdin=stdin,
                                 capture_output=True, text=stdin is None or isinstance(stdin, str),
                                 timeout=600)

@@ -7,17 +7,13 @@ own hosts instead (the lab-only suites are then not collected).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from lab import config as lab_config  # noqa: E402
-from lab import hosts as lab_hosts  # noqa: E402
-from tests.access import Access, run_deploy  # noqa: E402
+from lab import config as lab_config
+from lab import hosts as lab_hosts
+from tests.access import Access, run_deploy
 
 TEST_LAB = lab_config.default_lab("regdeploy-test")
 
@@ -65,7 +61,7 @@ def lab_session(request, tmp_path_factory):
     session = LabSession(TEST_LAB, tmp_path_factory.mktemp("lab"))
     # Never depend on leftovers: a lab from an earlier (crashed) run is removed first.
     lab_hosts.down(TEST_LAB)
-    session.up(clients=2)
+    session.up(clients=lab_config.TEST_LAB_CLIENTS)
     yield session
     if not request.config.getoption("--keep-lab"):
         lab_hosts.down(TEST_LAB)

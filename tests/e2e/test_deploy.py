@@ -181,7 +181,7 @@ def test_limit_provisions_a_new_client_and_touches_nothing_else(lab_session):
     ("registry_container_name=my/registry", "registry_container_name='my/registry' is not a valid container name"),
     ("registry_mirrors=ftp://mirror.example", "registry_mirrors entry 'ftp://mirror.example' must be an http(s)://"),
     ("registry_host=bad_host!", "registry_host='bad_host!' is not a host name or IP address"),
-    ("registry_image_archive_sha256=xyz", "registry_image_archive_sha256 must be 64 hex digits"),
+    ("registry_image_archive_sha256=xyz", "registry_image_archive_sha256='xyz' must be 64 hex digits"),
     ("deploy_lock_timeout=-1", "deploy_lock_timeout=-1 is out of range"),
 ])
 def test_invalid_inventory_data_stops_before_any_change(lab_session, data, message):

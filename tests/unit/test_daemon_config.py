@@ -165,3 +165,69 @@ def test_a_daemon_that_has_not_loaded_the_file_is_reloaded():
     current = merge({}, REGISTRY)
     assert apply_action(current, current, daemon_trusts=True) is None
     assert apply_action(current, current, daemon_trusts=False) == "reload"
+
+
+# --- The whole decision for one host: DockerHostState in, plan out --------------------------------
+
+from regdeploy.daemon_config import can_validate, plan_daemon_json  # noqa: E402
+
+
+def host_state(text=None, kind=None, detail="644", trusted=("registry:5000",), active=True,
+               version="Docker version 20.10.24+dfsg1, build 297e128", flags=()):
+    kind = kind or ("present" if text is not None else "absent")
+    return {"command_line_registries": list(flags), "daemon_json_kind": kind, "daemon_json_detail": detail,
+            "daemon_json": text, "active": active, "trusted": list(trusted) if trusted is not None else None,
+            "dockerd_version": version}
+
+
+CONVERGED = '{"insecure-registries": ["registry:5000"]}'
+
+
+@pytest.mark.parametrize("state,action,validate,reason", [
+    (host_state(CONVERGED), None, False, "/etc/docker/daemon.json lists registry:5000 and dockerd trusts it"),
+    (host_state(None, active=False, trusted=None, version=None), "reload", False, "insecure-registries changed"),
+    (host_state('{"debug": true}'), "reload", False, "insecure-registries changed"),
+    (host_state('{"log-driver": "json-file"}', version="Docker version 28.5.2, build 1"), "reload", True,
+     "insecure-registries changed"),
+    # The file says so, the daemon does not (a reload that never happened): reload.
+    (host_state(CONVERGED, trusted=()), "reload", False, "dockerd has not loaded registry:5000 from /etc/docker/daemon.json"),
+    # Docker is stopped: the apply script starts it; nothing to reload for.
+    (host_state(CONVERGED, active=False, trusted=None), None, False,
+     "/etc/docker/daemon.json lists registry:5000 and dockerd trusts it"),
+])
+def test_plan_daemon_json(state, action, validate, reason):
+    plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", (), "c1")
+    assert (plan.action, plan.validate, plan.reason) == (action, validate, reason)
+    assert json.loads(plan.content)["insecure-registries"][-1] == "registry:5000"
+
+
+@pytest.mark.parametrize("state,message", [
+    (host_state(CONVERGED, flags=["ExecStart=/usr/sbin/dockerd --insecure-registry old:5000"]),
+     "dockerd already gets --insecure-registry on its command line"),
+    (host_state(None, kind="symlink", detail="/etc/docker/real.json"), "is a symbolic link to /etc/docker/real.json"),
+    (host_state(None, kind="other", detail="directory"), "is a directory, not a regular file"),
+    (host_state("{}", detail="0"), "has mode 000"),
+    (host_state("{bad"), "is not valid JSON"),
+    (host_state('{"insecure-registries": "registry:5000"}'), "'insecure-registries' must be a list of strings"),
+    # Docker 20.10 cannot check a file itself: regdeploy's known keys do.
+    (host_state('{"insecure-registry": ["typo:5000"]}'), "unknown daemon.json keys ['insecure-registry']"),
+])
+def test_plan_daemon_json_refuses_naming_host_and_file(state, message):
+    with pytest.raises(DaemonConfigError, match="^host 'c1': /etc/docker/daemon.json") as refused:
+        plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", (), "c1")
+    assert message in str(refused.value)
+
+
+def test_a_dockerd_that_validates_gets_unknown_keys_checked_by_itself():
+    state = host_state('{"some-new-key": 1}', version="Docker version 26.1.5+dfsg1, build a72d7cd")
+    plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", (), "c1")
+    assert plan.action == "reload" and plan.validate
+
+
+@pytest.mark.parametrize("version,expected", [
+    ("Docker version 20.10.24+dfsg1, build 297e128", False), ("Docker version 23.0.0, build e92dd87", True),
+    ("Docker version 26.1.5+dfsg1, build a72d7cd", True), ("Docker version 28.5.2, build 1", True),
+    (None, False), ("", False),
+])
+def test_can_validate_from_the_version(version, expected):
+    assert can_validate(version) is expected

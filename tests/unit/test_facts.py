@@ -28,7 +28,8 @@ def test_docker_host_state_of_a_fresh_host():
                                        "daemon.json=absent"])
     assert state == {"packages": {"docker.io": False}, "active": False, "enabled": False,
                      "command_line_registries": [], "trusted": None, "daemon_json": None,
-                     "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None}
+                     "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None,
+                     "dockerd_version": None}
 
 
 @pytest.mark.parametrize("line,lock", [

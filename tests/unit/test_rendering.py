@@ -27,18 +27,21 @@ def test_registry_config_serves_storage_from_the_mounted_directory():
 
 
 @pytest.mark.parametrize("action", ["reload", "restart"])
-def test_apply_script_parses_and_uses_the_right_systemctl_verb(action):
-    script = render("apply-daemon-json.sh.j2", path="/etc/docker/daemon.json", action=action,
+@pytest.mark.parametrize("validate", [True, False])
+def test_apply_script_parses_and_uses_the_right_systemctl_verb(action, validate):
+    script = render("apply-daemon-json.sh.j2", path="/etc/docker/daemon.json", action=action, validate=validate,
                     registry="registry:5000", content=render_json({"insecure-registries": ["registry:5000"]}),
                     insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
     _sh_syntax_ok(script)
     assert f"systemctl {action} docker ||" in script
+    # Whether dockerd checks the file is decided once, in Python (daemon_config.can_validate).
+    assert ("dockerd --validate" in script) == validate
     assert ("systemctl restart docker ||" in script) == (action == "restart")
     assert shlex.quote(INSECURE_REGISTRIES_FORMAT) in script
 
 
 def test_shell_values_are_quoted():
-    script = render("apply-daemon-json.sh.j2", path="/etc/docker/my daemon.json", action="reload",
+    script = render("apply-daemon-json.sh.j2", path="/etc/docker/my daemon.json", action="reload", validate=True,
                     registry="r:5000", content="{}\n",
                     insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
     assert "current='/etc/docker/my daemon.json'" in script
@@ -48,11 +51,11 @@ def test_shell_values_are_quoted():
 def test_apply_script_stages_the_json_byte_for_byte(tmp_path):
     content = render_json({"log-opts": {"max-size": "10m"}, "labels": ["a=$HOME", "b=`x`"],
                            "insecure-registries": ["registry:5000"]})
-    script = render("apply-daemon-json.sh.j2", path=str(tmp_path / "daemon.json"), action="reload",
+    script = render("apply-daemon-json.sh.j2", path=str(tmp_path / "daemon.json"), action="reload", validate=False,
                     registry="registry:5000", content=content,
                     insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
     # Run just the staging part (up to the swap) against a temporary directory.
-    staging = script.split("if dockerd --help")[0]
+    staging = script.split("had_current=0")[0]
     subprocess.run(["sh", "-c", staging], check=True)
     assert (tmp_path / "daemon.json.regdeploy-new").read_text() == content
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from regdeploy.defaults import DEFAULTS
+from regdeploy.variables import DEFAULTS
 from regdeploy.settings import ConfigError, registry_address, validate_hosts
 
 SERVER = ("reg1", {}, {"registry_servers"})

@@ -1,4 +1,9 @@
-"""The verification suite runs against any deployed inventory: the test lab, or --inventory=PATH."""
+"""The verification suite runs against any deployed inventory: the test lab, or --inventory=PATH.
+
+Tests about every host are parametrized per host (as testinfra's own examples do), so one failing
+host never hides the others; the host names come from the inventory (or the test lab's plan) when
+the tests are collected.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,17 @@ from pathlib import Path
 
 import pytest
 
+from lab import config as lab_config
+from regdeploy.inventory import load_fleet
 from tests.access import Access
+
+
+def pytest_generate_tests(metafunc):
+    if "inventory_host_name" in metafunc.fixturenames:
+        inventory = metafunc.config.getoption("--inventory")
+        names = ([h.name for h in load_fleet(inventory).hosts] if inventory
+                 else lab_config.hostnames(lab_config.TEST_LAB_CLIENTS))
+        metafunc.parametrize("inventory_host_name", names)
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +42,14 @@ def fleet(access):
 @pytest.fixture(scope="session")
 def server_host(access, fleet):
     return access.host(fleet.server)
+
+
+@pytest.fixture
+def inventory_host(fleet, inventory_host_name):
+    return next(h for h in fleet.hosts if h.name == inventory_host_name)
+
+
+@pytest.fixture
+def any_host(access, inventory_host):
+    """testinfra's host for each inventory host in turn."""
+    return access.host(inventory_host)

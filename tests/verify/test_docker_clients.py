@@ -6,17 +6,17 @@ import shlex
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 
 
-def test_daemon_json_lists_the_registry(access, fleet):
-    for h in fleet.hosts:
-        host = access.host(h)
-        path = h.settings.docker_daemon_json
-        config = json.loads(host.file(path).content_string)
-        assert fleet.registry_address in config.get("insecure-registries", []), (h.name, config)
+def test_docker_runs_and_starts_at_boot(any_host):
+    docker = any_host.service("docker")
+    assert docker.is_running
+    assert docker.is_enabled
 
 
-def test_dockerd_trusts_the_registry(access, fleet):
-    for h in fleet.hosts:
-        host = access.host(h)
-        insecure = host.check_output(f"docker info --format {shlex.quote(INSECURE_REGISTRIES_FORMAT)}").split()
-        assert fleet.registry_address in insecure, (h.name, insecure)
-        assert host.service("docker").is_running, h.name
+def test_daemon_json_lists_the_registry(any_host, inventory_host, fleet):
+    config = json.loads(any_host.file(inventory_host.settings.docker_daemon_json).content_string)
+    assert fleet.registry_address in config.get("insecure-registries", []), config
+
+
+def test_dockerd_trusts_the_registry(any_host, fleet):
+    insecure = any_host.check_output(f"docker info --format {shlex.quote(INSECURE_REGISTRIES_FORMAT)}").split()
+    assert fleet.registry_address in insecure, insecure

@@ -1,19 +1,16 @@
-"""The registry server: Docker running, the registry container as configured, storage, the API."""
+"""The registry server: the registry container as configured (testinfra's docker module), its
+storage, the API."""
 
-import json
 
-
-def test_docker_is_running_and_enabled(server_host):
-    docker = server_host.service("docker")
-    assert docker.is_running
-    assert docker.is_enabled
+def _registry(server_host, fleet):
+    return server_host.docker(fleet.server.settings.registry_container_name)
 
 
 def test_registry_container_runs_with_restart_policy_and_port(server_host, fleet):
     settings = fleet.server.settings
-    raw = server_host.check_output(f"docker container inspect {settings.registry_container_name}")
-    container = json.loads(raw)[0]
-    assert container["State"]["Running"], container["State"]
+    registry = _registry(server_host, fleet)
+    assert registry.is_running
+    container = registry.inspect()
     assert container["HostConfig"]["RestartPolicy"]["Name"] == settings.registry_restart_policy.split(":")[0]
     bindings = container["HostConfig"]["PortBindings"]["5000/tcp"]
     assert [b["HostPort"] for b in bindings] == [str(settings.registry_port)]
@@ -21,8 +18,7 @@ def test_registry_container_runs_with_restart_policy_and_port(server_host, fleet
 
 def test_registry_storage_is_the_host_directory(server_host, fleet):
     settings = fleet.server.settings
-    raw = server_host.check_output(f"docker container inspect {settings.registry_container_name}")
-    mounts = {m["Destination"]: m for m in json.loads(raw)[0]["Mounts"]}
+    mounts = {m["Destination"]: m for m in _registry(server_host, fleet).inspect()["Mounts"]}
     assert mounts["/var/lib/registry"]["Type"] == "bind"
     assert mounts["/var/lib/registry"]["Source"] == settings.registry_data_dir
     assert server_host.file(settings.registry_data_dir).is_directory

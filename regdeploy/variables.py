@@ -1,0 +1,192 @@
+"""Every inventory variable regdeploy reads, declared once: its default, its kind (type and check)
+and its help text.
+
+`Settings` (its fields and their types), the per-value validation and the README's variables table
+(`python -m regdeploy.variables`, checked by a unit test) are all derived from `VARIABLES`: adding a
+variable is one entry here plus its use.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from . import reference
+
+
+class Invalid(ValueError):
+    """A value a kind refuses; the message names the variable and what to set instead."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How a variable's raw value (inventory data, or a string from `--data`) becomes its setting."""
+
+    accepts: str  # for the README: what may be given
+    type: type = str
+
+    def parse(self, name: str, value: Any) -> Any:
+        return str(value)
+
+
+@dataclass(frozen=True)
+class Text(Kind):
+    pattern: str = ""
+    refusal: str = ""  # "{name}={value!r} ..." completes the error; empty: no check
+    strip: str = ""  # trailing characters dropped (e.g. "/" from URLs)
+    lower: bool = False
+
+    def parse(self, name: str, value: Any) -> str:
+        text = str(value).strip().rstrip(self.strip)
+        text = text.lower() if self.lower else text
+        if self.pattern and not re.fullmatch(self.pattern, text):
+            raise Invalid(f"{name}={text!r} {self.refusal}")
+        return text
+
+
+@dataclass(frozen=True)
+class Integer(Kind):
+    low: int = 0
+    high: int = 0
+    type: type = int
+
+    def parse(self, name: str, value: Any) -> int:
+        try:
+            number = int(value)
+            if isinstance(value, bool) or str(number) != str(value).strip():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise Invalid(f"{name}={value!r} is not a whole number; set it to {self.low}..{self.high}") from None
+        if not self.low <= number <= self.high:
+            raise Invalid(f"{name}={number} is out of range; set it to {self.low}..{self.high}")
+        return number
+
+
+@dataclass(frozen=True)
+class Choice(Kind):
+    options: tuple[str, ...] = ()
+
+    def parse(self, name: str, value: Any) -> str:
+        if str(value) not in self.options:
+            raise Invalid(f"{name}={str(value)!r} is unknown; use one of {', '.join(self.options)}")
+        return str(value)
+
+
+@dataclass(frozen=True)
+class AbsolutePath(Kind):
+    def parse(self, name: str, value: Any) -> str:
+        path = str(value)
+        if not path.startswith("/") or "\n" in path:
+            raise Invalid(f"{name}={path!r} must be an absolute path on the host")
+        return path.rstrip("/") or "/"
+
+
+@dataclass(frozen=True)
+class ImageReference(Kind):
+    def parse(self, name: str, value: Any) -> str:
+        try:
+            reference.parse(str(value))
+        except reference.ReferenceError as exc:
+            raise Invalid(f"{name}: {exc}") from None
+        return str(value)
+
+
+@dataclass(frozen=True)
+class ListOf(Kind):
+    """A list; `--data name=a,b` gives it as one comma-separated string."""
+
+    item: Kind = Kind("")
+    item_refusal: str = ""  # for items checked by `item.pattern`: "{name} entry {value!r} ..."
+    type: type = tuple
+
+    def parse(self, name: str, value: Any) -> tuple:
+        items = [i.strip() for i in value.split(",") if i.strip()] if isinstance(value, str) else list(value)
+        parsed, problems = [], []
+        for entry in items:
+            try:
+                parsed.append(self.item.parse(name, entry))
+            except Invalid as exc:
+                problems.append(f"{name} entry {str(entry)!r} {self.item_refusal}" if self.item_refusal else str(exc))
+        if problems:
+            raise Invalid("; ".join(problems))
+        return tuple(parsed)
+
+
+HOST_NAME = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+             r"|\[[0-9a-fA-F:]+\]")
+HTTP_URL = r"https?://[^\s/]+\S*"
+INSTALL_SOURCES = ("distro", "docker-ce", "none")
+
+
+@dataclass(frozen=True)
+class Variable:
+    name: str
+    default: Any
+    kind: Kind
+    help: str
+
+
+VARIABLES: tuple[Variable, ...] = (
+    Variable("registry_host", "", Text("a host name or IP address, or empty", pattern=f"|{HOST_NAME}",
+                                       refusal="is not a host name or IP address; set it to the name clients "
+                                               "use to reach the registry server"),
+             "Name clients use to reach the registry. Empty: the server's inventory name."),
+    Variable("registry_port", 5000, Integer("1..65535", low=1, high=65535),
+             "Port the registry is published on (host side)."),
+    Variable("registry_image", "registry:2", ImageReference("an image reference"),
+             "Registry image reference (Docker's naming rules)."),
+    Variable("registry_image_archive", "", Kind("a path on the controller, or empty"),
+             "Air-gapped sites: a `docker save` tarball on the controller, loaded instead of pulled."),
+    Variable("registry_image_archive_sha256", "",
+             Text("64 hex digits, or empty", pattern=r"|[0-9a-f]{64}", refusal="must be 64 hex digits", lower=True),
+             "Expected SHA-256 of `registry_image_archive`, checked on the controller and the server."),
+    Variable("registry_container_name", "registry",
+             Text("a container name", pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", refusal="is not a valid container name"),
+             "Name of the registry container."),
+    Variable("registry_data_dir", "/var/lib/registry", AbsolutePath("an absolute path"),
+             "Host directory holding the registry's storage."),
+    Variable("registry_config_dir", "/etc/regdeploy", AbsolutePath("an absolute path"),
+             "Host directory for the rendered registry config.yml (mounted read-only)."),
+    Variable("registry_restart_policy", "always",
+             Text("no, always, unless-stopped, on-failure[:N]", pattern=r"no|always|unless-stopped|on-failure(:[0-9]+)?",
+                  refusal="is not a Docker restart policy; use no, always, unless-stopped or on-failure[:N]"),
+             "Restart policy of the registry container."),
+    Variable("registry_ready_timeout", 60, Integer("1..3600", low=1, high=3600),
+             "Seconds to wait for `GET /v2/` after the registry (re)starts before failing."),
+    Variable("registry_mirrors", [], ListOf("list of http(s):// URLs", item=Text("", pattern=HTTP_URL),
+                                            item_refusal="must be an http(s):// URL"),
+             "Optional `registry-mirrors` merged into every client's daemon.json."),
+    Variable("registry_seed_images", [], ListOf("list of image references", item=ImageReference("")),
+             "Images the registry must hold after a deploy: pulled on the server, pushed to it."),
+    Variable("registry_seed_archives", [], ListOf("list of paths on the controller", item=Kind("")),
+             "`docker save` tarballs on the controller whose images are pushed (air-gapped seeding)."),
+    Variable("docker_install_source", "distro", Choice(", ".join(INSTALL_SOURCES), options=INSTALL_SOURCES),
+             "How Docker is installed: distro (Debian/Ubuntu docker.io), docker-ce (Docker's apt "
+             "repository), none (already installed)."),
+    Variable("docker_ce_repo_url", "https://download.docker.com/linux",
+             Text("an http(s):// URL", pattern=HTTP_URL, refusal="must be an http(s):// URL", strip="/"),
+             "Base URL of Docker's apt repository (set it to a mirror); `/debian` or `/ubuntu` is appended."),
+    Variable("docker_daemon_json", "/etc/docker/daemon.json", AbsolutePath("an absolute path"),
+             "Path of the Docker daemon configuration."),
+    Variable("deploy_lock_timeout", 600, Integer("0..86400", low=0, high=86400),
+             "Seconds a deploy waits for another deploy (or `regdeploy backup`) on the same host to end "
+             "before it stops, naming the holder."),
+)
+
+DEFAULTS: dict[str, Any] = {v.name: v.default for v in VARIABLES}
+
+
+def markdown_table() -> str:
+    def show(value: Any) -> str:
+        if value == "":
+            return "(empty)"
+        return f"`{value}`" if not isinstance(value, list) else f"`{value!r}`"
+
+    rows = ["| variable | default | accepts | meaning |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{v.name}` | {show(v.default)} | {v.kind.accepts} | {v.help} |" for v in VARIABLES]
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from .changes import json_changes
+
 # Keys dockerd re-reads on SIGHUP (`systemctl reload docker`): changing only these keeps every
 # running container up. From Docker's "Configuration reload behavior" documentation.
 RELOADABLE_KEYS = frozenset({
@@ -158,6 +160,7 @@ class DaemonJsonPlan:
     content: str  # the file as it must be (rendered JSON)
     validate: bool  # run `dockerd --validate` on it before it goes live
     reason: str  # why (or why nothing)
+    changes: tuple[str, ...] = ()  # key by key, as changes.json_changes says them
 
 
 def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: tuple[str, ...],
@@ -205,4 +208,4 @@ def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: t
     changed = sorted(changed_keys(current, merged))
     reason = (f"dockerd has not loaded {registry} from {path}" if not changed
               else f"{', '.join(changed)} changed")
-    return DaemonJsonPlan(action, render(merged), validate, reason)
+    return DaemonJsonPlan(action, render(merged), validate, reason, tuple(json_changes(current, merged)))

@@ -28,8 +28,14 @@ def trust_registry(settings: Settings, state: dict) -> None:
     if plan.action is None:
         host.noop(plan.reason)
         return
+    # The apply script starts a Docker that is not running (a fresh install) instead.
+    verb = plan.action if state["active"] else "start"
+    # Said before anything runs, --dry included: what the file gets, key by key, and why.
+    host.log(f"Will modify {path} and {verb} Docker ({plan.reason}):")
+    for line in plan.changes or ("(no key changes: the file stays as it is)",):
+        host.log(f"  {line}")
     server.shell(
-        name=f"Write the merged {path}, {plan.action} Docker and confirm it trusts {settings.registry_address}",
+        name=f"Write the merged {path}, {verb} Docker and confirm it trusts {settings.registry_address}",
         commands=[render("apply-daemon-json.sh.j2", path=path, action=plan.action, validate=plan.validate,
                          registry=settings.registry_address, content=plan.content,
                          insecure_registries_format=daemon_config.INSECURE_REGISTRIES_FORMAT)],

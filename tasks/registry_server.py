@@ -18,9 +18,11 @@ from io import StringIO
 from pyinfra import host, logger
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
 from regdeploy import registry_plan
+from regdeploy.changes import text_diff
 from regdeploy.facts import RegistryServerState
 from regdeploy.registry_plan import CONTAINER_PORT, SPEC_LABEL, DesiredContainer, PlanError
 from regdeploy.rendering import render
@@ -50,6 +52,11 @@ def run_registry(settings: Settings) -> None:
         files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
                         path=settings.registry_data_dir, mode="755")
     if observed.config_sha256 != config_sha256:
+        # The content is read only when it differs (the fact gave its hash), to show the diff.
+        on_host = host.get_fact(FileContents, path=config_path) if observed.config_sha256 else None
+        host.log(f"Will {'modify' if on_host is not None else 'create'} {config_path}:")
+        for line in text_diff("\n".join(on_host) + "\n" if on_host is not None else None, config_text, config_path):
+            host.log(f"  {line}")
         files.put(name=f"Write the registry configuration {config_path}",
                   src=StringIO(config_text), dest=config_path, mode="644")
 
@@ -66,6 +73,9 @@ def run_registry(settings: Settings) -> None:
         host.noop(f"registry container {settings.registry_container_name!r} runs and matches its spec")
         return
     name = settings.registry_container_name
+    host.log(f"Will {plan.action} the registry container {name!r}" + (":" if plan.reasons or plan.migration else ""))
+    for line in plan.reasons + ((plan.migration.describe(),) if plan.migration else ()):
+        host.log(f"  {line}")
     aside = f"{name}{registry_plan.KEPT_SUFFIX}-{time.strftime('%Y%m%d%H%M%S')}" if plan.adopts \
         else name + registry_plan.ASIDE_SUFFIX
     notice = plan.notice(name, aside)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -80,6 +81,36 @@ class DeployResult:
 
     def changed_operations(self, host: str) -> list[str]:
         return [op["name"] for op in self.output["results"]["operations"] if host in op["success"]]
+
+    def changes(self) -> set[tuple[str, str]]:
+        """(operation, host) for every operation that changed a host."""
+        return {(op["name"], h) for op in self.output["results"]["operations"] for h in op["success"]}
+
+    def planned(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
+        """From a --dry run: (operation, host) that will change, and those that may (conditional)."""
+        plan = self.output["plan"]
+        return ({(op["name"], h) for op in plan for h in op["hosts_with_change"]},
+                {(op["name"], h) for op in plan for h in op["hosts_with_conditional_change"]})
+
+    def host_log(self, host: str) -> list[str]:
+        """What pyinfra printed for `host` (its `[host]` lines), prefix, padding and indent removed."""
+        prefix = re.compile(rf"^\s*\[{re.escape(host)}\]\s+")
+        return [prefix.sub("", line).rstrip() for line in self.stderr.splitlines() if prefix.match(line)]
+
+
+# pyinfra re-reads an operation's facts just before running it: these find their work already done by
+# an earlier operation of the same run (Debian's docker.io starts and enables Docker when installed).
+DONE_BY_AN_EARLIER_OPERATION = {"Install Docker | Start Docker and enable it at boot"}
+
+
+def assert_did_what_dry_said(dry: DeployResult, real: DeployResult) -> None:
+    """The real run changed exactly what --dry said it would (conditional steps: at most those)."""
+    assert dry.returncode == 0 and real.returncode == 0, (dry.stderr[-2000:], real.stderr[-2000:])
+    will, may = dry.planned()
+    done = real.changes()
+    missing = {(op, h) for op, h in will - done if op not in DONE_BY_AN_EARLIER_OPERATION}
+    assert not missing, f"--dry said these would change, the run did not: {missing}"
+    assert done <= will | may, f"the run changed what --dry did not say: {done - (will | may)}"
 
 
 def run_deploy(inventory: Path, *extra: str) -> DeployResult:

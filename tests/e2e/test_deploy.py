@@ -12,7 +12,7 @@ import pytest
 
 from lab import hosts as lab_hosts
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
-from tests.access import run_deploy
+from tests.access import assert_did_what_dry_said, run_deploy
 
 PREFILLED = {
     "log-driver": "json-file",
@@ -47,10 +47,23 @@ def test_cold_deploy_from_scratch(lab_session, access):
     for h in access.fleet.hosts:
         assert access.ssh(h, "command -v docker || echo none") == "none", "lab hosts must start fresh"
 
+    # --dry first: the exact change to each daemon.json, and nothing done anywhere.
+    dry = run_deploy(lab_session.inventory, "--dry")
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    assert dry.host_log("client2")[-3:-1] == [
+        "Will modify /etc/docker/daemon.json and start Docker (insecure-registries changed):",
+        'insecure-registries: + "registry:5000"']
+    assert 'insecure-registries: (absent) -> ["registry:5000"]' in dry.host_log("client1")
+    assert "Will create the registry container 'registry'" in dry.host_log("registry")
+    for h in access.fleet.hosts:
+        assert access.ssh(h, "command -v docker || echo none") == "none", "--dry must change nothing"
+    assert json.loads(access.ssh("client2", "cat /etc/docker/daemon.json")) == PREFILLED
+
     start = time.monotonic()
     result = run_deploy(lab_session.inventory)
     elapsed = time.monotonic() - start
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_did_what_dry_said(dry, result)
     assert result.totals["error"] == 0
     assert result.changed_hosts() == {"registry", "client1", "client2"}
     lab_session.deployed = True
@@ -83,9 +96,20 @@ def test_port_change_recreates_registry_and_reconfigures_clients_without_restart
     access.ssh("client1", "docker rm -f keepalive >/dev/null 2>&1; docker run -d --name keepalive busybox sleep 100000")
     started_before = access.ssh("client1", INSPECT_STARTED)
     registry_before = _registry_container(access, "registry")["Id"]
+    daemon_json_before = {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts}
+
+    dry = run_deploy(lab_session.inventory, "--data", "registry_port=5001", "--dry")
+    for h in access.fleet.hosts:
+        assert [line for line in dry.host_log(h.name) if line.startswith("insecure-registries:")] == [
+            'insecure-registries: + "registry:5001"'], h.name
+    assert dry.host_log("registry")[-3:-1] == ["Will recreate the registry container 'registry':",
+                                               "ports: 5000->5000 -> 5001->5000"]
+    assert _registry_container(access, "registry")["Id"] == registry_before
+    assert {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts} == daemon_json_before
 
     result = run_deploy(lab_session.inventory, "--data", "registry_port=5001")
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_did_what_dry_said(dry, result)
 
     registry = _registry_container(access, "registry")
     assert registry["Id"] != registry_before, "the registry container must be recreated"
@@ -107,8 +131,19 @@ def test_port_change_recreates_registry_and_reconfigures_clients_without_restart
 def test_hand_edited_registry_config_is_restored_and_applied(lab_session, access):
     before = _registry_container(access, "registry")["Id"]
     access.ssh("registry", "sed -i 's/enabled: true/enabled: false/' /etc/regdeploy/config.yml")
+    edited = access.ssh("registry", "cat /etc/regdeploy/config.yml")
+    dry = run_deploy(lab_session.inventory, "--dry")
+    log = dry.host_log("registry")
+    assert "Will modify /etc/regdeploy/config.yml:" in log
+    diff = log[log.index("Will modify /etc/regdeploy/config.yml:") + 1:]
+    assert diff[:2] == ["--- /etc/regdeploy/config.yml (on the host)", "+++ /etc/regdeploy/config.yml (regdeploy)"]
+    assert diff.count("-    enabled: false") == diff.count("+    enabled: true") >= 2, diff
+    assert "config.yml: differs from the rendered template (edited by hand, or changed)" in log
+    assert access.ssh("registry", "cat /etc/regdeploy/config.yml") == edited
+    assert dry.planned()[0] and {h for _, h in dry.planned()[0]} == {"registry"}
     result = run_deploy(lab_session.inventory)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_did_what_dry_said(dry, result)
     assert "enabled: false" not in access.ssh("registry", "cat /etc/regdeploy/config.yml")
     after = _registry_container(access, "registry")
     assert after["Id"] != before and after["State"]["Running"], "the registry must run the restored config"
@@ -124,8 +159,11 @@ def test_a_restart_policy_changed_in_place_is_named_and_put_back(lab_session, ac
     assert "Run the Docker registry | Recreate the registry container 'registry': restart policy: no -> always" \
         in planned, planned
     assert _registry_container(access, "registry")["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    assert plan.host_log("registry")[-3:-1] == ["Will recreate the registry container 'registry':",
+                                                "restart policy: no -> always"]
     result = run_deploy(lab_session.inventory)
     assert result.returncode == 0, result.stderr[-4000:]
+    assert_did_what_dry_said(plan, result)
     assert _registry_container(access, "registry")["HostConfig"]["RestartPolicy"]["Name"] == "always"
     assert run_deploy(lab_session.inventory).totals["success"] == 0
 

@@ -231,3 +231,10 @@ def test_a_dockerd_that_validates_gets_unknown_keys_checked_by_itself():
 ])
 def test_can_validate_from_the_version(version, expected):
     assert can_validate(version) is expected
+
+
+def test_the_plan_says_key_by_key_what_the_file_gets():
+    state = host_state('{"log-driver": "json-file", "insecure-registries": ["legacy:5000"]}')
+    plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", ("https://m.example",), "c1")
+    assert plan.changes == ('insecure-registries: + "registry:5000"',
+                            'registry-mirrors: (absent) -> ["https://m.example"]')

@@ -12,7 +12,7 @@ from regdeploy import deploy_lock
 from regdeploy.facts import DockerHostState
 from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
-from tasks.docker_engine import install_docker, packages_for
+from tasks.docker_engine import install_docker, packages_to_check
 from tasks.registry_seed import seed_registry
 from tasks.registry_server import run_registry
 
@@ -24,7 +24,7 @@ except ConfigError as exc:
 # Read once, used by both tasks: pyinfra 3 runs a fact's command on every call. It first takes the
 # host's deploy lock, held until this run's SSH connection to the host ends.
 state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
-                      packages=tuple(packages_for(settings)), lock=deploy_lock.LOCK_PATH,
+                      packages=tuple(packages_to_check(settings)), lock=deploy_lock.LOCK_PATH,
                       holder=deploy_lock.holder("regdeploy deploy"),
                       lock_timeout=settings.deploy_lock_timeout)
 lock = state["lock"]

@@ -11,7 +11,7 @@ if [ "$(id -u)" != 0 ]; then
     log "run me as root (apt-get, dockerd and the lab's containers need it)"; exit 1
 fi
 
-packages=(docker.io debootstrap lxcfs openssh-client python3 python3-venv iptables ca-certificates)
+packages=(docker.io debootstrap lxcfs openssh-client python3 python3-venv iptables ca-certificates gnupg)
 missing=()
 for package in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")

@@ -6,8 +6,9 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, systemd
+from pyinfra.operations import apt, server, systemd
 
+from regdeploy.rendering import render
 from regdeploy.settings import Settings
 
 PACKAGES = {
@@ -16,6 +17,7 @@ PACKAGES = {
     "none": [],
 }
 DOCKER_CE_KEYRING = "/etc/apt/keyrings/docker.gpg"
+DOCKER_CE_SOURCE = "/etc/apt/sources.list.d/docker.sources"
 
 
 # The registry server's readiness check and catalog fact use curl (with docker_install_source
@@ -26,6 +28,12 @@ SERVER_PACKAGES = ["curl"]
 def packages_for(settings: Settings) -> list[str]:
     packages = PACKAGES[settings.docker_install_source]
     return packages + SERVER_PACKAGES if packages and settings.is_server else packages
+
+
+def packages_to_check(settings: Settings) -> list[str]:
+    """What the DockerHostState fact asks dpkg about: the packages to install and, for docker-ce,
+    Debian's docker.io (a host that runs it is not switched under its containers)."""
+    return packages_for(settings) + (["docker.io"] if settings.docker_install_source == "docker-ce" else [])
 
 
 def missing_packages(settings: Settings, state: dict) -> list[str]:
@@ -40,6 +48,13 @@ def install_docker(settings: Settings, state: dict) -> None:
     # Only missing packages trigger an apt update: a converged host costs nothing here.
     if missing:
         if settings.docker_install_source == "docker-ce":
+            if state["packages"].get("docker.io") and not state["packages"].get("docker-ce"):
+                raise DeployError(
+                    f"host {host.name!r} runs Debian's docker.io; docker_install_source='docker-ce' would replace "
+                    "the engine under its running containers, so regdeploy refuses and nothing was changed. "
+                    "To switch, stop what runs there and `apt-get remove docker.io` yourself (images and "
+                    "volumes in /var/lib/docker and /etc/docker/daemon.json stay), then run the deploy "
+                    "again; or keep docker_install_source='distro'.")
             add_docker_ce_repository(settings)
         apt.packages(name=f"Install {', '.join(missing)}", packages=packages_for(settings), update=True)
 
@@ -64,16 +79,8 @@ def add_docker_ce_repository(settings: Settings) -> None:
             f"(found {distro.get('name')!r}); install Docker yourself and set docker_install_source='none'"
         )
     base = f"{settings.docker_ce_repo_url}/{distro_id}"
-    apt.packages(name="Install what fetching Docker's apt key needs",
-                 packages=["ca-certificates", "wget", "gnupg"], update=True)
-    apt.key(name="Add Docker's apt signing key to /etc/apt/keyrings",
-            src=f"{base}/gpg", dest=DOCKER_CE_KEYRING)
-    apt.sources_file(
-        name="Add Docker's apt repository (deb822, signed-by)",
-        filename="docker",
-        types=["deb"],
-        uris=[base],
-        suites=[codename],
-        components=["stable"],
-        signed_by=DOCKER_CE_KEYRING,
-    )
+    # One script, not apt.key + apt.sources_file: the repository is added only once apt has verified
+    # it with the key it publishes, so a refused one leaves nothing half-installed.
+    server.shell(name=f"Add Docker's apt repository {base} ({codename} stable, key in {DOCKER_CE_KEYRING})",
+                 commands=[render("docker-ce-repository.sh.j2", base=base, codename=codename,
+                                  keyring=DOCKER_CE_KEYRING, source_file=DOCKER_CE_SOURCE)])

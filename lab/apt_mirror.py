@@ -32,7 +32,15 @@ from pathlib import Path
 from .log import step
 
 CODENAMES = ("bookworm",)  # every Debian release the lab builds
-VERSION = "5:99.0.0-1~regdeploy.lab"  # an epoch like Docker's own, so it sorts like one
+
+
+
+def stand_in_version(docker_io_deb: Path) -> str:
+    """Docker's version scheme (epoch 5) around the upstream version of the docker.io it repackages,
+    so what reads the version (regdeploy's `dockerd --validate` decision) sees the real one."""
+    version = subprocess.run(["dpkg-deb", "-f", str(docker_io_deb), "Version"], check=True, capture_output=True,
+                             text=True).stdout.strip()
+    return f"5:{version.split('+')[0].split('-')[0]}-1~regdeploy.lab"
 METAPACKAGES = {
     "docker-ce-cli": "docker-ce",  # Debian's docker.io, hence docker-ce here, carries the CLI
     "containerd.io": "containerd",
@@ -50,21 +58,21 @@ def _make_key(home: Path, who: str) -> str:
     return next(line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr:"))
 
 
-def _build_deb(name: str, depends: str, into: Path) -> Path:
+def _build_deb(name: str, version: str, depends: str, into: Path) -> Path:
     with tempfile.TemporaryDirectory() as work:
         (Path(work) / "DEBIAN").mkdir()
         (Path(work) / "DEBIAN/control").write_text(
-            f"Package: {name}\nVersion: {VERSION}\nArchitecture: amd64\nMaintainer: regdeploy lab <lab@regdeploy.invalid>\n"
+            f"Package: {name}\nVersion: {version}\nArchitecture: amd64\nMaintainer: regdeploy lab <lab@regdeploy.invalid>\n"
             f"Depends: {depends}\nSection: admin\nPriority: optional\n"
             f"Description: regdeploy lab stand-in for Docker's {name}\n"
             f" An empty metapackage that installs {depends}: NOT Docker Inc.'s package.\n")
-        deb = into / f"{name}_{VERSION.split(':')[1]}_amd64.deb"
+        deb = into / f"{name}_{version.split(':')[1]}_amd64.deb"
         subprocess.run(["dpkg-deb", "--root-owner-group", "--build", work, str(deb)], check=True,
                        stdout=subprocess.DEVNULL)
     return deb
 
 
-def _repackage_docker_io(docker_io_deb: Path, into: Path) -> Path:
+def _repackage_docker_io(docker_io_deb: Path, version: str, into: Path) -> Path:
     """Debian's docker.io under Docker's package name and an epoch-5 version, as Docker's own would be."""
     with tempfile.TemporaryDirectory() as work:
         tree = Path(work, "tree")
@@ -77,12 +85,12 @@ def _repackage_docker_io(docker_io_deb: Path, into: Path) -> Path:
                 current, _, value = line.partition(":")
                 fields[current] = value.strip()
         fields.pop("Built-Using", None)
-        fields.update({"Package": "docker-ce", "Version": VERSION, "Conflicts": "docker.io", "Replaces": "docker.io",
+        fields.update({"Package": "docker-ce", "Version": version, "Conflicts": "docker.io", "Replaces": "docker.io",
                        "Maintainer": "regdeploy lab <lab@regdeploy.invalid>",
                        "Description": "regdeploy lab stand-in for Docker's docker-ce\n"
                                       " Debian's docker.io repackaged under Docker's name: NOT Docker Inc.'s package."})
         (tree / "DEBIAN/control").write_text("".join(f"{k}: {v}\n" for k, v in fields.items()))
-        deb = into / f"docker-ce_{VERSION.split(':')[1]}_amd64.deb"
+        deb = into / f"docker-ce_{version.split(':')[1]}_amd64.deb"
         # gzip -1: the 150 MB of binaries pack in seconds (xz takes over a minute on 2 cores).
         subprocess.run(["dpkg-deb", "--root-owner-group", "-Zgzip", "-z1", "--build", str(tree), str(deb)], check=True,
                        stdout=subprocess.DEVNULL)
@@ -100,7 +108,7 @@ def _packages_index(debs: list[Path], repo: Path) -> str:
 
 
 def _release(codename: str, files: dict[str, bytes]) -> str:
-    lines = [f"Origin: regdeploy lab (stand-in for Docker)", "Label: Docker CE stand-in", f"Suite: {codename}",
+    lines = ["Origin: regdeploy lab (stand-in for Docker)", "Label: Docker CE stand-in", f"Suite: {codename}",
              f"Codename: {codename}", "Architectures: amd64", "Components: stable",
              "Description: regdeploy lab stand-in for Docker's apt repository",
              f"Date: {email.utils.formatdate(usegmt=True)}", "SHA256:"]
@@ -131,8 +139,9 @@ def build(root: Path, docker_io_deb: Path, wrong_key: bool = False, packages_fro
                 os.link(deb, pool / deb.name)
                 debs.append(pool / deb.name)
         else:
-            debs = [_repackage_docker_io(docker_io_deb, pool)]
-            debs += [_build_deb(name, depends, pool) for name, depends in METAPACKAGES.items()]
+            version = stand_in_version(docker_io_deb)
+            debs = [_repackage_docker_io(docker_io_deb, version, pool)]
+            debs += [_build_deb(name, version, depends, pool) for name, depends in METAPACKAGES.items()]
         index = _packages_index(debs, repo).encode()
         for codename in CODENAMES:
             dist = repo / "dists" / codename

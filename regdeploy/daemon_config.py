@@ -149,8 +149,9 @@ VALIDATE_SINCE = (23, 0)
 
 
 def can_validate(dockerd_version: str | None) -> bool:
-    """Whether this dockerd has `--validate`, from `dockerd --version` ("Docker version 20.10.24+dfsg1, ...")."""
-    found = re.search(r"(\d+)\.(\d+)", dockerd_version or "")
+    """Whether this dockerd has `--validate`, from its package's version ("20.10.24+dfsg1-1+deb12u1",
+    "5:27.3.1-1~debian.12~bookworm": the epoch is not the version)."""
+    found = re.match(r"(?:\d+:)?(\d+)\.(\d+)", dockerd_version or "")
     return bool(found) and (int(found.group(1)), int(found.group(2))) >= VALIDATE_SINCE
 
 

@@ -19,9 +19,10 @@ class DockerHostState(FactBase):
     - `command_line_registries`: where dockerd gets --insecure-registry on its command line (the
       running daemon, its unit and drop-ins, /etc/default/docker): dockerd refuses to start when
       daemon.json sets the same option;
-    - `dockerd_version`: `dockerd --version` (None: not installed), which decides how a new
-      daemon.json is checked (daemon_config.can_validate);
-    - `trusted`: the registries the running dockerd treats as insecure (None: it does not answer);
+    - `dockerd_version`: the installed docker-ce or docker.io package's version (None: neither),
+      which decides how a new daemon.json is checked (daemon_config.can_validate);
+    - `trusted`: the registries the running dockerd treats as insecure, asked only when daemon.json
+      is not the file regdeploy last saw dockerd take (None: not asked, or no answer);
     - `daemon_json_kind`: present (a regular file), symlink, other (a directory, a fifo...) or absent,
       with `daemon_json_detail` its mode (present), link target (symlink) or file type (other);
     - `daemon_json`: the raw text of daemon.json, None unless it is a regular file.
@@ -42,12 +43,16 @@ class DockerHostState(FactBase):
                  "lock": None, "dockerd_version": None}
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
-            if key == "package":
-                name, _, status = value.partition(" ")
-                state["packages"][name] = status.strip() == "installed"
-            elif key == "active":
+            if key == "dpkg":
+                # "NAME install ok installed VERSION" (other states: not installed, config-files...).
+                name, _, rest = value.strip().partition(" ")
+                installed = rest.startswith("install ok installed ")
+                state["packages"][name] = installed
+                if installed and name in ("docker-ce", "docker.io") and not state["dockerd_version"]:
+                    state["dockerd_version"] = rest.rsplit(" ", 1)[1]
+            elif key == "ActiveState":
                 state["active"] = value.strip() == "active"
-            elif key == "enabled":
+            elif key == "UnitFileState":
                 state["enabled"] = value.strip() == "enabled"
             elif key == "flag":
                 state["command_line_registries"].append(value.strip())
@@ -56,10 +61,9 @@ class DockerHostState(FactBase):
                 status, _, rest = value.partition(" ")
                 waited, _, holder = rest.partition(" ")
                 state["lock"] = {"held": status == "held", "waited": int(waited or 0), "holder": holder}
-            elif key == "dockerd_version":
-                state["dockerd_version"] = value.strip() or None
             elif key == "trusted":
-                state["trusted"] = None if value.strip() == "(unknown)" else value.split()
+                # "(confirmed)": the file is the one dockerd was seen taking; "(unknown)": no answer.
+                state["trusted"] = None if value.strip() in ("(unknown)", "(confirmed)") else value.split()
             elif key == "daemon.json":
                 kind, _, detail = value.strip().partition(" ")
                 state["daemon_json_kind"], state["daemon_json_detail"] = kind, detail
@@ -125,8 +129,9 @@ def parse_server_state(lines: list[str]) -> ServerState:
     container = None
     for index, line in enumerate(lines):
         if line.strip() == "container-json":
-            found = json.loads("\n".join(lines[index + 1:]) or "[]")
-            container = found[0] if found else None
+            # The container's `docker inspect` object on one line; nothing when there is none.
+            text = "\n".join(lines[index + 1:]).strip()
+            container = json.loads(text) if text else None
             break
         key, _, value = line.strip().partition("=")
         if key == "holder":

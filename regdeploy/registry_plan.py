@@ -18,7 +18,7 @@ Data safety rules decided here:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 SPEC_LABEL = "regdeploy.spec-sha256"

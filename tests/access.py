@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import re
 import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+import pytest
 import testinfra
+
+from lab import config as lab_config
+from lab import hosts as lab_hosts
 
 from regdeploy.inventory import Fleet, InventoryHost, load_fleet, write_ssh_config
 
@@ -128,3 +133,18 @@ def run_deploy(inventory: Path, *extra: str) -> DeployResult:
     except json.JSONDecodeError:
         output = None
     return DeployResult(result.returncode, output, result.stderr + result.stdout)
+
+
+@contextlib.contextmanager
+def own_lab(request, lab: lab_config.Lab, clients: int, workdir: Path) -> Iterator[Access]:
+    """A lab of a test module's own (adoption, drills, docker-ce), created fresh for it and removed
+    after it unless --keep-lab; skipped when --inventory points at the user's hosts."""
+    if request.config.getoption("--inventory"):
+        pytest.skip("lab-only test: --inventory points at your own hosts")
+    lab_hosts.down(lab)
+    lab_hosts.up(lab, clients=clients)
+    try:
+        yield Access.load(lab.inventory_path, workdir)
+    finally:
+        if not request.config.getoption("--keep-lab"):
+            lab_hosts.down(lab)

@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 
 from lab import config as lab_config
-from lab import hosts as lab_hosts
 from regdeploy.registry_api import RegistryClient
-from tests.access import Access, run_deploy
+from tests.access import Access, own_lab, run_deploy
 
 ADOPT_LAB = lab_config.default_lab("regdeploy-adopt")
 MANUAL = "docker run -d -p 5000:5000 --restart=always --name registry"
@@ -40,9 +39,9 @@ docker tag team/tools:2.0 localhost:5000/team/tools:2.0 && docker push -q localh
 
 
 class AdoptLab:
-    def __init__(self, workdir: Path):
+    def __init__(self, lab_access: Access, workdir: Path):
         self.workdir = workdir
-        self.lab_access = Access.load(ADOPT_LAB.inventory_path, workdir)
+        self.lab_access = lab_access
 
     def inventory(self, hostname: str) -> Path:
         """An inventory whose single registry server is `hostname` (no other host)."""
@@ -71,22 +70,18 @@ def _install_docker_by_hand(lab: AdoptLab, hostname: str) -> None:
 
 @pytest.fixture(scope="module")
 def adopt_lab(request, tmp_path_factory):
-    if request.config.getoption("--inventory"):
-        pytest.skip("lab-only test: --inventory points at your own hosts")
-    lab_hosts.down(ADOPT_LAB)
-    lab_hosts.up(ADOPT_LAB, clients=3)
-    lab = AdoptLab(tmp_path_factory.mktemp("adopt"))
-    # What an operator did by hand before regdeploy, on every host at once.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        list(pool.map(lambda h: _install_docker_by_hand(lab, h), ["registry", *SETUPS]))
-    for hostname, command in SETUPS.items():
-        lab.ssh(hostname, command)
-        lab.ssh(hostname, "for i in $(seq 50); do curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && break; "
-                          "sleep 0.2; done")
-        lab.ssh(hostname, PUSH.format(host=hostname))
-    yield lab
-    if not request.config.getoption("--keep-lab"):
-        lab_hosts.down(ADOPT_LAB)
+    workdir = tmp_path_factory.mktemp("adopt")
+    with own_lab(request, ADOPT_LAB, 3, workdir) as access:
+        lab = AdoptLab(access, workdir)
+        # What an operator did by hand before regdeploy, on every host at once.
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda h: _install_docker_by_hand(lab, h), ["registry", *SETUPS]))
+        for hostname, command in SETUPS.items():
+            lab.ssh(hostname, command)
+            lab.ssh(hostname, "for i in $(seq 50); do curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && break; "
+                              "sleep 0.2; done")
+            lab.ssh(hostname, PUSH.format(host=hostname))
+        yield lab
 
 
 def _containers(lab: AdoptLab, hostname: str) -> dict[str, dict]:

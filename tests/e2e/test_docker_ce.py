@@ -15,8 +15,7 @@ import pytest
 
 from lab import apt_mirror
 from lab import config as lab_config
-from lab import hosts as lab_hosts
-from tests.access import Access, run_deploy
+from tests.access import Access, own_lab, run_deploy
 
 CE_LAB = lab_config.default_lab("regdeploy-ce")
 PORT = 8080
@@ -26,14 +25,13 @@ SOURCE = "/etc/apt/sources.list.d/docker.sources"
 
 @pytest.fixture(scope="module")
 def ce_lab(request, tmp_path_factory):
-    if request.config.getoption("--inventory"):
-        pytest.skip("lab-only test: --inventory points at your own hosts")
-    lab_hosts.down(CE_LAB)
-    lab_hosts.up(CE_LAB, clients=2)
     work = tmp_path_factory.mktemp("ce")
-    access = Access.load(CE_LAB.inventory_path, work)
-    # Debian's docker.io, as downloaded when the lab's images were built.
-    docker_io = max((CE_LAB.images_dir / "rootfs/var/cache/apt/archives").glob("docker.io_*.deb"))
+    with own_lab(request, CE_LAB, 2, work) as access:
+        yield from _serve_mirrors(access, work)
+
+
+def _serve_mirrors(access: Access, work: Path):
+    docker_io = _docker_io_deb()
     good, bad = work / "mirror" / "good", work / "mirror" / "bad"
     fingerprints = {"good": apt_mirror.build(good, docker_io),
                     "bad": apt_mirror.build(bad, docker_io, wrong_key=True, packages_from=good)}
@@ -44,8 +42,11 @@ def ce_lab(request, tmp_path_factory):
     access.ssh("client1", f"for i in $(seq 50); do curl -fsS -o /dev/null http://127.0.0.1:{PORT}/good/linux/debian/gpg"
                           " && exit 0; sleep 0.1; done; exit 1")
     yield access, work, fingerprints
-    if not request.config.getoption("--keep-lab"):
-        lab_hosts.down(CE_LAB)
+
+
+def _docker_io_deb() -> Path:
+    """Debian's docker.io, as downloaded when the lab's images were built."""
+    return max((CE_LAB.images_dir / "rootfs/var/cache/apt/archives").glob("docker.io_*.deb"))
 
 
 def _inventory(access: Access, work: Path, hostname: str, mirror: str, source: str = "docker-ce") -> Path:
@@ -72,7 +73,8 @@ def test_a_fresh_host_installs_docker_ce_from_the_signed_mirror(ce_lab):
     assert f"URIs: http://client1:{PORT}/good/linux/debian" in source
     assert "Suites: bookworm" in source and "Components: stable" in source and f"Signed-By: {KEYRING}" in source
     installed = access.ssh("registry", "dpkg-query -W -f='${Package} ${Version}\\n' docker-ce docker-ce-cli containerd.io")
-    assert sorted(installed.splitlines()) == sorted(f"{name} {apt_mirror.VERSION}"
+    version = apt_mirror.stand_in_version(_docker_io_deb())
+    assert sorted(installed.splitlines()) == sorted(f"{name} {version}"
                                                     for name in ("docker-ce", "docker-ce-cli", "containerd.io"))
     assert access.host("registry").service("docker").is_running
     assert "registry:5000" in access.ssh("registry", "docker info --format '{{range $k, $v := .RegistryConfig.IndexConfigs}}{{$k}} {{end}}'").split()

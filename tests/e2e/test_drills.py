@@ -23,7 +23,7 @@ from lab import hosts as lab_hosts
 from lab.docker import docker
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.registry_api import RegistryClient
-from tests.access import REPO_ROOT, Access, run_deploy
+from tests.access import REPO_ROOT, Access, own_lab, run_deploy
 
 DRILL_LAB = lab_config.default_lab("regdeploy-drill")
 REGDEPLOY = str(Path(sys.executable).parent / "regdeploy")
@@ -281,11 +281,8 @@ def _wait_until_every_host_is_locked(access: Access, limit: float = 30) -> None:
 
 @pytest.fixture(scope="module")
 def drill_lab(request, tmp_path_factory):
-    lab_hosts.down(DRILL_LAB)
-    lab_hosts.up(DRILL_LAB, clients=1)
-    yield Access.load(DRILL_LAB.inventory_path, tmp_path_factory.mktemp("drill"))
-    if not request.config.getoption("--keep-lab"):
-        lab_hosts.down(DRILL_LAB)
+    with own_lab(request, DRILL_LAB, 1, tmp_path_factory.mktemp("drill")) as access:
+        yield access
 
 
 def test_a_full_disk_fails_the_push_cleanly_and_keeps_what_is_stored(drill_lab, tmp_path):

@@ -173,7 +173,7 @@ from regdeploy.daemon_config import can_validate, plan_daemon_json  # noqa: E402
 
 
 def host_state(text=None, kind=None, detail="644", trusted=("registry:5000",), active=True,
-               version="Docker version 20.10.24+dfsg1, build 297e128", flags=()):
+               version="20.10.24+dfsg1-1+deb12u1+b6", flags=()):
     kind = kind or ("present" if text is not None else "absent")
     return {"command_line_registries": list(flags), "daemon_json_kind": kind, "daemon_json_detail": detail,
             "daemon_json": text, "active": active, "trusted": list(trusted) if trusted is not None else None,
@@ -187,7 +187,7 @@ CONVERGED = '{"insecure-registries": ["registry:5000"]}'
     (host_state(CONVERGED), None, False, "/etc/docker/daemon.json lists registry:5000 and dockerd trusts it"),
     (host_state(None, active=False, trusted=None, version=None), "reload", False, "insecure-registries changed"),
     (host_state('{"debug": true}'), "reload", False, "insecure-registries changed"),
-    (host_state('{"log-driver": "json-file"}', version="Docker version 28.5.2, build 1"), "reload", True,
+    (host_state('{"log-driver": "json-file"}', version="28.5.2+dfsg1-1"), "reload", True,
      "insecure-registries changed"),
     # The file says so, the daemon does not (a reload that never happened): reload.
     (host_state(CONVERGED, trusted=()), "reload", False, "dockerd has not loaded registry:5000 from /etc/docker/daemon.json"),
@@ -219,15 +219,15 @@ def test_plan_daemon_json_refuses_naming_host_and_file(state, message):
 
 
 def test_a_dockerd_that_validates_gets_unknown_keys_checked_by_itself():
-    state = host_state('{"some-new-key": 1}', version="Docker version 26.1.5+dfsg1, build a72d7cd")
+    state = host_state('{"some-new-key": 1}', version="26.1.5+dfsg1-9+b6")
     plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", (), "c1")
     assert plan.action == "reload" and plan.validate
 
 
 @pytest.mark.parametrize("version,expected", [
-    ("Docker version 20.10.24+dfsg1, build 297e128", False), ("Docker version 23.0.0, build e92dd87", True),
-    ("Docker version 26.1.5+dfsg1, build a72d7cd", True), ("Docker version 28.5.2, build 1", True),
-    (None, False), ("", False),
+    ("20.10.24+dfsg1-1+deb12u1+b6", False), ("5:23.0.0-1~debian.12~bookworm", True),
+    ("26.1.5+dfsg1-9+b6", True), ("28.5.2+dfsg1-1", True), ("5:20.10.24-1~regdeploy.lab", False),
+    ("5:27.3.1-1~debian.12~bookworm", True), (None, False), ("", False),
 ])
 def test_can_validate_from_the_version(version, expected):
     assert can_validate(version) is expected

@@ -1,8 +1,7 @@
 """The facts' parsers: what a host prints becomes what the deploy decides on."""
 
-import subprocess
-
 import json
+import subprocess
 
 import pytest
 
@@ -11,22 +10,23 @@ from regdeploy.facts import DockerHostState, RegistryServerState, parse_catalog_
 
 def test_docker_host_state_parses_every_part_and_keeps_daemon_json_verbatim():
     output = [
-        "package=docker.io installed", "package=curl missing",
-        "active=active", "enabled=enabled",
+        "dpkg=docker.io install ok installed 20.10.24+dfsg1-1+deb12u1+b6", "dpkg=curl deinstall ok config-files 7.88.1-10",
+        "ActiveState=active", "UnitFileState=enabled",
         "flag=ExecStart=/usr/sbin/dockerd --insecure-registry old:5000",
         "daemon.json=present", "{", '  "debug": true,', '  "labels": ["a=b"]', "}",
     ]
     state = DockerHostState().process(output)
     assert state["packages"] == {"docker.io": True, "curl": False}
+    assert state["dockerd_version"] == "20.10.24+dfsg1-1+deb12u1+b6"
     assert state["active"] and state["enabled"]
     assert state["command_line_registries"] == ["ExecStart=/usr/sbin/dockerd --insecure-registry old:5000"]
     assert state["daemon_json"] == '{\n  "debug": true,\n  "labels": ["a=b"]\n}'
 
 
 def test_docker_host_state_of_a_fresh_host():
-    state = DockerHostState().process(["package=docker.io missing", "active=inactive", "enabled=",
-                                       "daemon.json=absent"])
-    assert state == {"packages": {"docker.io": False}, "active": False, "enabled": False,
+    # dpkg prints nothing for a package it never heard of.
+    state = DockerHostState().process(["ActiveState=inactive", "UnitFileState=", "daemon.json=absent"])
+    assert state == {"packages": {}, "active": False, "enabled": False,
                      "command_line_registries": [], "trusted": None, "daemon_json": None,
                      "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None,
                      "dockerd_version": None}
@@ -59,7 +59,8 @@ def test_docker_host_state_tells_what_daemon_json_is(tmp_path, setup, kind, deta
 
 
 def test_docker_host_state_reads_what_the_daemon_trusts():
-    state = DockerHostState().process(["active=active", "trusted=registry:5000 127.0.0.0/8", "daemon.json=absent"])
+    state = DockerHostState().process(["ActiveState=active", "trusted=registry:5000 127.0.0.0/8",
+                                       "daemon.json=absent"])
     assert state["trusted"] == ["registry:5000", "127.0.0.0/8"]
 
 
@@ -70,20 +71,24 @@ def test_docker_host_state_command_runs_in_sh_on_a_machine_without_docker(tmp_pa
     result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
                             check=True)
     state = DockerHostState().process(result.stdout.splitlines())
-    assert state["packages"] == {"no-such-package-x": False}
+    assert not state["packages"].get("no-such-package-x")
+    # Docker's version is the installed package's, as dpkg says it here.
+    dpkg = subprocess.run(["dpkg-query", "-W", "-f=${Status} ${Version}", "docker.io"], capture_output=True, text=True)
+    installed = dpkg.stdout.startswith("install ok installed ")
+    assert state["dockerd_version"] == (dpkg.stdout.rsplit(" ", 1)[1] if installed else None)
     assert state["daemon_json"] == '{"debug": true}'
 
 
 def test_registry_server_state_parses_every_part():
-    inspect = [{"Name": "/registry", "State": {"Running": True}, "Mounts": []}]
+    inspect = {"Name": "/registry", "State": {"Running": True}, "Mounts": []}
     output = ["config=" + "a" * 64, "data_dir=partial", "image=sha256:abc", "holder=registry", "holder=web",
               "aside_left=yes", "storage_entries=1", "storage_repositories=14", "storage_bytes=2048",
-              "container-json", *json.dumps(inspect, indent=2).splitlines()]
+              "container-json", json.dumps(inspect)]
     state = RegistryServerState().process(output)
     assert state.config_sha256 == "a" * 64 and state.data_dir == "partial" and state.image_id == "sha256:abc"
     assert state.port_holders == ("registry", "web") and state.aside_left
     assert (state.storage_entries, state.storage_repositories, state.storage_bytes) == (1, 14, 2048)
-    assert state.container == inspect[0]
+    assert state.container == inspect
 
 
 @pytest.mark.parametrize("setup,expected", [
@@ -108,3 +113,17 @@ def test_catalog_lines():
     lines = ["repository lab/busybox", "repository empty", "tag lab/busybox v1", "tag lab/busybox v2"]
     assert parse_catalog_lines(lines) == {"lab/busybox": ["v1", "v2"], "empty": []}
     assert parse_catalog_lines(["unreachable"]) is None
+
+
+@pytest.mark.parametrize("stamp,asked", [(True, False), (False, True)])
+def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen_taking(tmp_path, stamp, asked):
+    daemon_json = tmp_path / "daemon.json"
+    daemon_json.write_text('{"insecure-registries": ["registry:5000"]}\n')
+    if stamp:
+        subprocess.run(f"sha256sum < {daemon_json} > {daemon_json}.regdeploy-confirmed", shell=True, check=True)
+    command = DockerHostState().command(path=str(daemon_json))
+    # A stand-in docker that says what it was asked: the fact must not ask it when the stamp matches.
+    result = subprocess.run(["sh", "-c", f"docker() {{ echo registry:5000; }}\n{command}"], capture_output=True,
+                            text=True, check=True)
+    state = DockerHostState().process(result.stdout.splitlines())
+    assert state["trusted"] == (["registry:5000"] if asked else None)

@@ -14,19 +14,21 @@ from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
 from tasks.docker_engine import install_docker, packages_to_check
 from tasks.registry_seed import seed_registry
-from tasks.registry_server import run_registry
+from tasks.registry_server import registry_facts, run_registry
 
 try:
     settings = from_inventory(inventory)[host.name]
 except ConfigError as exc:
     raise DeployError(str(exc)) from None
 
-# Read once, used by both tasks: pyinfra 3 runs a fact's command on every call. It first takes the
-# host's deploy lock, held until this run's SSH connection to the host ends.
+# The one fact a host costs (pyinfra 3 runs a fact's command on every call, so it is read once and
+# passed down): it takes the host's deploy lock, held until this run's SSH connection to the host
+# ends, and reads Docker, daemon.json and, on the server, the registry.
 state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
                       packages=tuple(packages_to_check(settings)), lock=deploy_lock.LOCK_PATH,
                       holder=deploy_lock.holder("regdeploy deploy"),
-                      lock_timeout=settings.deploy_lock_timeout)
+                      lock_timeout=settings.deploy_lock_timeout,
+                      registry=registry_facts(settings) if settings.is_server else None)
 lock = state["lock"]
 if lock and not lock["held"]:
     raise DeployError(f"host {host.name!r}: another regdeploy run holds this host's deploy lock ({lock['holder']}); "
@@ -37,5 +39,5 @@ if lock and lock["waited"]:
 install_docker(settings, state)
 trust_registry(settings, state)
 if settings.is_server:
-    run_registry(settings)
+    run_registry(settings, state["registry"])
     seed_registry(settings)

@@ -25,25 +25,33 @@ class DockerHostState(FactBase):
       is not the file regdeploy last saw dockerd take (None: not asked, or no answer);
     - `daemon_json_kind`: present (a regular file), symlink, other (a directory, a fifo...) or absent,
       with `daemon_json_detail` its mode (present), link target (symlink) or file type (other);
-    - `daemon_json`: the raw text of daemon.json, None unless it is a regular file.
+    - `daemon_json`: the raw text of daemon.json, None unless it is a regular file;
+    - `registry` (asked on the registry server only): a registry_plan.ServerState.
     """
 
     def command(self, path: str, packages: tuple[str, ...] = (), lock: str = "", holder: str = "",
-                lock_timeout: int = 0) -> str:
+                lock_timeout: int = 0, registry: tuple | None = None) -> str:
         """`lock`: the host's deploy lock file (empty: take none), `holder`: who takes it (shown to a
-        deploy that has to wait), `lock_timeout`: how long to wait for it."""
+        deploy that has to wait), `lock_timeout`: how long to wait for it. `registry`, on the server:
+        (config_path, data_dir, image, container, port) of the registry, read into `registry`."""
         from .rendering import render
 
+        config_path, data_dir, image, container, port = registry or ("", "", "", "", 0)
         return render("docker-host-state.sh.j2", path=path, packages=packages, lock=lock, holder=holder,
-                      lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
+                      lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
+                      registry=bool(registry), config_path=config_path, data_dir=data_dir, image=image,
+                      container=container, port=int(port), marker=MIGRATION_MARKER, aside_suffix=ASIDE_SUFFIX)
 
     def process(self, output: list[str]) -> dict:
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
                  "trusted": None, "daemon_json": None, "daemon_json_kind": "absent", "daemon_json_detail": "",
-                 "lock": None, "dockerd_version": None}
+                 "lock": None, "dockerd_version": None, "registry": None}
+        registry_lines = []
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
-            if key == "dpkg":
+            if key.startswith("registry."):
+                registry_lines.append(line[len("registry."):])
+            elif key == "dpkg":
                 # "NAME install ok installed VERSION" (other states: not installed, config-files...).
                 name, _, rest = value.strip().partition(" ")
                 installed = rest.startswith("install ok installed ")
@@ -70,6 +78,8 @@ class DockerHostState(FactBase):
                 if kind == "present":
                     state["daemon_json"] = "\n".join(output[index + 1:])
                 break
+        if registry_lines:
+            state["registry"] = parse_server_state(registry_lines)
         return state
 
 
@@ -106,35 +116,15 @@ def parse_catalog_lines(lines: list[str]) -> dict[str, list[str]] | None:
     return catalog
 
 
-class RegistryServerState(FactBase):
-    """The registry server in one round trip (see templates/registry-server-state.sh.j2): the
-    config.yml hash, the data directory's state, the image id, the containers publishing the
-    registry port, the registry container's `docker inspect` and, when that container keeps its
-    data outside the data directory, how much is there. Parsed into a registry_plan.ServerState."""
-
-    def command(self, config_path: str, data_dir: str, image: str, container: str, port: int) -> str:
-        from .rendering import render
-
-        return render("registry-server-state.sh.j2", config_path=config_path, data_dir=data_dir,
-                      image=image, container=container, port=int(port), marker=MIGRATION_MARKER,
-                      aside_suffix=ASIDE_SUFFIX)
-
-    def process(self, output: list[str]) -> ServerState:
-        return parse_server_state(output)
-
-
 def parse_server_state(lines: list[str]) -> ServerState:
     values: dict[str, str] = {}
     holders: list[str] = []
     container = None
-    for index, line in enumerate(lines):
-        if line.strip() == "container-json":
-            # The container's `docker inspect` object on one line; nothing when there is none.
-            text = "\n".join(lines[index + 1:]).strip()
-            container = json.loads(text) if text else None
-            break
+    for line in lines:
         key, _, value = line.strip().partition("=")
-        if key == "holder":
+        if key == "container-json":
+            container = json.loads(value)  # the container's `docker inspect` object, on one line
+        elif key == "holder":
             holders.append(value)
         else:
             values[key] = value

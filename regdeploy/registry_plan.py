@@ -1,7 +1,7 @@
 """What to do with the registry container: a pure decision over what the server reports.
 
 `plan_registry(desired, observed)` compares the container the deploy wants with the one the
-server runs (its `docker inspect`, read by the RegistryServerState fact) and returns a plan: nothing,
+server runs (its `docker inspect`, read by the server's DockerHostState fact) and returns a plan: nothing,
 start, create, recreate or adopt; why, field by field (old -> new); and whether the registry's data
 must move first. tasks/registry_server.py turns the plan into one script; the tests feed inspect
 fixtures in and check plans out, with no host.
@@ -60,7 +60,7 @@ class DesiredContainer:
 
 @dataclass(frozen=True)
 class ServerState:
-    """The RegistryServerState fact: the registry's files, image, container and port."""
+    """The registry side of the server's DockerHostState fact: its files, image, container and port."""
 
     config_sha256: str | None = None
     data_dir: str = "absent"  # absent | empty | partial (our unfinished copy) | data

@@ -1,6 +1,6 @@
 """Run the registry container: image (pulled or loaded from an archive), config, storage, readiness.
 
-The server's state is read in one fact (RegistryServerState), the decision is the pure
+The server's state is read with the rest of the host (DockerHostState), the decision is the pure
 `registry_plan.plan_registry`, and the container is (re)created by one script
 (templates/run-registry.sh.j2) rather than pyinfra's docker.container: that operation never
 recreates a container whose spec changed (its diff is a stub in 3.10), and adopting a registry
@@ -23,8 +23,7 @@ from pyinfra.operations import files, server
 
 from regdeploy import registry_plan
 from regdeploy.changes import text_diff
-from regdeploy.facts import RegistryServerState
-from regdeploy.registry_plan import CONTAINER_PORT, SPEC_LABEL, DesiredContainer, PlanError
+from regdeploy.registry_plan import CONTAINER_PORT, SPEC_LABEL, DesiredContainer, PlanError, ServerState
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
 
@@ -33,16 +32,13 @@ CONFIG_TARGET = "/etc/docker/registry/config.yml"  # where the registry:2 image 
 
 
 @deploy("Run the Docker registry")
-def run_registry(settings: Settings) -> None:
+def run_registry(settings: Settings, observed: ServerState) -> None:
+    """`observed` is the server's registry side, read by its DockerHostState fact (registry_facts())."""
     config_text = render("registry-config.yml.j2", data_dir=settings.registry_data_dir)
     config_path = settings.registry_config_path
     config_sha256 = hashlib.sha256(config_text.encode()).hexdigest()
     desired = desired_container(settings, config_path, config_sha256)
 
-    # pyinfra 3 gathers a fact anew on every call: the server is read once, here.
-    observed = host.get_fact(RegistryServerState, config_path=config_path, data_dir=settings.registry_data_dir,
-                             image=settings.registry_image, container=settings.registry_container_name,
-                             port=settings.registry_port)
     try:
         plan = registry_plan.plan_registry(desired, observed, config_sha256)
     except PlanError as exc:
@@ -96,6 +92,12 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
                   spec_label=f"{SPEC_LABEL}={desired.spec_hash}", pull_never=bool(settings.registry_image_archive),
                   timeout=settings.registry_ready_timeout, marker=registry_plan.MIGRATION_MARKER,
                   aside_suffix=registry_plan.ASIDE_SUFFIX)
+
+
+def registry_facts(settings: Settings) -> tuple:
+    """What the server's DockerHostState fact reads about the registry (its `registry` argument)."""
+    return (settings.registry_config_path, settings.registry_data_dir, settings.registry_image,
+            settings.registry_container_name, settings.registry_port)
 
 
 def desired_container(settings: Settings, config_path: str, config_sha256: str) -> DesiredContainer:

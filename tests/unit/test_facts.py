@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from regdeploy.facts import DockerHostState, RegistryServerState, parse_catalog_lines
+from regdeploy.facts import DockerHostState, parse_catalog_lines
 
 
 def test_docker_host_state_parses_every_part_and_keeps_daemon_json_verbatim():
@@ -29,7 +29,7 @@ def test_docker_host_state_of_a_fresh_host():
     assert state == {"packages": {}, "active": False, "enabled": False,
                      "command_line_registries": [], "trusted": None, "daemon_json": None,
                      "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None,
-                     "dockerd_version": None}
+                     "dockerd_version": None, "registry": None}
 
 
 @pytest.mark.parametrize("line,lock", [
@@ -79,12 +79,13 @@ def test_docker_host_state_command_runs_in_sh_on_a_machine_without_docker(tmp_pa
     assert state["daemon_json"] == '{"debug": true}'
 
 
-def test_registry_server_state_parses_every_part():
+def test_the_servers_fact_parses_the_registry_side_too():
     inspect = {"Name": "/registry", "State": {"Running": True}, "Mounts": []}
-    output = ["config=" + "a" * 64, "data_dir=partial", "image=sha256:abc", "holder=registry", "holder=web",
-              "aside_left=yes", "storage_entries=1", "storage_repositories=14", "storage_bytes=2048",
-              "container-json", json.dumps(inspect)]
-    state = RegistryServerState().process(output)
+    registry = ["config=" + "a" * 64, "data_dir=partial", "image=sha256:abc", "holder=registry", "holder=web",
+                "aside_left=yes", "storage_entries=1", "storage_repositories=14", "storage_bytes=2048",
+                "container-json=" + json.dumps(inspect)]
+    output = ["ActiveState=active", *("registry." + line for line in registry), "daemon.json=absent"]
+    state = DockerHostState().process(output)["registry"]
     assert state.config_sha256 == "a" * 64 and state.data_dir == "partial" and state.image_id == "sha256:abc"
     assert state.port_holders == ("registry", "web") and state.aside_left
     assert (state.storage_entries, state.storage_repositories, state.storage_bytes) == (1, 14, 2048)
@@ -98,13 +99,15 @@ def test_registry_server_state_parses_every_part():
     ("mkdir -p data/docker", "data"),
     ("mkdir -p data/docker && touch data/.regdeploy-migration-incomplete", "partial"),
 ])
-def test_registry_server_state_command_reads_the_data_directory(tmp_path, setup, expected):
+def test_the_servers_fact_reads_the_registry_data_directory(tmp_path, setup, expected):
     # `docker` answers nothing here (a function shadows it): no image, no container, no holder.
-    command = RegistryServerState().command(config_path=str(tmp_path / "config.yml"), data_dir=str(tmp_path / "data"),
-                                            image="registry:2", container="registry", port=5000)
+    registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
+    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), registry=registry)
     result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup or 'true'}\ndocker() {{ return 1; }}\n{command}"],
                             capture_output=True, text=True, check=True)
-    state = RegistryServerState().process(result.stdout.splitlines())
+    host_state = DockerHostState().process(result.stdout.splitlines())
+    state = host_state["registry"]
+    assert host_state["daemon_json_kind"] == "absent", "the registry's lines must not swallow the host's"
     assert state.data_dir == expected
     assert state.config_sha256 is None and state.image_id is None and state.container is None
 

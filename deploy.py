@@ -35,7 +35,7 @@ if lock and not lock["held"]:
                       f"waited {lock['waited']} s (deploy_lock_timeout). Nothing was changed: run again once it "
                       "has finished.")
 if lock and lock["waited"]:
-    logger.warning(f"[{host.name}] waited {lock['waited']} s for another regdeploy run on this host to finish")
+    host.log(f"waited {lock['waited']} s for another regdeploy run on this host to finish", log_func=logger.warning)
 install_docker(settings, state)
 trust_registry(settings, state)
 if settings.is_server:

@@ -77,7 +77,7 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
     notice = plan.notice(name, aside)
     if notice:
         # Said before the run (and by --dry), where every operator sees it: what is kept, and where.
-        logger.warning(f"[{host.name}] {notice}")
+        host.log(notice, log_func=logger.warning)
     server.shell(name=plan.summary(name), commands=[run_script(settings, plan, desired, aside, notice)])
 
 
@@ -86,7 +86,7 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
     """The script that carries out `plan` on the server (templates/run-registry.sh.j2)."""
     return render("run-registry.sh.j2", plan=plan, name=desired.name, image=settings.registry_image, aside=aside,
                   notice=notice,
-                  port=settings.registry_port, host_port=desired.host_port, container_port=CONTAINER_PORT,
+                  port=desired.host_port, container_port=CONTAINER_PORT,
                   data_dir=desired.data_dir, config_path=desired.config_path, config_target=desired.config_target,
                   storage_target=registry_plan.STORAGE_TARGET, restart_policy=desired.restart_policy,
                   spec_label=f"{SPEC_LABEL}={desired.spec_hash}", pull_never=bool(settings.registry_image_archive),
@@ -101,6 +101,8 @@ def registry_facts(settings: Settings) -> tuple:
 
 
 def desired_container(settings: Settings, config_path: str, config_sha256: str) -> DesiredContainer:
+    # The hash is over these `docker run` strings, as since the first version: a registry deployed by
+    # an earlier regdeploy keeps its label, so upgrading regdeploy recreates nothing.
     ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
     volumes = [f"{settings.registry_data_dir}:{registry_plan.STORAGE_TARGET}", f"{config_path}:{CONFIG_TARGET}:ro"]
     return DesiredContainer(

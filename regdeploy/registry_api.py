@@ -79,6 +79,12 @@ class RegistryClient:
         return list(self._paginate(f"/v2/{repository}/tags/list", "tags",
                                    f"repository {repository!r}", page_size))
 
+    def manifests(self) -> dict[tuple[str, str], str | None]:
+        """{(repository, tag): manifest digest} for everything the registry serves: what a move,
+        a backup or a restore of its storage must keep exactly."""
+        return {(repository, tag): self.manifest_digest(repository, tag)
+                for repository in self.catalog() for tag in self.tags(repository)}
+
     def manifest_digest(self, repository: str, reference: str) -> str | None:
         """Digest of repository:reference, or None when the registry does not have it."""
         try:

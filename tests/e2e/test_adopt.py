@@ -56,11 +56,6 @@ class AdoptLab:
         return RegistryClient(f"http://{address}:{port}")
 
 
-def manifests(registry: RegistryClient) -> dict[tuple[str, str], str]:
-    """{(repository, tag): manifest digest}, read through the registry API."""
-    return {(repository, tag): registry.manifest_digest(repository, tag)
-            for repository in registry.catalog() for tag in registry.tags(repository)}
-
 
 def _install_docker_by_hand(lab: AdoptLab, hostname: str) -> None:
     lab.ssh(hostname, "DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io >/dev/null 2>&1")
@@ -104,7 +99,7 @@ def test_dry_run_shows_the_adoption_plan_and_changes_nothing(adopt_lab):
 def test_a_failed_adoption_puts_the_hand_made_registry_back(adopt_lab):
     # busybox is no registry: the registry started on the copy to verify it never answers.
     registry = adopt_lab.registry("client2")
-    before, old = manifests(registry), _containers(adopt_lab, "client2")["registry"]
+    before, old = registry.manifests(), _containers(adopt_lab, "client2")["registry"]
     result = run_deploy(adopt_lab.inventory("client2"), "--data", "registry_image=busybox:latest",
                         "--data", f"registry_image_archive={ADOPT_LAB.test_image_archive}",
                         "--data", "registry_ready_timeout=3")
@@ -115,7 +110,7 @@ def test_a_failed_adoption_puts_the_hand_made_registry_back(adopt_lab):
     assert set(after) == {"registry"}, "no verifier or renamed container may be left behind"
     assert after["registry"]["Id"] == old["Id"] and after["registry"]["State"]["Running"]
     assert after["registry"]["HostConfig"]["RestartPolicy"]["Name"] == "always"
-    assert manifests(registry) == before
+    assert registry.manifests() == before
     # The unfinished copy stays marked as such: the next deploy clears and redoes it.
     assert sorted(adopt_lab.ssh("client2", "ls -A /var/lib/registry").split()) == [
         ".regdeploy-migration-incomplete", "docker"]
@@ -124,7 +119,7 @@ def test_a_failed_adoption_puts_the_hand_made_registry_back(adopt_lab):
 @pytest.mark.parametrize("hostname", list(SETUPS))
 def test_first_deploy_keeps_every_image_and_digest(adopt_lab, hostname):
     registry = adopt_lab.registry(hostname)
-    before = manifests(registry)
+    before = registry.manifests()
     assert len(before) == 3 and len(set(before.values())) == 2, before
     old = _containers(adopt_lab, hostname)["registry"]
     old_storage = next(m for m in old["Mounts"] if m["Destination"] == "/var/lib/registry")
@@ -134,7 +129,7 @@ def test_first_deploy_keeps_every_image_and_digest(adopt_lab, hostname):
     assert any(op.startswith("Run the Docker registry | Adopt container 'registry'")
                for op in result.changed_operations(hostname)), result.changed_operations(hostname)
 
-    assert manifests(registry) == before
+    assert registry.manifests() == before
     # The operator is told what was kept and how to remove it once no longer needed.
     assert "regdeploy never deletes either; once you no longer need them: docker rm registry-pre-regdeploy-" \
         in result.stderr
@@ -162,13 +157,13 @@ def test_first_deploy_keeps_every_image_and_digest(adopt_lab, hostname):
 
 def test_a_registry_data_dir_change_keeps_every_image(adopt_lab):
     registry = adopt_lab.registry("client1")
-    before = manifests(registry)
+    before = registry.manifests()
     inventory = adopt_lab.inventory("client1")
     moved = run_deploy(inventory, "--data", "registry_data_dir=/srv/moved")
     assert moved.returncode == 0, moved.stderr[-4000:]
     assert any("move 2 repositories" in op and "from /var/lib/registry to /srv/moved" in op
                for op in moved.changed_operations("client1")), moved.changed_operations("client1")
-    assert manifests(registry) == before
+    assert registry.manifests() == before
     assert adopt_lab.ssh("client1", "test -d /var/lib/registry/docker/registry/v2 && echo kept") == "kept"
     assert run_deploy(inventory, "--data", "registry_data_dir=/srv/moved").totals["success"] == 0
 
@@ -179,7 +174,7 @@ def test_a_registry_data_dir_change_keeps_every_image(adopt_lab):
     assert "/var/lib/registry already holds other data; regdeploy does not merge registries" in refused.stderr
     assert "nothing was changed" in refused.stderr
     assert _containers(adopt_lab, "client1")["registry"]["Id"] == container
-    assert manifests(registry) == before
+    assert registry.manifests() == before
 
 
 def test_a_port_held_by_another_container_stops_the_deploy_unchanged(adopt_lab):

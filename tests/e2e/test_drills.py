@@ -51,14 +51,10 @@ def stored(access, test_image_archive):
                           "docker push -q registry:5000/drill/two:2 && "
                           "for t in 1 latest; do docker tag busybox registry:5000/drill/one:$t && "
                           "docker push -q registry:5000/drill/one:$t; done")
-    found = _manifests(_registry(access))
+    found = _registry(access).manifests()
     assert {("drill/one", "1"), ("drill/one", "latest"), ("drill/two", "2")} <= set(found)
     return found
 
-
-def _manifests(registry: RegistryClient) -> dict[tuple[str, str], str]:
-    return {(repository, tag): registry.manifest_digest(repository, tag)
-            for repository in registry.catalog() for tag in registry.tags(repository)}
 
 
 def _registry(access: Access) -> RegistryClient:
@@ -137,7 +133,7 @@ def test_a_file_the_daemon_has_not_loaded_is_reloaded(lab_session, access):
 
 def test_the_registry_killed_with_sigkill_is_back_within_10_s_with_every_image(access, stored):
     registry = _registry(access)
-    before = _manifests(registry)
+    before = registry.manifests()
     pid = access.ssh("registry", "docker inspect -f '{{.State.Pid}}' registry")
     start = time.monotonic()
     access.ssh("registry", f"kill -9 {pid}")
@@ -149,7 +145,7 @@ def test_the_registry_killed_with_sigkill_is_back_within_10_s_with_every_image(a
     back = time.monotonic() - start + _wait_until_serving(access, limit=10)
     print(f"registry back {back:.2f} s after kill -9")
     assert back < 10
-    assert _manifests(registry) == before
+    assert registry.manifests() == before
 
 
 # --- A client is unreachable --------------------------------------------------------------------
@@ -186,7 +182,7 @@ def _deploy_in_background(inventory: Path, *extra: str) -> subprocess.Popen:
 
 def test_a_deploy_killed_during_the_registry_recreate_converges_on_the_next_run(lab_session, access, stored):
     registry = _registry(access)
-    before = _manifests(registry)
+    before = registry.manifests()
     # Deterministic moment: right after the old container is renamed aside, before the new one runs.
     # (The pattern's brackets keep pkill from matching this very command line.)
     watcher = subprocess.Popen(["ssh", "-F", str(access.ssh_config), "registry",
@@ -205,10 +201,10 @@ def test_a_deploy_killed_during_the_registry_recreate_converges_on_the_next_run(
     result = run_deploy(lab_session.inventory, "--data", "registry_port=5007")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "registry.regdeploy-old" not in access.ssh("registry", "docker ps -a --format '{{.Names}}'").split()
-    assert _manifests(RegistryClient(f"http://{access.fleet.server.address}:5007")) == before
+    assert RegistryClient(f"http://{access.fleet.server.address}:5007").manifests() == before
     assert run_deploy(lab_session.inventory, "--data", "registry_port=5007").totals["success"] == 0
     assert run_deploy(lab_session.inventory).returncode == 0
-    assert _manifests(registry) == before
+    assert registry.manifests() == before
 
 
 @pytest.mark.parametrize("delay", [0.3, 0.7, 1.1, 1.5, 1.9])
@@ -296,33 +292,33 @@ def test_a_full_disk_fails_the_push_cleanly_and_keeps_what_is_stored(drill_lab, 
     drill_lab.load_image_archive("registry", DRILL_LAB.test_image_archive)
     drill_lab.ssh("registry", "docker tag busybox registry:5000/kept/busybox:1 && docker push -q registry:5000/kept/busybox:1")
     registry = RegistryClient(f"http://{drill_lab.fleet.server.address}:5000")
-    before = _manifests(registry)
+    before = registry.manifests()
 
     # 32 MiB of random bytes: more than the filesystem has left.
     drill_lab.ssh("registry", "mkdir -p /tmp/big && head -c 33554432 /dev/urandom > /tmp/big/blob && "
                               "tar -C /tmp/big -c . | docker import - registry:5000/big/blob:1 >/dev/null")
     push = drill_lab.ssh("registry", "docker push registry:5000/big/blob:1 2>&1; echo exit=$?", check=False)
     assert "exit=0" not in push, push
-    assert _manifests(registry) == before, "what was stored before the full disk must be intact"
+    assert registry.manifests() == before, "what was stored before the full disk must be intact"
     drill_lab.ssh("registry", "docker image rm registry:5000/kept/busybox:1 busybox >/dev/null && "
                               "docker pull -q registry:5000/kept/busybox:1")
 
     drill_lab.ssh("registry", "mount -o remount,size=96m /srv/small")
     drill_lab.ssh("registry", "docker push -q registry:5000/big/blob:1")
-    assert ("big/blob", "1") in _manifests(registry)
-    assert _manifests(registry).items() >= before.items()
+    assert ("big/blob", "1") in registry.manifests()
+    assert registry.manifests().items() >= before.items()
 
 
 def test_backup_and_restore_onto_a_fresh_server_keep_every_tag_and_digest(access, stored, drill_lab, tmp_path):
     source = _registry(access)
-    before = _manifests(source)
+    before = source.manifests()
     archive = tmp_path / "registry-backup.tar"
     backup = subprocess.run([REGDEPLOY, "-i", str(access.inventory), "backup", str(archive)],
                             capture_output=True, text=True, timeout=600)
     assert backup.returncode == 0, backup.stderr
     window = float(backup.stderr.split("read-only window: ")[1].split(" s")[0])
     print(f"backup: read-only window {window:.1f} s, archive {archive.stat().st_size} bytes")
-    assert _manifests(source) == before
+    assert source.manifests() == before
     # The registry is writable again after the backup.
     access.ssh("client1", "docker tag busybox registry:5000/after/backup:1 && docker push -q registry:5000/after/backup:1")
 
@@ -335,7 +331,7 @@ def test_backup_and_restore_onto_a_fresh_server_keep_every_tag_and_digest(access
                              capture_output=True, text=True, timeout=600)
     assert restore.returncode == 0, restore.stderr
     target = RegistryClient(f"http://{drill_lab.fleet.clients[0].address}:5000")
-    assert _manifests(target) == before
+    assert target.manifests() == before
     for repository, tag in before:
         drill_lab.ssh("client1", f"docker pull -q client1:5000/{repository}:{tag} >/dev/null")
         digest = drill_lab.ssh("client1", f"docker image inspect -f '{{{{index .RepoDigests 0}}}}' "
@@ -348,3 +344,24 @@ def test_backup_and_restore_onto_a_fresh_server_keep_every_tag_and_digest(access
     assert again.returncode != 0
     assert "already holds data: restore goes into an empty registry only" in again.stderr
     assert run_deploy(inventory).totals["success"] == 0
+
+
+def test_an_inventory_that_logs_in_as_another_user_works_through_sudo(drill_lab, tmp_path):
+    """Deploy and the verify suite through `_sudo`, as for fleets that forbid root logins."""
+    drill_lab.ssh("client1", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q sudo >/dev/null 2>&1 && "
+                             "id deployer >/dev/null 2>&1 || useradd -m -s /bin/sh deployer && "
+                             "echo 'deployer ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deployer && "
+                             "mkdir -p ~deployer/.ssh && cp /root/.ssh/authorized_keys ~deployer/.ssh/ && "
+                             "chown -R deployer ~deployer/.ssh")
+    inventory = drill_lab.single_server_inventory(
+        "client1", tmp_path / "inventory.py", registry_image_archive=str(DRILL_LAB.registry_archive),
+        ssh_user="deployer", _sudo=True)
+    result = run_deploy(inventory)
+    assert result.returncode == 0, result.stderr[-3000:]
+    again = run_deploy(inventory)
+    assert again.returncode == 0 and again.totals["success"] == 0, again.stderr[-3000:]
+    verify = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
+                             f"--inventory={inventory}", f"--test-image-archive={DRILL_LAB.test_image_archive}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
+    assert " passed" in verify.stdout and "failed" not in verify.stdout

@@ -101,3 +101,11 @@ def test_container_spec_hash_changes_exactly_with_the_spec():
     other_policy = validate_hosts([("reg1", {"registry_restart_policy": "unless-stopped"},
                                     {"registry_servers"})])["reg1"]
     assert container_spec_hash(other_policy, ports, volumes, "a" * 64) != base
+
+
+@pytest.mark.parametrize("template", ["registry-backup.sh.j2", "registry-restore.sh.j2", "registry-catalog.sh.j2"])
+def test_server_scripts_parse(template):
+    _sh_syntax_ok(render(template, name="registry", config_path="/etc/regdeploy/config.yml",
+                         data_dir="/var/lib/registry", port=5000, lock="/run/regdeploy.lock", lock_timeout=600,
+                         holder="regdeploy backup on ctl (pid 1)", page_size=100,
+                         readonly_config=render("registry-config.yml.j2", data_dir="/x", readonly=True)))

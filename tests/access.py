@@ -8,6 +8,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -55,6 +56,15 @@ class Access:
         if check and result.returncode != 0:
             raise AssertionError(f"{name}: {command!r} exited {result.returncode}: {err.strip()}")
         return out.strip()
+
+    def wait_until_serving(self, h: InventoryHost | str, port: int = 5000, limit: float = 60) -> float:
+        """Seconds until the registry on `h` answers GET /v2/ over its loopback; fails after `limit`."""
+        start = time.monotonic()
+        while time.monotonic() - start < limit:
+            if self.ssh(h, f"curl -fsS -o /dev/null http://127.0.0.1:{port}/v2/ && echo up", check=False) == "up":
+                return time.monotonic() - start
+            time.sleep(0.1)
+        raise AssertionError(f"the registry on {h if isinstance(h, str) else h.name} did not answer within {limit} s")
 
     def load_image_archive(self, h: InventoryHost | str, archive: Path) -> None:
         with open(archive, "rb") as handle:

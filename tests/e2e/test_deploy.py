@@ -174,11 +174,7 @@ def test_registry_data_survives_a_reboot_of_the_server(lab_session, access):
     start = time.monotonic()
     lab_hosts.reboot(lab_session.lab, "registry")
     fresh = lab_session.access()
-    for _ in range(600):
-        if fresh.ssh("registry", "curl -fsS -o /dev/null http://127.0.0.1:5000/v2/ && echo up",
-                     check=False) == "up":
-            break
-        time.sleep(0.1)
+    fresh.wait_until_serving("registry")
     print(f"registry serving {time.monotonic() - start:.1f} s after the server's reboot began")
     tags = json.loads(fresh.ssh("registry", "curl -fsS http://127.0.0.1:5000/v2/lab/reboot/tags/list"))
     assert tags["tags"] == ["1"]

@@ -61,15 +61,6 @@ def _registry(access: Access) -> RegistryClient:
     return RegistryClient(f"http://{access.fleet.registry_api_address}")
 
 
-def _wait_until_serving(access: Access, host: str = "registry", port: int = 5000, limit: float = 60) -> float:
-    start = time.monotonic()
-    while time.monotonic() - start < limit:
-        if access.ssh(host, f"curl -fsS -o /dev/null http://127.0.0.1:{port}/v2/ && echo up", check=False) == "up":
-            return time.monotonic() - start
-        time.sleep(0.1)
-    raise AssertionError(f"the registry on {host} did not answer within {limit} s")
-
-
 # --- Hostile daemon.json files ------------------------------------------------------------------
 
 HOSTILE = {
@@ -142,7 +133,7 @@ def test_the_registry_killed_with_sigkill_is_back_within_10_s_with_every_image(a
         if access.ssh("registry", "docker inspect -f '{{.State.Pid}}' registry") != pid:
             break
         time.sleep(0.05)
-    back = time.monotonic() - start + _wait_until_serving(access, limit=10)
+    back = time.monotonic() - start + access.wait_until_serving("registry", limit=10)
     print(f"registry back {back:.2f} s after kill -9")
     assert back < 10
     assert registry.manifests() == before

@@ -8,11 +8,13 @@ validated for every host before any operation is generated, so bad data changes 
 from pyinfra import host, inventory, logger
 from pyinfra.api.exceptions import DeployError
 
-from regdeploy import deploy_lock
+from regdeploy import deploy_lock, registry_files
 from regdeploy.facts import DockerHostState
 from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
 from tasks.docker_engine import install_docker, packages_to_check
+from tasks.registry_login import log_in_to_registry
+from tasks.registry_security import install_registry_secrets, remove_unused_secrets
 from tasks.registry_seed import seed_registry
 from tasks.registry_server import registry_facts, run_registry
 
@@ -23,11 +25,12 @@ except ConfigError as exc:
 
 # The one fact a host costs (pyinfra 3 runs a fact's command on every call, so it is read once and
 # passed down): it takes the host's deploy lock, held until this run's SSH connection to the host
-# ends, and reads Docker, daemon.json and, on the server, the registry.
+# ends, and reads Docker, daemon.json, the secure modes' files and, on the server, the registry.
 state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
                       packages=tuple(packages_to_check(settings)), lock=deploy_lock.LOCK_PATH,
                       holder=deploy_lock.holder("regdeploy deploy"),
                       lock_timeout=settings.deploy_lock_timeout,
+                      checks=registry_files.fact_checks(settings),
                       registry=registry_facts(settings) if settings.is_server else None)
 lock = state["lock"]
 if lock and not lock["held"]:
@@ -39,5 +42,10 @@ if lock and lock["waited"]:
 install_docker(settings, state)
 trust_registry(settings, state)
 if settings.is_server:
+    install_registry_secrets(settings, state)
     run_registry(settings, state["registry"])
+# pyinfra orders operations by their place here: every host logs in once the registry runs.
+log_in_to_registry(settings, state)
+if settings.is_server:
+    remove_unused_secrets(settings, state)
     seed_registry(settings)

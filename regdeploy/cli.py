@@ -13,7 +13,8 @@ from pathlib import Path
 import click
 
 from .inventory import Fleet, load_fleet, write_ssh_config  # first: it sets up gevent (see there)
-from . import deploy_lock, reference
+from . import deploy_lock, reference, registry_files, security
+from .credentials import CredentialError
 from .registry_api import RegistryClient, RegistryError, base_url
 from .rendering import render
 from .settings import ConfigError
@@ -40,13 +41,25 @@ class Context:
         return self._fleet
 
     def client(self) -> RegistryClient:
+        """A client for the registry. With --inventory, TLS, the CA and the credentials come from the
+        same places as the deploy's (the generated CA or registry_tls_ca; the login user's password
+        from the environment or registry_password_file); options given here win."""
+        tls, ca, auth = self.tls, self.ca, self.auth
         if self.registry:
             address = self.registry
         elif self.inventory:
             address = self.fleet.registry_api_address
+            settings = self.fleet.server.settings
+            tls = tls or settings.registry_tls
+            ca = ca or security.ca_path(settings)
+            if auth is None and settings.registry_auth:
+                try:
+                    auth = security.login(settings)
+                except CredentialError as exc:
+                    raise click.ClickException(str(exc)) from None
         else:
             raise click.UsageError("say which registry: --registry HOST:PORT or --inventory PATH")
-        return RegistryClient(base_url(address, self.tls), auth=self.auth, verify=self.ca or True)
+        return RegistryClient(base_url(address, tls), auth=auth, verify=ca or True)
 
 
 def _fail(exc: Exception) -> None:
@@ -182,8 +195,8 @@ def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout) -> int
     script = render(template, name=settings.registry_container_name, config_path=settings.registry_config_path,
                     data_dir=settings.registry_data_dir, port=settings.registry_port, lock=deploy_lock.LOCK_PATH,
                     lock_timeout=settings.deploy_lock_timeout, holder=deploy_lock.holder(f"regdeploy {what}"),
-                    readonly_config=render("registry-config.yml.j2", data_dir=settings.registry_data_dir,
-                                           readonly=True))
+                    api=registry_files.loopback_api(settings),
+                    readonly_config=registry_files.registry_config(settings, readonly=True))
     with tempfile.TemporaryDirectory() as tmp:
         ssh_config = write_ssh_config(fleet, Path(tmp) / "ssh_config")
         # A connection of its own: the host's deploy lock belongs to the SSH connection, and a shared

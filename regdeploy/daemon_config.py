@@ -101,14 +101,18 @@ def check_mergeable(current: dict[str, Any], where: str, mirrors: tuple[str, ...
             )
 
 
-def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = ()) -> dict[str, Any]:
-    """`current` with `registry` in insecure-registries and `mirrors` in registry-mirrors.
+def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = (), secure: bool = False) -> dict[str, Any]:
+    """`current` with `registry` in insecure-registries (with `secure`, a TLS registry: taken out of
+    it) and `mirrors` in registry-mirrors.
 
-    Every other key, and every entry already there, is kept in place and in order. `current` must
-    have passed check_mergeable().
+    Every other key, and every other entry, is kept in place and in order (a list left empty stays,
+    as `[]`). `current` must have passed check_mergeable().
     """
     merged = dict(current)
-    merged["insecure-registries"] = _append_missing(current.get("insecure-registries"), [registry])
+    if not secure:
+        merged["insecure-registries"] = _append_missing(current.get("insecure-registries"), [registry])
+    elif current.get("insecure-registries"):
+        merged["insecure-registries"] = [e for e in current["insecure-registries"] if e != registry]
     if mirrors:
         merged["registry-mirrors"] = _append_missing(current.get("registry-mirrors"), list(mirrors))
     return merged
@@ -165,8 +169,10 @@ class DaemonJsonPlan:
 
 
 def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: tuple[str, ...],
-                     host_name: str) -> DaemonJsonPlan:
+                     host_name: str, secure: bool = False) -> DaemonJsonPlan:
     """What a host's daemon.json becomes and how Docker takes it, from the DockerHostState fact.
+    `secure`: the registry serves TLS, so it must not be in insecure-registries (Docker would then
+    accept any certificate from it).
 
     Raises DaemonConfigError (naming host, file and fix) for anything regdeploy must not touch:
     the file is then left as it is and no host changes.
@@ -194,19 +200,23 @@ def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: t
             f"purpose. If Docker should use it, `chmod 644 {path}` and run again; nothing was changed.")
     current = parse(state["daemon_json"], where)
     check_mergeable(current, where, mirrors)
-    merged = merge(current, registry, mirrors)
+    merged = merge(current, registry, mirrors, secure)
 
-    trusts = not state["active"] or state["trusted"] is None or registry in state["trusted"]
-    action = apply_action(current, merged, daemon_trusts=trusts)
+    # Whether the running daemon already treats the registry as the file says (insecure, or not).
+    loaded = not state["active"] or state["trusted"] is None or (registry in state["trusted"]) != secure
+    action = apply_action(current, merged, daemon_trusts=loaded)
     validate = can_validate(state.get("dockerd_version"))
     if action is None:
-        return DaemonJsonPlan(None, render(merged), validate, f"{path} lists {registry} and dockerd trusts it")
+        return DaemonJsonPlan(None, render(merged), validate,
+                              f"neither {path} nor dockerd lists {registry} as insecure (it serves TLS)" if secure
+                              else f"{path} lists {registry} and dockerd trusts it")
     if not validate:
         unknown = unknown_keys(merged)
         if unknown:
             raise DaemonConfigError(f"{where}: unknown daemon.json keys {unknown}: dockerd would refuse to start. "
                                     "Fix the file by hand; regdeploy leaves it untouched.")
     changed = sorted(changed_keys(current, merged))
-    reason = (f"dockerd has not loaded {registry} from {path}" if not changed
-              else f"{', '.join(changed)} changed")
+    stale = (f"dockerd still treats {registry} as insecure (it has not loaded {path})" if secure
+             else f"dockerd has not loaded {registry} from {path}")
+    reason = stale if not changed else f"{', '.join(changed)} changed"
     return DaemonJsonPlan(action, render(merged), validate, reason, tuple(json_changes(current, merged)))

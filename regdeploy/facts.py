@@ -26,18 +26,24 @@ class DockerHostState(FactBase):
     - `daemon_json_kind`: present (a regular file), symlink, other (a directory, a fifo...) or absent,
       with `daemon_json_detail` its mode (present), link target (symlink) or file type (other);
     - `daemon_json`: the raw text of daemon.json, None unless it is a regular file;
+    - `files`: {label: "SHA256 MODE OWNER"} for the files `checks` asks about that exist ("-" for the
+      hash of a "lines" check), `lines`: {label: [line, ...]} the content of "lines" checks, and
+      `stamps`: {label: "USER BCRYPT MODE"} for "stamp" checks whose credential is in place;
     - `registry` (asked on the registry server only): a registry_plan.ServerState.
     """
 
     def command(self, path: str, packages: tuple[str, ...] = (), lock: str = "", holder: str = "",
-                lock_timeout: int = 0, registry: tuple | None = None) -> str:
+                lock_timeout: int = 0, registry: tuple | None = None, checks: tuple = ()) -> str:
         """`lock`: the host's deploy lock file (empty: take none), `holder`: who takes it (shown to a
         deploy that has to wait), `lock_timeout`: how long to wait for it. `registry`, on the server:
-        (config_path, data_dir, image, container, port) of the registry, read into `registry`."""
+        (config_path, data_dir, image, container, port) of the registry, read into `registry`.
+        `checks`: ("file", label, path), ("lines", label, path) or ("stamp", label, stamp path,
+        credential path, text the credential must contain or "") for the secure modes' files."""
         from .rendering import render
 
         config_path, data_dir, image, container, port = registry or ("", "", "", "", 0)
         return render("docker-host-state.sh.j2", path=path, packages=packages, lock=lock, holder=holder,
+                      checks=checks,
                       lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
                       registry=bool(registry), config_path=config_path, data_dir=data_dir, image=image,
                       container=container, port=int(port), marker=MIGRATION_MARKER, aside_suffix=ASIDE_SUFFIX)
@@ -45,12 +51,17 @@ class DockerHostState(FactBase):
     def process(self, output: list[str]) -> dict:
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
                  "trusted": None, "daemon_json": None, "daemon_json_kind": "absent", "daemon_json_detail": "",
-                 "lock": None, "dockerd_version": None, "registry": None}
+                 "lock": None, "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {}}
         registry_lines = []
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
             if key.startswith("registry."):
                 registry_lines.append(line[len("registry."):])
+            elif key.startswith(("file.", "stamp.")):
+                kind, _, label = key.partition(".")
+                state[f"{kind}s"][label] = value.strip()
+            elif key.startswith("line."):
+                state["lines"].setdefault(key[len("line."):], []).append(value)
             elif key == "dpkg":
                 # "NAME install ok installed VERSION" (other states: not installed, config-files...).
                 name, _, rest = value.strip().partition(" ")
@@ -93,10 +104,12 @@ class RegistryCatalog(FactBase):
     def requires_command(self, *args, **kwargs) -> str:
         return "curl"
 
-    def command(self, port: int, page_size: int = 100) -> str:
+    def command(self, port: int, api: tuple[str, str, str], page_size: int = 100) -> str:
+        """`api`: registry_files.loopback_api() as a tuple (base, connect, options)."""
+        from .registry_files import LoopbackApi
         from .rendering import render
 
-        return render("registry-catalog.sh.j2", port=int(port), page_size=int(page_size))
+        return render("registry-catalog.sh.j2", port=int(port), api=LoopbackApi(*api), page_size=int(page_size))
 
     def process(self, output: list[str]) -> dict[str, list[str]] | None:
         return parse_catalog_lines(output)

@@ -40,13 +40,15 @@ class RegistryClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.auth = auth
-        self.session.verify = verify
+        # Passed with each request: requests lets $REQUESTS_CA_BUNDLE override a session's `verify`
+        # (psf/requests#3829), which would replace the registry's CA with the system bundle.
+        self.verify = verify
 
     def _get(self, path_or_url: str, what: str, method: str = "GET", **kwargs) -> requests.Response:
         url = urljoin(self.url + "/", path_or_url.lstrip("/")) if not path_or_url.startswith("http") \
             else path_or_url
         try:
-            response = self.session.request(method, url, timeout=self.timeout, **kwargs)
+            response = self.session.request(method, url, timeout=self.timeout, verify=self.verify, **kwargs)
         except requests.exceptions.SSLError as exc:
             raise RegistryError(f"TLS failure talking to {self.url}: {_reason(exc)} "
                                 "(plain-HTTP registry? use http://; self-signed? pass its CA)") from None
@@ -55,8 +57,15 @@ class RegistryClient:
         except requests.exceptions.Timeout:
             raise RegistryError(f"the registry at {self.url} did not answer within {self.timeout} s") from None
         if response.status_code == 401:
+            if self.session.auth:
+                raise RegistryError(f"the registry at {self.url} refused user {self.session.auth[0]!r} (401) for "
+                                    f"{what}: wrong password?", status=401)
             raise RegistryError(f"the registry at {self.url} requires authentication (401) for {what}; "
                                 "give --username and --password", status=401)
+        if response.status_code == 400 and "HTTP request to an HTTPS server" in response.text:
+            raise RegistryError(f"the registry at {self.url} serves HTTPS: give --tls (and --ca), or set "
+                                "registry_tls in the inventory's data (group_data/all.py), not only with "
+                                "`pyinfra --data`", status=400)
         if response.status_code == 404:
             raise RegistryError(f"{what}: not found in the registry at {self.url} (404)", status=404)
         if response.status_code >= 400:

@@ -46,12 +46,15 @@ class DesiredContainer:
     config_target: str
     restart_policy: str
     spec_hash: str
+    # (host directory, container directory) mounted read-only: TLS files, htpasswd (secure modes).
+    extra_mounts: tuple[tuple[str, str], ...] = ()
 
     @property
     def mounts(self) -> dict[str, tuple[str, str, bool]]:
         """{destination: (type, source, writable)} as `docker inspect` reports Mounts."""
         return {STORAGE_TARGET: ("bind", self.data_dir, True),
-                self.config_target: ("bind", self.config_path, False)}
+                self.config_target: ("bind", self.config_path, False),
+                **{target: ("bind", source, False) for source, target in self.extra_mounts}}
 
     @property
     def ports(self) -> dict[str, list[str]]:

@@ -36,14 +36,29 @@ class _Derived:
         """The rendered config.yml on the server (mounted read-only into the container)."""
         return posixpath.join(self.registry_config_dir, "config.yml")
 
+    @property
+    def tls_names(self) -> tuple[str, ...]:
+        """Every name and address clients may use for the registry: what its certificate covers."""
+        names = (self.registry_host, *self.server_names, *self.registry_tls_names)
+        return tuple(dict.fromkeys(n for n in names if n))
+
+    @property
+    def login_user(self) -> str:
+        return self.registry_login_user or (self.registry_users[0] if self.registry_users else "")
+
 
 # The validated settings for one host: one typed field per variable (lists are tuples), plus the
-# host's name and whether it is the registry server.
+# host's name, whether it is the registry server, and the server's inventory name and SSH address.
 Settings = make_dataclass(
     "Settings",
-    [("host_name", str)] + [(v.name, v.kind.type) for v in VARIABLES] + [("is_server", bool, field(default=False))],
+    [("host_name", str)] + [(v.name, v.kind.type) for v in VARIABLES]
+    + [("is_server", bool, field(default=False)), ("server_names", tuple, field(default=()))],
     bases=(_Derived,), frozen=True,
 )
+
+# Variables every host must agree on, since they all talk to the same registry.
+SHARED = ("registry_tls", "registry_auth", "registry_users", "registry_login_user", "registry_tls_dir",
+          "registry_tls_cert", "registry_tls_key", "registry_tls_ca", "registry_tls_names", "registry_password_file")
 
 
 def registry_address(host: str, port: int) -> str:
@@ -51,8 +66,12 @@ def registry_address(host: str, port: int) -> str:
     return f"{host}:{port}"
 
 
+def _get(data: Any, name: str) -> Any:
+    return data.get(name) if hasattr(data, "get") else getattr(data, name, None)
+
+
 def _raw(data: Any, name: str) -> Any:
-    value = data.get(name) if hasattr(data, "get") else getattr(data, name, None)
+    value = _get(data, name)
     return DEFAULTS[name] if value is None else value
 
 
@@ -78,7 +97,7 @@ def archive_sha256(path: str) -> str:
 
 
 def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
-                   errors: list[str], check_files: bool = True) -> Settings:
+                   errors: list[str], check_files: bool = True, server_address: str = "") -> Settings:
     """Settings for one host from its data; problems are appended to `errors` (nothing raised).
 
     Every variable is parsed by its kind (variables.py); a refused value is reported and replaced
@@ -113,8 +132,32 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
         for path in values["registry_seed_archives"]:
             if not os.path.isfile(path):
                 errors.append(f"{where}: registry_seed_archives entry {path!r} does not exist on the controller")
+    errors.extend(f"{where}: {problem}" for problem in _secure_mode_problems(values))
 
-    return Settings(host_name=host_name, is_server=is_server, **values)
+    return Settings(host_name=host_name, is_server=is_server, server_names=(server_name, server_address),
+                    **values)
+
+
+def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
+    """What the secure-mode variables cannot mean together."""
+    problems = []
+    given = [values[name] for name in ("registry_tls_cert", "registry_tls_key", "registry_tls_ca")]
+    if any(given) and not all(given):
+        problems.append("registry_tls_cert, registry_tls_key and registry_tls_ca go together: give all three "
+                        "(your own certificate) or none (regdeploy makes them)")
+    if values["registry_auth"]:
+        if not values["registry_tls"]:
+            problems.append("registry_auth needs registry_tls=true: without TLS, Docker sends every password in "
+                            "clear over the network")
+        if not values["registry_users"]:
+            problems.append("registry_auth needs at least one user in registry_users")
+        elif values["registry_login_user"] and values["registry_login_user"] not in values["registry_users"]:
+            problems.append(f"registry_login_user={values['registry_login_user']!r} is not one of registry_users "
+                            f"({', '.join(values['registry_users'])})")
+        if (values["registry_seed_images"] or values["registry_seed_archives"]) and not values["registry_docker_login"]:
+            problems.append("seeding the registry with registry_auth needs registry_docker_login=true (the server's "
+                            "Docker pushes the seed images as registry_login_user)")
+    return problems
 
 
 def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool = True) -> dict[str, Settings]:
@@ -133,18 +176,47 @@ def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool
             "put the registry server there and the other machines in 'docker_clients'"
         )
     server = servers[0]
+    server_data = next(data for name, data, _ in hosts if name == server)
+    server_address = str(_get(server_data, "ssh_hostname") or "")
     settings = {
-        name: build_settings(name, data, server, SERVER_GROUP in groups, errors, check_files)
+        name: build_settings(name, data, server, SERVER_GROUP in groups, errors, check_files, server_address)
         for name, data, groups in hosts
     }
     addresses = {s.registry_address for s in settings.values()}
     if not errors and len(addresses) > 1:
         errors.append(f"hosts disagree on the registry address ({', '.join(sorted(addresses))}); "
                       "set registry_host/registry_port for all hosts (group data), not per host")
+    for name in SHARED:
+        values = {repr(getattr(s, name)) for s in settings.values()}
+        if not errors and len(values) > 1:
+            errors.append(f"hosts disagree on {name} ({', '.join(sorted(values))}); set it for all hosts "
+                          "(group data), not per host")
+    if not errors and check_files:
+        errors.extend(_secure_material_problems(settings[server]))
     if errors:
         raise ConfigError("invalid inventory data, nothing was changed on any host:\n  - "
                           + "\n  - ".join(errors))
     return settings
+
+
+def _secure_material_problems(settings: Settings) -> list[str]:
+    """The operator's certificate files and the accounts' passwords, checked before any host is
+    touched (the generated CA and certificate are made by the deploy itself)."""
+    from . import security
+    from .credentials import CredentialError
+    from .pki import TlsError
+
+    problems = []
+    try:
+        if settings.registry_tls_cert:
+            security.tls_material(settings)
+    except TlsError as exc:
+        problems.append(str(exc))
+    try:
+        security.passwords(settings)
+    except CredentialError as exc:
+        problems.append(str(exc))
+    return problems
 
 
 _validated: dict[int, tuple[Any, dict[str, Settings]]] = {}

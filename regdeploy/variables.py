@@ -93,6 +93,23 @@ class ImageReference(Kind):
 
 
 @dataclass(frozen=True)
+class Flag(Kind):
+    """On or off: a bool, or its spelling from `--data` (true/false, yes/no, on/off, 1/0)."""
+
+    type: type = bool
+
+    def parse(self, name: str, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        spelled = str(value).strip().lower()
+        if spelled in ("true", "yes", "on", "1"):
+            return True
+        if spelled in ("false", "no", "off", "0", ""):
+            return False
+        raise Invalid(f"{name}={value!r} is neither on nor off; set it to true or false")
+
+
+@dataclass(frozen=True)
 class ListOf(Kind):
     """A list; `--data name=a,b` gives it as one comma-separated string."""
 
@@ -117,6 +134,8 @@ HOST_NAME = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9]
              r"|\[[0-9a-fA-F:]+\]")
 HTTP_URL = r"https?://[^\s/]+\S*"
 INSTALL_SOURCES = ("distro", "docker-ce", "none")
+# htpasswd user names: no colon (the file's separator), nothing a shell or YAML would need quoted.
+USER_NAME = r"[A-Za-z0-9][A-Za-z0-9._@-]*"
 
 
 @dataclass(frozen=True)
@@ -169,6 +188,44 @@ VARIABLES: tuple[Variable, ...] = (
              "Base URL of Docker's apt repository (set it to a mirror); `/debian` or `/ubuntu` is appended."),
     Variable("docker_daemon_json", "/etc/docker/daemon.json", AbsolutePath("an absolute path"),
              "Path of the Docker daemon configuration."),
+    Variable("registry_tls", False, Flag("true or false"),
+             "Serve HTTPS. Without `registry_tls_cert`, regdeploy makes a CA and the server certificate on "
+             "the controller (in `registry_tls_dir`); every host trusts the CA in "
+             "`/etc/docker/certs.d/<registry>/ca.crt` and drops the registry from `insecure-registries`."),
+    Variable("registry_tls_dir", ".regdeploy/tls", Kind("a directory on the controller"),
+             "Where the generated CA and server certificate live (relative to where pyinfra runs; keys 0600, "
+             "a `.gitignore` inside keeps them out of git). The CA is reused; the certificate is re-issued "
+             "when its names change or 30 days before it expires."),
+    Variable("registry_tls_names", [], ListOf("list of host names or IP addresses", item=Text("", pattern=HOST_NAME),
+                                              item_refusal="is not a host name or IP address"),
+             "Names the generated certificate covers besides `registry_host`, the server's inventory name and "
+             "its SSH address (e.g. a DNS alias)."),
+    Variable("registry_tls_cert", "", Kind("a path on the controller, or empty"),
+             "Your own server certificate (PEM, chain after it) instead of a generated one; with "
+             "`registry_tls_key` and `registry_tls_ca`."),
+    Variable("registry_tls_key", "", Kind("a path on the controller, or empty"),
+             "The private key of `registry_tls_cert` (PEM)."),
+    Variable("registry_tls_ca", "", Kind("a path on the controller, or empty"),
+             "The CA certificate clients verify `registry_tls_cert` with (PEM)."),
+    Variable("registry_auth", False, Flag("true or false"),
+             "Require a user name and password (htpasswd, bcrypt) for every push and pull. Needs "
+             "`registry_tls`: Docker would otherwise send the passwords in clear."),
+    Variable("registry_users", [], ListOf("list of user names", item=Text("", pattern=USER_NAME),
+                                          item_refusal="is not a user name (letters, digits, . _ @ -)"),
+             "Accounts of the registry. Passwords never go in the inventory: "
+             "`REGDEPLOY_PASSWORD_<USER>` in the environment, else a `user:password` line in "
+             "`registry_password_file`."),
+    Variable("registry_password_file", ".regdeploy/passwords", Kind("a file on the controller"),
+             "Untracked `user:password` lines (mode 0600) for `registry_users`; the environment wins."),
+    Variable("registry_login_user", "", Text("one of registry_users, or empty", pattern=f"|{USER_NAME}",
+                                             refusal="is not a user name"),
+             "The account every host's Docker logs in as (root's ~/.docker/config.json) and regdeploy's own "
+             "scripts use. Empty: the first of `registry_users`."),
+    Variable("registry_docker_login", True, Flag("true or false"),
+             "With `registry_auth`: log every host's Docker (root) in as `registry_login_user`."),
+    Variable("registry_allow_delete", False, Flag("true or false"),
+             "Enable the registry's DELETE API (`storage.delete.enabled`). Off: nobody can delete images "
+             "through the API (garbage collection does not need it)."),
     Variable("deploy_lock_timeout", 600, Integer("0..86400", low=0, high=86400),
              "Seconds a deploy waits for another deploy (or `regdeploy backup`) on the same host to end "
              "before it stops, naming the holder."),
@@ -181,6 +238,8 @@ def markdown_table() -> str:
     def show(value: Any) -> str:
         if value == "":
             return "(empty)"
+        if isinstance(value, bool):
+            return f"`{str(value).lower()}`"
         return f"`{value}`" if not isinstance(value, list) else f"`{value!r}`"
 
     rows = ["| variable | default | accepts | meaning |", "| --- | --- | --- | --- |"]

@@ -1,17 +1,22 @@
-"""Make a host's Docker trust the registry: merge daemon.json, apply it with the least disruption.
+"""Make a host's Docker trust the registry: its CA in Docker's certs.d (TLS modes), daemon.json
+merged (never overwritten) and applied with the least disruption.
 
 The decision (what the file becomes, reload or restart, or a refusal) is daemon_config.plan_daemon_json,
-a pure function of the host's DockerHostState fact; this turns it into one operation.
+a pure function of the host's DockerHostState fact; this turns it into operations.
 """
 
 from __future__ import annotations
+
+import posixpath
+import shlex
+from pathlib import Path
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
-from regdeploy import daemon_config
+from regdeploy import daemon_config, pki, registry_files, security
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
 
@@ -22,9 +27,11 @@ def trust_registry(settings: Settings, state: dict) -> None:
     path = settings.docker_daemon_json
     try:
         plan = daemon_config.plan_daemon_json(state, path, settings.registry_address, settings.registry_mirrors,
-                                              host.name)
+                                              host.name, secure=settings.registry_tls)
     except daemon_config.DaemonConfigError as exc:
         raise DeployError(str(exc)) from None
+    # First the CA: once dockerd stops treating the registry as insecure, it must already verify it.
+    install_registry_ca(settings, state)
     if plan.action is None:
         host.noop(plan.reason)
         return
@@ -34,9 +41,33 @@ def trust_registry(settings: Settings, state: dict) -> None:
     host.log(f"Will modify {path} and {verb} Docker ({plan.reason}):")
     for line in plan.changes or ("(no key changes: the file stays as it is)",):
         host.log(f"  {line}")
+    done = (f"confirm it no longer treats {settings.registry_address} as insecure" if settings.registry_tls
+            else f"confirm it trusts {settings.registry_address}")
     server.shell(
-        name=f"Write the merged {path}, {verb} Docker and confirm it trusts {settings.registry_address}",
+        name=f"Write the merged {path}, {verb} Docker and {done}",
         commands=[render("apply-daemon-json.sh.j2", path=path, action=plan.action, validate=plan.validate,
-                         registry=settings.registry_address, content=plan.content,
+                         registry=settings.registry_address, content=plan.content, secure=settings.registry_tls,
                          insecure_registries_format=daemon_config.INSECURE_REGISTRIES_FORMAT)],
     )
+
+
+def install_registry_ca(settings: Settings, state: dict) -> None:
+    """TLS: the registry's CA where Docker reads it at each connection (no reload, no restart).
+    Plain HTTP: a CA regdeploy put there earlier is taken away again; anyone else's file stays."""
+    path = registry_files.client_ca_path(settings)
+    found = state["files"].get("ca")
+    material = security.tls_material(settings)
+    if material:
+        if found != f"{material.ca_sha256} 644 root":
+            host.log(f"Will {'replace' if found else 'create'} {path} (the registry's CA)")
+            server.shell(name=f"Install the registry's CA as {path}",
+                         commands=[render("put-file.sh.j2", path=path, mode="644", content=material.ca_pem)])
+    elif found and _is_ours(settings, found):
+        server.shell(name=f"Remove the registry's CA {path} (registry_tls is off)",
+                     commands=[f"rm -f {shlex.quote(path)} && {{ rmdir {shlex.quote(posixpath.dirname(path))} 2>/dev/null; true; }}"])
+
+
+def _is_ours(settings: Settings, found: str) -> bool:
+    """Whether the CA file on the host is the CA regdeploy generated (and still keeps) for this registry."""
+    ca = Path(settings.registry_tls_dir) / pki.CA_CERT
+    return ca.is_file() and found.split()[0] == pki.sha256(ca.read_text())

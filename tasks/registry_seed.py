@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import posixpath
 import tarfile
+from dataclasses import astuple
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from regdeploy import reference
+from regdeploy import reference, registry_files
 from regdeploy.facts import RegistryCatalog
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
@@ -28,7 +29,8 @@ def seed_registry(settings: Settings) -> None:
     if not (settings.registry_seed_images or settings.registry_seed_archives):
         return
     # None before the registry first runs: then everything is pushed.
-    catalog = host.get_fact(RegistryCatalog, port=settings.registry_port) or {}
+    catalog = host.get_fact(RegistryCatalog, port=settings.registry_port,
+                            api=astuple(registry_files.loopback_api(settings))) or {}
 
     def missing(sources: list[str]) -> list[tuple[str, str]]:
         pairs = []

@@ -21,7 +21,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
-from regdeploy import registry_plan
+from regdeploy import registry_files, registry_plan, security
 from regdeploy.changes import text_diff
 from regdeploy.registry_plan import CONTAINER_PORT, SPEC_LABEL, DesiredContainer, PlanError, ServerState
 from regdeploy.rendering import render
@@ -34,10 +34,11 @@ CONFIG_TARGET = "/etc/docker/registry/config.yml"  # where the registry:2 image 
 @deploy("Run the Docker registry")
 def run_registry(settings: Settings, observed: ServerState) -> None:
     """`observed` is the server's registry side, read by its DockerHostState fact (registry_facts())."""
-    config_text = render("registry-config.yml.j2", data_dir=settings.registry_data_dir)
+    config_text = registry_files.registry_config(settings)
     config_path = settings.registry_config_path
     config_sha256 = hashlib.sha256(config_text.encode()).hexdigest()
-    desired = desired_container(settings, config_path, config_sha256)
+    tls = security.tls_material(settings)
+    desired = desired_container(settings, config_path, config_sha256, tls.cert_sha256 if tls else "")
 
     try:
         plan = registry_plan.plan_registry(desired, observed, config_sha256)
@@ -85,7 +86,7 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
                aside: str, notice: str | None = None) -> str:
     """The script that carries out `plan` on the server (templates/run-registry.sh.j2)."""
     return render("run-registry.sh.j2", plan=plan, name=desired.name, image=settings.registry_image, aside=aside,
-                  notice=notice,
+                  notice=notice, api=registry_files.loopback_api(settings), extra_mounts=desired.extra_mounts,
                   port=desired.host_port, container_port=CONTAINER_PORT,
                   data_dir=desired.data_dir, config_path=desired.config_path, config_target=desired.config_target,
                   storage_target=registry_plan.STORAGE_TARGET, restart_policy=desired.restart_policy,
@@ -100,21 +101,27 @@ def registry_facts(settings: Settings) -> tuple:
             settings.registry_container_name, settings.registry_port)
 
 
-def desired_container(settings: Settings, config_path: str, config_sha256: str) -> DesiredContainer:
+def desired_container(settings: Settings, config_path: str, config_sha256: str,
+                      cert_sha256: str = "") -> DesiredContainer:
     # The hash is over these `docker run` strings, as since the first version: a registry deployed by
     # an earlier regdeploy keeps its label, so upgrading regdeploy recreates nothing.
     ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
-    volumes = [f"{settings.registry_data_dir}:{registry_plan.STORAGE_TARGET}", f"{config_path}:{CONFIG_TARGET}:ro"]
+    extra = tuple(registry_files.extra_mounts(settings))
+    volumes = [f"{settings.registry_data_dir}:{registry_plan.STORAGE_TARGET}", f"{config_path}:{CONFIG_TARGET}:ro",
+               *(f"{source}:{target}:ro" for source, target in extra)]
     return DesiredContainer(
         name=settings.registry_container_name, host_port=settings.registry_port,
         data_dir=settings.registry_data_dir, config_path=config_path, config_target=CONFIG_TARGET,
-        restart_policy=settings.registry_restart_policy,
-        spec_hash=container_spec_hash(settings, ports, volumes, config_sha256),
+        restart_policy=settings.registry_restart_policy, extra_mounts=extra,
+        spec_hash=container_spec_hash(settings, ports, volumes, config_sha256, cert_sha256),
     )
 
 
-def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str], config_sha256: str) -> str:
-    """Hash of everything that defines the registry container; a different hash means recreate."""
+def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str], config_sha256: str,
+                        cert_sha256: str = "") -> str:
+    """Hash of everything that defines the registry container; a different hash means recreate.
+    The registry reads its certificate only when it starts: a new one means a new container (the
+    htpasswd file it re-reads by itself, so it is not here)."""
     spec = {
         "image": settings.registry_image,
         "archive_sha256": image_archive_sha256(settings),
@@ -123,6 +130,8 @@ def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str]
         "config_sha256": config_sha256,
         "restart_policy": settings.registry_restart_policy,
     }
+    if cert_sha256:
+        spec["tls_cert_sha256"] = cert_sha256
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -70,6 +71,17 @@ class Access:
         with open(archive, "rb") as handle:
             self.ssh(h, "docker load -q", stdin=handle)
 
+    def inventory_with(self, path: Path, **data) -> Path:
+        """This inventory's hosts, connected to as here, with `data` on top of every host's: the same
+        fleet in another mode (e.g. registry_tls)."""
+        def entry(h: InventoryHost) -> str:
+            ssh = {key: value for key, value in h.data.items() if key.startswith(("ssh_", "registry_image_archive"))}
+            return f"    ({h.name!r}, {{**{ssh!r}, **{data!r}}}),\n"
+
+        path.write_text(f"registry_servers = [\n{entry(self.fleet.server)}]\n"
+                        f"docker_clients = [\n{''.join(entry(c) for c in self.fleet.clients)}]\n")
+        return path
+
     def single_server_inventory(self, hostname: str, path: Path, **data) -> Path:
         """An inventory at `path` whose only host is this inventory's `hostname`, as the registry
         server, connected to as here, with `data` on top (e.g. the registry image archive)."""
@@ -128,15 +140,16 @@ def assert_did_what_dry_said(dry: DeployResult, real: DeployResult) -> None:
     assert done <= will | may, f"the run changed what --dry did not say: {done - (will | may)}"
 
 
-def run_deploy(inventory: Path, *extra: str) -> DeployResult:
-    """`pyinfra -y INVENTORY deploy.py --json [extra]`, as an operator runs it, from the repo root.
+def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None) -> DeployResult:
+    """`pyinfra -y INVENTORY deploy.py --json [extra]`, as an operator runs it, from the repo root;
+    `env` is added to the environment (e.g. REGDEPLOY_PASSWORD_<USER>).
 
     With --dry, -y is left out: pyinfra 3.10 skips change detection under -y, so the plan would be empty.
     """
     yes = [] if "--dry" in extra else ["-y"]
     result = subprocess.run(
         [str(Path(sys.executable).parent / "pyinfra"), *yes, str(inventory), "deploy.py", "--json", *extra],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200,
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, **(env or {})},
     )
     try:
         output = json.loads(result.stdout) if result.stdout.strip() else None

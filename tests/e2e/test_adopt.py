@@ -38,21 +38,41 @@ docker tag team/tools:2.0 localhost:5000/team/tools:2.0 && docker push -q localh
 """
 
 
+# client3's hand-made registry is adopted straight into TLS with authentication: the copy is then
+# verified by a registry of the new config (HTTPS, htpasswd) on loopback.
+SECURE = {"client3"}
+
+
 class AdoptLab:
     def __init__(self, lab_access: Access, workdir: Path):
         self.workdir = workdir
         self.lab_access = lab_access
+        self.passwords = workdir / "passwords"
+        self.passwords.write_text("ci:adopt-Pa55\n")
+        self.passwords.chmod(0o600)
+
+    def secure_data(self, hostname: str) -> dict:
+        if hostname not in SECURE:
+            return {}
+        return {"registry_tls": True, "registry_auth": True, "registry_users": ["ci"],
+                "registry_password_file": str(self.passwords), "registry_tls_dir": str(self.workdir / "tls")}
 
     def inventory(self, hostname: str) -> Path:
         """An inventory whose single registry server is `hostname` (no other host)."""
         return self.lab_access.single_server_inventory(hostname, self.workdir / f"inventory-{hostname}.py",
-                                                       registry_image_archive=str(ADOPT_LAB.registry_archive))
+                                                       registry_image_archive=str(ADOPT_LAB.registry_archive),
+                                                       **self.secure_data(hostname))
 
     def ssh(self, hostname: str, command: str, check: bool = True) -> str:
         return self.lab_access.ssh(hostname, command, check=check)
 
-    def registry(self, hostname: str, port: int = 5000) -> RegistryClient:
+    def registry(self, hostname: str, port: int = 5000, deployed: bool = False) -> RegistryClient:
+        """The registry on `hostname` as the controller reaches it: after a secure deploy over HTTPS,
+        verified with the generated CA, as user ci."""
         address = next(h.address for h in self.lab_access.fleet.hosts if h.name == hostname)
+        if deployed and hostname in SECURE:
+            return RegistryClient(f"https://{address}:{port}", auth=("ci", "adopt-Pa55"),
+                                  verify=str(self.workdir / "tls" / "ca.crt"))
         return RegistryClient(f"http://{address}:{port}")
 
 
@@ -129,7 +149,7 @@ def test_first_deploy_keeps_every_image_and_digest(adopt_lab, hostname):
     assert any(op.startswith("Run the Docker registry | Adopt container 'registry'")
                for op in result.changed_operations(hostname)), result.changed_operations(hostname)
 
-    assert registry.manifests() == before
+    assert adopt_lab.registry(hostname, deployed=True).manifests() == before
     # The operator is told what was kept and how to remove it once no longer needed.
     assert "regdeploy never deletes either; once you no longer need them: docker rm registry-pre-regdeploy-" \
         in result.stderr

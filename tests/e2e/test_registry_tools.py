@@ -3,11 +3,13 @@
 import json
 import subprocess
 import sys
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
 import requests
 
+from regdeploy import registry_files
 from regdeploy.facts import RegistryCatalog
 from regdeploy.registry_api import MANIFEST_TYPES, RegistryClient, base_url
 from tests.access import run_deploy
@@ -109,7 +111,9 @@ def test_listing_walks_every_page(lab_session, access, registry):
 
     # The pyinfra fact (what the deploy and the testinfra suite read) walks the same pages.
     fact = RegistryCatalog()
-    lines = access.ssh("registry", fact.command(port=access.fleet.server.settings.registry_port,
+    settings = access.fleet.server.settings
+    lines = access.ssh("registry", fact.command(port=settings.registry_port,
+                                                api=astuple(registry_files.loopback_api(settings)),
                                                 page_size=50)).splitlines()
     catalog = fact.process(lines)
     assert set(names) <= set(catalog)

@@ -238,3 +238,26 @@ def test_the_plan_says_key_by_key_what_the_file_gets():
     plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", ("https://m.example",), "c1")
     assert plan.changes == ('insecure-registries: + "registry:5000"',
                             'registry-mirrors: (absent) -> ["https://m.example"]')
+
+
+def test_tls_takes_only_the_registry_out_of_insecure_registries():
+    merged = merge({**PREFILLED, "insecure-registries": ["legacy.example:5000", "registry:5000"]},
+                   "registry:5000", secure=True)
+    assert merged == PREFILLED
+    assert merge({"insecure-registries": ["registry:5000"]}, "registry:5000", secure=True) == {"insecure-registries": []}
+    assert merge({"debug": True}, "registry:5000", secure=True) == {"debug": True}  # nothing added
+
+
+@pytest.mark.parametrize("state,action,reason", [
+    # Never listed, not loaded: nothing to do (a fresh host in TLS mode keeps its daemon.json as it is).
+    (host_state('{"debug": true}', trusted=()), None, "neither /etc/docker/daemon.json nor dockerd lists"),
+    (host_state(None, active=False, trusted=None), None, "neither /etc/docker/daemon.json nor dockerd lists"),
+    # Insecure → TLS: the entry leaves the file, dockerd reloads (no restart: containers keep running).
+    (host_state(CONVERGED), "reload", "insecure-registries changed"),
+    # The file is right but dockerd still treats the registry as insecure (a reload that never happened).
+    (host_state('{"insecure-registries": []}'), "reload", "dockerd still treats registry:5000 as insecure"),
+])
+def test_plan_daemon_json_in_tls_mode(state, action, reason):
+    plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", (), "c1", secure=True)
+    assert plan.action == action and plan.reason.startswith(reason), plan
+    assert "registry:5000" not in parse(plan.content, "f").get("insecure-registries", [])

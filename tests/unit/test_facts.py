@@ -1,6 +1,7 @@
 """The facts' parsers: what a host prints becomes what the deploy decides on."""
 
 import json
+import hashlib
 import subprocess
 
 import pytest
@@ -29,7 +30,7 @@ def test_docker_host_state_of_a_fresh_host():
     assert state == {"packages": {}, "active": False, "enabled": False,
                      "command_line_registries": [], "trusted": None, "daemon_json": None,
                      "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None,
-                     "dockerd_version": None, "registry": None}
+                     "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {}}
 
 
 @pytest.mark.parametrize("line,lock", [
@@ -130,3 +131,27 @@ def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen
                             text=True, check=True)
     state = DockerHostState().process(result.stdout.splitlines())
     assert state["trusted"] == (["registry:5000"] if asked else None)
+
+
+def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
+    (tmp_path / "ca.crt").write_text("CA\n")
+    (tmp_path / "htpasswd").write_text("ci:$2b$10$abc\nops:$2b$10$def\n")
+    (tmp_path / "htpasswd").chmod(0o600)
+    (tmp_path / "config.json").write_text('{"auths": {"registry:5000": {"auth": "x"}}}')
+    (tmp_path / "config.json").chmod(0o600)
+    (tmp_path / "login-stamp").write_text("ci $2b$10$hash\n")
+    (tmp_path / "other.json").write_text('{"auths": {}}')
+    checks = (("file", "ca", str(tmp_path / "ca.crt")), ("file", "key", str(tmp_path / "absent.key")),
+              ("lines", "htpasswd", str(tmp_path / "htpasswd")),
+              ("stamp", "login", str(tmp_path / "login-stamp"), str(tmp_path / "config.json"), '"registry:5000"'),
+              ("stamp", "gone", str(tmp_path / "login-stamp"), str(tmp_path / "other.json"), '"registry:5000"'))
+    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), checks=checks)
+    result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
+                            check=True)
+    state = DockerHostState().process(result.stdout.splitlines())
+    user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
+    assert state["files"] == {"ca": f"{hashlib.sha256(b'CA' + bytes([10])).hexdigest()} 644 {user}",
+                              "htpasswd": f"- 600 {user}"}
+    assert state["lines"] == {"htpasswd": ["ci:$2b$10$abc", "ops:$2b$10$def"]}
+    # A stamp counts only while the credential it stands for is there.
+    assert state["stamps"] == {"login": "ci $2b$10$hash 600"}

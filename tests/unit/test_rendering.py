@@ -11,7 +11,18 @@ from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
 from regdeploy.settings import validate_hosts
 from regdeploy.registry_plan import Migration, RegistryPlan, Storage
+from regdeploy.registry_files import loopback_api, registry_config
 from tasks.registry_server import container_spec_hash, desired_container, run_script
+
+# The three modes: the manual's plain HTTP, TLS, TLS with authentication.
+MODES = [{"registry_tls": False, "registry_auth": False}, {"registry_tls": True, "registry_auth": False},
+         {"registry_tls": True, "registry_auth": True}]
+
+
+def server_settings(**data):
+    if data.get("registry_auth"):
+        data.setdefault("registry_users", ["ci"])
+    return validate_hosts([("reg1", data, {"registry_servers"})], check_files=False)["reg1"]
 
 
 def _sh_syntax_ok(script: str) -> None:
@@ -28,22 +39,25 @@ def test_registry_config_serves_storage_from_the_mounted_directory():
 
 @pytest.mark.parametrize("action", ["reload", "restart"])
 @pytest.mark.parametrize("validate", [True, False])
-def test_apply_script_parses_and_uses_the_right_systemctl_verb(action, validate):
+@pytest.mark.parametrize("secure", [True, False])
+def test_apply_script_parses_and_uses_the_right_systemctl_verb(action, validate, secure):
     script = render("apply-daemon-json.sh.j2", path="/etc/docker/daemon.json", action=action, validate=validate,
                     registry="registry:5000", content=render_json({"insecure-registries": ["registry:5000"]}),
-                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
+                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT, secure=secure)
     _sh_syntax_ok(script)
     assert f"systemctl {action} docker ||" in script
     # Whether dockerd checks the file is decided once, in Python (daemon_config.can_validate).
     assert ("dockerd --validate" in script) == validate
     assert ("systemctl restart docker ||" in script) == (action == "restart")
     assert shlex.quote(INSECURE_REGISTRIES_FORMAT) in script
+    # TLS: the script waits until dockerd no longer lists the registry as insecure; else until it does.
+    assert ("Docker still lists registry:5000 as an insecure registry" in script) == secure
 
 
 def test_shell_values_are_quoted():
     script = render("apply-daemon-json.sh.j2", path="/etc/docker/my daemon.json", action="reload", validate=True,
                     registry="r:5000", content="{}\n",
-                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
+                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT, secure=False)
     assert "current='/etc/docker/my daemon.json'" in script
     _sh_syntax_ok(script)
 
@@ -53,7 +67,7 @@ def test_apply_script_stages_the_json_byte_for_byte(tmp_path):
                            "insecure-registries": ["registry:5000"]})
     script = render("apply-daemon-json.sh.j2", path=str(tmp_path / "daemon.json"), action="reload", validate=False,
                     registry="registry:5000", content=content,
-                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT)
+                    insecure_registries_format=INSECURE_REGISTRIES_FORMAT, secure=False)
     # Run just the staging part (up to the swap) against a temporary directory.
     staging = script.split("had_current=0")[0]
     subprocess.run(["sh", "-c", staging], check=True)
@@ -71,9 +85,10 @@ PLANS = [
 ]
 
 
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "+".join(k for k, v in m.items() if v) or "plain")
 @pytest.mark.parametrize("plan", PLANS, ids=lambda p: p.action)
-def test_run_registry_script_parses_for_every_plan(plan):
-    settings = validate_hosts([("reg1", {}, {"registry_servers"})])["reg1"]
+def test_run_registry_script_parses_for_every_plan(plan, mode):
+    settings = server_settings(**mode)
     desired = desired_container(settings, "/etc/regdeploy/config.yml", "a" * 64)
     script = run_script(settings, plan, desired, aside="registry.aside", notice=plan.notice("registry", "registry.aside"))
     _sh_syntax_ok(script)
@@ -83,6 +98,11 @@ def test_run_registry_script_parses_for_every_plan(plan):
         assert script.index("cp -a") < script.index('docker rename "$name" "$aside"')
     # Only regdeploy's own previous container is removed; an adopted one is kept.
     assert ('docker rm "$aside"' in script) == (plan.action == "recreate")
+    # The TLS and htpasswd directories are mounted read-only, into the verifier of a data move too.
+    if plan.action != "start":
+        mounts = ["/etc/regdeploy/tls:/certs:ro"] * mode["registry_tls"] + ["/etc/regdeploy/auth:/auth:ro"] * mode["registry_auth"]
+        for mount in mounts:
+            assert script.count(f"-v {mount}") == 1 + bool(plan.migration), mount
 
 
 def test_load_script_parses():
@@ -103,9 +123,53 @@ def test_container_spec_hash_changes_exactly_with_the_spec():
     assert container_spec_hash(other_policy, ports, volumes, "a" * 64) != base
 
 
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "+".join(k for k, v in m.items() if v) or "plain")
 @pytest.mark.parametrize("template", ["registry-backup.sh.j2", "registry-restore.sh.j2", "registry-catalog.sh.j2"])
-def test_server_scripts_parse(template):
-    _sh_syntax_ok(render(template, name="registry", config_path="/etc/regdeploy/config.yml",
-                         data_dir="/var/lib/registry", port=5000, lock="/run/regdeploy.lock", lock_timeout=600,
-                         holder="regdeploy backup on ctl (pid 1)", page_size=100,
-                         readonly_config=render("registry-config.yml.j2", data_dir="/x", readonly=True)))
+def test_server_scripts_parse(template, mode):
+    settings = server_settings(**mode)
+    script = render(template, name="registry", config_path="/etc/regdeploy/config.yml",
+                    data_dir="/var/lib/registry", port=5000, lock="/run/regdeploy.lock", lock_timeout=600,
+                    holder="regdeploy backup on ctl (pid 1)", page_size=100, api=loopback_api(settings),
+                    readonly_config=registry_config(settings, readonly=True))
+    _sh_syntax_ok(script)
+    # Every API call goes through api_curl: the name clients use, rerouted to loopback, CA and credentials.
+    assert " curl " not in script.replace("api_curl() { curl", "")
+    assert ("--cacert" in script) == mode["registry_tls"]
+    assert ("--config /etc/regdeploy/api-credentials" in script) == mode["registry_auth"]
+
+
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "+".join(k for k, v in m.items() if v) or "plain")
+def test_registry_config_in_each_mode(mode):
+    settings = server_settings(**mode)
+    config = yaml.safe_load(registry_config(settings))
+    assert config["storage"]["delete"]["enabled"] is False  # off unless registry_allow_delete
+    assert config["http"].get("tls") == ({"certificate": "/certs/registry.crt", "key": "/certs/registry.key"}
+                                         if mode["registry_tls"] else None)
+    assert config.get("auth") == ({"htpasswd": {"realm": "regdeploy", "path": "/auth/htpasswd"}}
+                                  if mode["registry_auth"] else None)
+    assert yaml.safe_load(registry_config(server_settings(registry_allow_delete=True, **mode))
+                          )["storage"]["delete"]["enabled"] is True
+    assert yaml.safe_load(registry_config(settings, readonly=True))["storage"]["maintenance"]["readonly"] == \
+        {"enabled": True}
+
+
+def test_put_file_writes_a_secret_from_stdin_with_its_mode_from_the_start(tmp_path):
+    target = tmp_path / "tls" / "registry.key"
+    script = render("put-file.sh.j2", path=str(target), mode="600", content=None, dir_mode="700",
+                    stamp="ci $2b$10$x", stamp_path=str(tmp_path / "stamp"))
+    # The secret is never in the script (the command line), only on stdin.
+    subprocess.run(["sh", "-c", script], input="-----BEGIN PRIVATE KEY-----\nsecret\n", text=True, check=True)
+    assert target.read_text() == "-----BEGIN PRIVATE KEY-----\nsecret\n"
+    assert oct(target.stat().st_mode & 0o777) == "0o600" and oct(target.parent.stat().st_mode & 0o777) == "0o700"
+    assert (tmp_path / "stamp").read_text() == "ci $2b$10$x\n"
+    assert "umask 077" in script.split("cat >")[0], "the file must never exist with a wider mode"
+    public = render("put-file.sh.j2", path=str(tmp_path / "ca.crt"), mode="644", content="CA $x `y`\n")
+    subprocess.run(["sh", "-c", public], check=True)
+    assert (tmp_path / "ca.crt").read_text() == "CA $x `y`\n"
+
+
+def test_docker_login_script_reads_the_password_from_stdin_only():
+    script = render("docker-login.sh.j2", registry="registry:5000", user="ci", config_dir="/root/.docker",
+                    stamp="ci $2b$10$x", stamp_path="/root/.docker/regdeploy-login")
+    _sh_syntax_ok(script)
+    assert "--password-stdin" in script and "--password " not in script

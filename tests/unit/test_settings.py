@@ -1,5 +1,7 @@
 """Inventory data: defaults, the registry address, and validation before any host is touched."""
 
+import re
+
 import pytest
 
 from regdeploy.variables import DEFAULTS
@@ -80,3 +82,45 @@ def test_every_problem_is_listed_at_once():
 def test_hosts_must_agree_on_the_registry_address():
     with pytest.raises(ConfigError, match="disagree on the registry address"):
         validate_hosts([SERVER, ("c1", {"registry_port": 5001}, {"docker_clients"})])
+
+
+AUTH = {"registry_tls": True, "registry_auth": True, "registry_users": ["ci"]}
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"registry_auth": True, "registry_users": ["ci"]},
+     "registry_auth needs registry_tls=true: without TLS, Docker sends every password in clear"),
+    ({"registry_tls": True, "registry_auth": True}, "registry_auth needs at least one user"),
+    ({**AUTH, "registry_login_user": "ops"}, "registry_login_user='ops' is not one of registry_users (ci)"),
+    ({"registry_tls": True, "registry_tls_cert": "/c.pem"}, "go together: give all three"),
+    ({**AUTH, "registry_docker_login": False, "registry_seed_images": ["busybox:1"]},
+     "seeding the registry with registry_auth needs registry_docker_login=true"),
+    ({"registry_tls": "maybe"}, "registry_tls='maybe' is neither on nor off"),
+    ({"registry_users": ["a:b"]}, "registry_users entry 'a:b' is not a user name"),
+])
+def test_secure_modes_refuse_what_cannot_work(data, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_hosts([("reg1", data, {"registry_servers"})], check_files=False)
+
+
+def test_hosts_must_agree_on_the_mode():
+    with pytest.raises(ConfigError, match="disagree on registry_tls"):
+        validate_hosts([SERVER, ("c1", {"registry_tls": "true"}, {"docker_clients"})])
+
+
+def test_passwords_are_checked_before_any_host_is_touched(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGDEPLOY_PASSWORD_CI", raising=False)
+    data = {**AUTH, "registry_password_file": str(tmp_path / "absent")}
+    with pytest.raises(ConfigError, match="no password for registry user 'ci': set REGDEPLOY_PASSWORD_CI"):
+        validate_hosts([("reg1", data, {"registry_servers"})])
+    monkeypatch.setenv("REGDEPLOY_PASSWORD_CI", "s3cret")
+    settings = validate_hosts([("reg1", data, {"registry_servers"})])["reg1"]
+    assert settings.login_user == "ci" and "s3cret" not in repr(settings)
+
+
+def test_the_certificate_covers_registry_host_the_server_name_and_its_address():
+    settings = validate_hosts([("reg1", {"registry_host": "registry.example.com", "ssh_hostname": "10.0.0.5",
+                                         "registry_tls_names": "alias.example.com"}, {"registry_servers"}),
+                               ("c1", {"registry_host": "registry.example.com",
+                                       "registry_tls_names": "alias.example.com"}, {"docker_clients"})])
+    assert settings["c1"].tls_names == ("registry.example.com", "reg1", "10.0.0.5", "alias.example.com")

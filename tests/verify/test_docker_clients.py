@@ -1,8 +1,12 @@
-"""Every host (clients and the server itself) trusts the registry, in daemon.json and in dockerd."""
+"""Every host (clients and the server itself) trusts the registry as its mode says: plain HTTP in
+daemon.json's insecure-registries and in dockerd; TLS through the CA in Docker's certs.d and in
+neither list; with authentication, root's Docker is logged in."""
 
 import json
 import shlex
+from pathlib import Path
 
+from regdeploy import registry_files, security
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 
 
@@ -12,11 +16,32 @@ def test_docker_runs_and_starts_at_boot(any_host):
     assert docker.is_enabled
 
 
-def test_daemon_json_lists_the_registry(any_host, inventory_host, fleet):
-    config = json.loads(any_host.file(inventory_host.settings.docker_daemon_json).content_string)
-    assert fleet.registry_address in config.get("insecure-registries", []), config
+def test_daemon_json_lists_the_registry_unless_it_serves_tls(any_host, inventory_host, fleet):
+    config = json.loads(any_host.file(inventory_host.settings.docker_daemon_json).content_string or "{}")
+    listed = fleet.registry_address in (config.get("insecure-registries") or [])
+    assert listed != fleet.server.settings.registry_tls, config
 
 
-def test_dockerd_trusts_the_registry(any_host, fleet):
+def test_dockerd_treats_the_registry_as_the_mode_says(any_host, fleet):
     insecure = any_host.check_output(f"docker info --format {shlex.quote(INSECURE_REGISTRIES_FORMAT)}").split()
-    assert fleet.registry_address in insecure, insecure
+    assert (fleet.registry_address in insecure) != fleet.server.settings.registry_tls, insecure
+
+
+def test_docker_has_the_registry_ca_in_tls_mode(any_host, fleet):
+    settings = fleet.server.settings
+    ca = any_host.file(registry_files.client_ca_path(settings))
+    if not settings.registry_tls:
+        assert not ca.exists, "a plain-HTTP registry needs no CA file (regdeploy removes its own)"
+        return
+    assert ca.is_file and ca.user == "root"
+    assert ca.content_string == Path(security.ca_path(settings)).read_text()
+
+
+def test_docker_is_logged_in_when_the_registry_requires_it(any_host, fleet):
+    settings = fleet.server.settings
+    config = any_host.file(registry_files.DOCKER_CONFIG)
+    auths = json.loads(config.content_string).get("auths", {}) if config.exists else {}
+    wanted = settings.registry_auth and settings.registry_docker_login
+    assert (fleet.registry_address in auths) == wanted, auths
+    if wanted:
+        assert config.mode == 0o600 and config.user == "root"

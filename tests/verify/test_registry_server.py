@@ -1,9 +1,26 @@
 """The registry server: the registry container as configured (testinfra's docker module), its
-storage, the API."""
+storage, its files in each mode, the API as clients see it."""
+
+import shlex
+
+import yaml
+
+from regdeploy import registry_files
 
 
 def _registry(server_host, fleet):
     return server_host.docker(fleet.server.settings.registry_container_name)
+
+
+def _status(server_host, url: str, *options: str) -> str:
+    """HTTP status of GET url from the server (curl `options` already quoted)."""
+    return server_host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' {' '.join(options)} {shlex.quote(url)}")
+
+
+def _loopback(fleet) -> list[str]:
+    settings = fleet.server.settings
+    api = registry_files.loopback_api(settings)
+    return ["--connect-to", shlex.quote(f"{api.connect}:127.0.0.1:{settings.registry_port}")]
 
 
 def test_registry_container_runs_with_restart_policy_and_port(server_host, fleet):
@@ -24,7 +41,42 @@ def test_registry_storage_is_the_host_directory(server_host, fleet):
     assert server_host.file(settings.registry_data_dir).is_directory
 
 
-def test_registry_api_answers(server_host, fleet):
-    port = fleet.server.settings.registry_port
-    status = server_host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' http://127.0.0.1:{port}/v2/")
-    assert status == "200"
+def test_registry_config_says_what_the_settings_say(server_host, fleet):
+    settings = fleet.server.settings
+    config = yaml.safe_load(server_host.file(settings.registry_config_path).content_string)
+    assert config["storage"]["delete"]["enabled"] == settings.registry_allow_delete
+    assert ("tls" in config["http"]) == settings.registry_tls
+    assert ("auth" in config) == settings.registry_auth
+
+
+def test_registry_api_answers_with_the_deploys_credentials(server_host, fleet):
+    api = registry_files.loopback_api(fleet.server.settings)
+    assert _status(server_host, f"{api.base}/v2/", *_loopback(fleet), api.options) == "200"
+
+
+def test_anonymous_requests_are_refused_when_auth_is_on(server_host, fleet):
+    settings = fleet.server.settings
+    api = registry_files.loopback_api(settings)
+    ca = [f"--cacert {shlex.quote(registry_files.client_ca_path(settings))}"] if settings.registry_tls else []
+    assert _status(server_host, f"{api.base}/v2/", *_loopback(fleet), *ca) == ("401" if settings.registry_auth else "200")
+
+
+def test_plain_http_is_refused_when_tls_is_on(server_host, fleet):
+    settings = fleet.server.settings
+    status = _status(server_host, f"http://{settings.registry_address}/v2/", *_loopback(fleet))
+    # The registry answers plain HTTP on its TLS port with 400 ("client sent an HTTP request to an HTTPS server").
+    assert status == ("400" if settings.registry_tls else "200")
+
+
+def test_secret_files_are_root_only(server_host, fleet):
+    settings = fleet.server.settings
+    secrets = ([registry_files.tls_key_path(settings)] if settings.registry_tls else []) + (
+        [registry_files.htpasswd_path(settings), registry_files.api_credentials_path(settings)]
+        if settings.registry_auth else [])
+    for path in secrets:
+        file = server_host.file(path)
+        assert (file.is_file, file.mode, file.user) == (True, 0o600, "root"), path
+    if not settings.registry_tls:
+        assert not server_host.file(registry_files.tls_dir(settings)).exists
+    if not settings.registry_auth:
+        assert not server_host.file(registry_files.api_credentials_path(settings)).exists

@@ -2,7 +2,9 @@
 
 import time
 import uuid
+from dataclasses import astuple
 
+from regdeploy import registry_files
 from regdeploy.facts import RegistryCatalog
 
 
@@ -19,8 +21,9 @@ def test_push_from_one_client_pull_on_another(access, fleet, test_image, test_im
 
     # Read on the server over loopback with the deploy's own fact: /v2/_catalog and tags/list.
     fact = RegistryCatalog()
+    api = astuple(registry_files.loopback_api(fleet.server.settings))
     catalog = fact.process(access.host(fleet.server).check_output(
-        fact.command(port=fleet.server.settings.registry_port)).splitlines())
+        fact.command(port=fleet.server.settings.registry_port, api=api)).splitlines())
     assert tag in catalog["lab/busybox"]
 
     access.ssh(pusher, f"docker image rm {target}")

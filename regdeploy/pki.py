@@ -1,0 +1,240 @@
+"""The registry's TLS material: a CA and a server certificate made on the controller (`cryptography`),
+or the operator's own certificate, key and CA, checked before any host is touched.
+
+Generated material lives in `registry_tls_dir` on the controller: the CA is made once and reused
+(10 years), the server certificate is re-issued only when `reissue_reason()` says so (its names
+changed, it is within 30 days of expiry, or another CA signed it). Keys are 0600 in a 0700 directory
+that carries its own `.gitignore`, so it stays out of git wherever the operator keeps it.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_VALIDITY = datetime.timedelta(days=3650)
+CERT_VALIDITY = datetime.timedelta(days=365)
+RENEW_BEFORE = datetime.timedelta(days=30)
+
+CA_CERT, CA_KEY = "ca.crt", "ca.key"
+SERVER_CERT, SERVER_KEY = "registry.crt", "registry.key"
+
+
+class TlsError(ValueError):
+    """TLS material regdeploy cannot use; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class TlsMaterial:
+    cert_pem: str  # the server certificate, chain after it
+    key_pem: str
+    ca_pem: str
+    generated: bool
+
+    @property
+    def ca_sha256(self) -> str:
+        return sha256(self.ca_pem)
+
+    @property
+    def cert_sha256(self) -> str:
+        return sha256(self.cert_pem)
+
+    @property
+    def key_sha256(self) -> str:
+        return sha256(self.key_pem)
+
+
+def sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def general_name(name: str) -> x509.GeneralName:
+    """A SAN entry: an IP address (bracketed IPv6 as registry_host allows) or a DNS name."""
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
+    except ValueError:
+        return x509.DNSName(name.lower())
+
+
+def wanted_names(names: Iterable[str]) -> set[str]:
+    return {_show(general_name(n)) for n in names if n}
+
+
+def _show(entry: x509.GeneralName) -> str:
+    return str(entry.value)
+
+
+def cert_names(cert: x509.Certificate) -> set[str]:
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set()
+    return {_show(entry) for entry in san if isinstance(entry, (x509.DNSName, x509.IPAddress))}
+
+
+def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
+    try:
+        cert.verify_directly_issued_by(ca)
+        return True
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+
+
+def reissue_reason(cert: x509.Certificate | None, ca: x509.Certificate, names: set[str],
+                   now: datetime.datetime) -> str | None:
+    """Why the server certificate must be issued anew, or None to keep it (pure: the tests feed it
+    certificates and clocks)."""
+    if cert is None:
+        return "there is no server certificate yet"
+    if not _issued_by(cert, ca):
+        return "the certificate was not issued by the current CA"
+    have = cert_names(cert)
+    if have != names:
+        added, dropped = sorted(names - have), sorted(have - names)
+        change = ", ".join([f"+{n}" for n in added] + [f"-{n}" for n in dropped])
+        return f"the names it must cover changed ({change})"
+    if cert.not_valid_after_utc - now < RENEW_BEFORE:
+        return f"it expires on {cert.not_valid_after_utc:%Y-%m-%d}, within {RENEW_BEFORE.days} days"
+    return None
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+def _cert_pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def make_ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    key = _key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regdeploy registry CA"),
+                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regdeploy")])
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + CA_VALIDITY)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                         content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, encipher_only=False,
+                                         decipher_only=False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(key, hashes.SHA256()))
+    return cert, key
+
+
+def issue(ca: x509.Certificate, ca_key, names: list[str], now: datetime.datetime,
+          validity: datetime.timedelta = CERT_VALIDITY) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A server certificate for `names` (the first is its common name), signed by the CA."""
+    key = _key()
+    entries = [general_name(n) for n in names]
+    cert = (x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0].strip("[]"))]))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + validity)
+            .add_extension(x509.SubjectAlternativeName(entries), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    return cert, key
+
+
+def _write(path: Path, text: str, mode: int) -> None:
+    """Atomically, created with its final mode (a key is never readable by others, not even briefly)."""
+    staged = path.with_name(path.name + ".new")
+    staged.unlink(missing_ok=True)
+    with os.fdopen(os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as handle:
+        handle.write(text)
+    os.chmod(staged, mode)
+    os.replace(staged, path)
+
+
+def _load_cert(path: Path) -> x509.Certificate | None:
+    return x509.load_pem_x509_certificate(path.read_bytes()) if path.is_file() else None
+
+
+def _prepare(directory: Path) -> None:
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    ignore = directory / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# Made by regdeploy: keys and certificates never go into git.\n*\n")
+
+
+def generated_material(directory: Path, names: list[str], now: datetime.datetime | None = None,
+                       ) -> tuple[TlsMaterial, list[str]]:
+    """The CA and server certificate in `directory`, made or re-issued as needed; with what was done."""
+    now = now or _now()
+    _prepare(directory)
+    done: list[str] = []
+    ca = _load_cert(directory / CA_CERT)
+    ca_key_path = directory / CA_KEY
+    if ca is None or not ca_key_path.is_file() or ca.not_valid_after_utc - now < RENEW_BEFORE:
+        ca, ca_key = make_ca(now)
+        _write(ca_key_path, _key_pem(ca_key), 0o600)
+        _write(directory / CA_CERT, _cert_pem(ca), 0o644)
+        done.append(f"made a new CA in {directory / CA_CERT} (valid until {ca.not_valid_after_utc:%Y-%m-%d})")
+    else:
+        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    cert_path = directory / SERVER_CERT
+    reason = reissue_reason(_load_cert(cert_path), ca, wanted_names(names), now)
+    if reason:
+        cert, key = issue(ca, ca_key, names, now)
+        _write(directory / SERVER_KEY, _key_pem(key), 0o600)
+        _write(cert_path, _cert_pem(cert), 0o644)
+        done.append(f"issued the registry certificate {cert_path} for {', '.join(names)} "
+                    f"(valid until {cert.not_valid_after_utc:%Y-%m-%d}): {reason}")
+    material = TlsMaterial(cert_pem=cert_path.read_text(), key_pem=(directory / SERVER_KEY).read_text(),
+                           ca_pem=(directory / CA_CERT).read_text(), generated=True)
+    return material, done
+
+
+def given_material(cert_path: str, key_path: str, ca_path: str, registry_host: str) -> TlsMaterial:
+    """The operator's own certificate, key and CA, after the checks a TLS handshake would make."""
+    problems = [f"{what}={path!r} does not exist on the controller"
+                for what, path in (("registry_tls_cert", cert_path), ("registry_tls_key", key_path),
+                                   ("registry_tls_ca", ca_path)) if not os.path.isfile(path)]
+    if problems:
+        raise TlsError("; ".join(problems))
+    cert_pem, key_pem, ca_pem = (Path(p).read_text() for p in (cert_path, key_path, ca_path))
+    try:
+        cert = x509.load_pem_x509_certificates(cert_pem.encode())[0]
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+        cas = x509.load_pem_x509_certificates(ca_pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise TlsError(f"cannot read the TLS files ({exc}); give PEM files, the key unencrypted") from None
+    if key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo) != \
+            cert.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo):
+        raise TlsError(f"registry_tls_key {key_path!r} is not the key of registry_tls_cert {cert_path!r}")
+    host = _show(general_name(registry_host))
+    if host not in cert_names(cert):
+        raise TlsError(f"registry_tls_cert {cert_path!r} does not name {registry_host!r} (it covers: "
+                       f"{', '.join(sorted(cert_names(cert))) or 'no subject alternative names'}); Docker would "
+                       "refuse it. Issue one that does, or set registry_host to one of its names")
+    chain = x509.load_pem_x509_certificates(cert_pem.encode())
+    if not any(_issued_by(chain[-1], ca) or chain[-1] == ca for ca in cas):
+        raise TlsError(f"registry_tls_ca {ca_path!r} did not issue registry_tls_cert {cert_path!r} (or the last "
+                       "certificate of its chain)")
+    return TlsMaterial(cert_pem=cert_pem, key_pem=key_pem, ca_pem=ca_pem, generated=False)

@@ -1,0 +1,113 @@
+"""The registry's files on its server (config.yml, TLS certificate and key, htpasswd, regdeploy's
+API credentials) and how regdeploy's scripts there reach its API, in each mode: plain HTTP, TLS,
+TLS with authentication.
+
+The deploy, the `regdeploy` CLI (backup, restore) and the testinfra suite all take these from here,
+so they agree on every path and on how a script on the server talks to the registry.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from dataclasses import dataclass
+
+from .rendering import render
+
+CERTS_TARGET = "/certs"  # where the container sees the TLS directory (as Docker's documentation has it)
+AUTH_TARGET = "/auth"  # and the htpasswd directory: a directory, so a replaced file is seen
+
+
+def tls_dir(settings) -> str:
+    """Server certificate and key on the server (0700; the key 0600)."""
+    return posixpath.join(settings.registry_config_dir, "tls")
+
+
+def auth_dir(settings) -> str:
+    return posixpath.join(settings.registry_config_dir, "auth")
+
+
+def htpasswd_path(settings) -> str:
+    return posixpath.join(auth_dir(settings), "htpasswd")
+
+
+def api_credentials_path(settings) -> str:
+    """The curl config (0600) with which regdeploy's scripts on the server authenticate to the registry:
+    the `registry_login_user`'s password on the server, as `docker login` keeps it (root-only)."""
+    return posixpath.join(settings.registry_config_dir, "api-credentials")
+
+
+def api_stamp_path(settings) -> str:
+    return api_credentials_path(settings) + ".regdeploy-stamp"
+
+
+# Root's Docker client configuration, where `docker login` keeps credentials, and regdeploy's stamp
+# beside it (the user and a bcrypt hash of the password it logged in with).
+DOCKER_CONFIG_DIR = "/root/.docker"
+DOCKER_CONFIG = f"{DOCKER_CONFIG_DIR}/config.json"
+LOGIN_STAMP = f"{DOCKER_CONFIG_DIR}/regdeploy-login"
+
+
+def client_ca_path(settings) -> str:
+    """Where Docker looks for the CA of one registry, on every host: read at each connection."""
+    return f"/etc/docker/certs.d/{settings.registry_address}/ca.crt"
+
+
+def tls_cert_path(settings) -> str:
+    return posixpath.join(tls_dir(settings), "registry.crt")
+
+
+def tls_key_path(settings) -> str:
+    return posixpath.join(tls_dir(settings), "registry.key")
+
+
+def fact_checks(settings) -> tuple:
+    """What the host's DockerHostState fact reads about these files (its `checks` argument): every
+    host's CA and `docker login`, and on the server its TLS files, htpasswd and API credentials."""
+    checks = [("file", "ca", client_ca_path(settings)),
+              ("stamp", "login", LOGIN_STAMP, DOCKER_CONFIG, f'"{settings.registry_address}"')]
+    if settings.is_server:
+        checks += [("file", "tls_cert", tls_cert_path(settings)), ("file", "tls_key", tls_key_path(settings)),
+                   ("lines", "htpasswd", htpasswd_path(settings)),
+                   ("stamp", "api", api_stamp_path(settings), api_credentials_path(settings), "")]
+    return tuple(checks)
+
+
+def registry_config(settings, readonly: bool = False) -> str:
+    """config.yml for the registry container (read-only: for `regdeploy backup`'s copy window)."""
+    return render("registry-config.yml.j2", data_dir=settings.registry_data_dir, readonly=readonly,
+                  allow_delete=settings.registry_allow_delete, tls=settings.registry_tls,
+                  auth=settings.registry_auth, tls_dir=tls_dir(settings), auth_dir=auth_dir(settings),
+                  certs_target=CERTS_TARGET, auth_target=AUTH_TARGET)
+
+
+def extra_mounts(settings) -> list[tuple[str, str]]:
+    """(host directory, container directory) mounted read-only besides storage and config.yml."""
+    mounts = []
+    if settings.registry_tls:
+        mounts.append((tls_dir(settings), CERTS_TARGET))
+    if settings.registry_auth:
+        mounts.append((auth_dir(settings), AUTH_TARGET))
+    return mounts
+
+
+@dataclass(frozen=True)
+class LoopbackApi:
+    """How a script on the server reaches the registry: `base` is the URL clients use (the name the
+    certificate covers), `connect` the host:port curl rewrites to loopback (`--connect-to`), and
+    `options` curl's other arguments (CA, credentials), already quoted for the shell."""
+
+    base: str
+    connect: str
+    options: str
+
+
+def loopback_api(settings) -> LoopbackApi:
+    options = []
+    if settings.registry_tls:
+        options += ["--cacert", client_ca_path(settings)]
+    if settings.registry_auth:
+        options += ["--config", api_credentials_path(settings)]
+    scheme = "https" if settings.registry_tls else "http"
+    return LoopbackApi(base=f"{scheme}://{settings.registry_address}", connect=settings.registry_address,
+                       options=" ".join(shlex.quote(o) for o in options))

@@ -1,0 +1,55 @@
+"""The secure modes' material on the controller, made or read once per process for every host of a
+deploy (and for the CLI): the TLS certificate, key and CA (pki), and the registry accounts'
+passwords (credentials)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from . import credentials, pki
+
+_tls: dict[tuple, pki.TlsMaterial] = {}
+_passwords: dict[tuple, dict[str, str]] = {}
+# What generating the TLS material did in this process (a new CA, a re-issued certificate, and why):
+# the deploy says it on the registry server, once.
+made: list[str] = []
+
+
+def tls_material(settings) -> pki.TlsMaterial | None:
+    """None unless registry_tls. Raises pki.TlsError for unusable files of the operator's."""
+    if not settings.registry_tls:
+        return None
+    given = (settings.registry_tls_cert, settings.registry_tls_key, settings.registry_tls_ca)
+    key = (settings.registry_tls_dir, settings.tls_names, given)
+    if key not in _tls:
+        if any(given):
+            _tls[key] = pki.given_material(*given, registry_host=settings.registry_host)
+        else:
+            material, done = pki.generated_material(Path(settings.registry_tls_dir), list(settings.tls_names))
+            made.extend(done)
+            _tls[key] = material
+    return _tls[key]
+
+
+def ca_path(settings) -> str | None:
+    """The CA file on the controller (what the CLI verifies the registry with); None without TLS."""
+    if not settings.registry_tls:
+        return None
+    return settings.registry_tls_ca or str(Path(settings.registry_tls_dir) / pki.CA_CERT)
+
+
+def passwords(settings) -> dict[str, str]:
+    """{user: password} for registry_users ({} unless registry_auth). Raises CredentialError."""
+    if not settings.registry_auth:
+        return {}
+    key = (settings.registry_users, settings.registry_password_file)
+    if key not in _passwords:
+        _passwords[key] = credentials.load_passwords(settings.registry_users, settings.registry_password_file)
+    return _passwords[key]
+
+
+def login(settings) -> tuple[str, str] | None:
+    """(user, password) regdeploy and Docker use on the hosts; None unless registry_auth."""
+    if not settings.registry_auth:
+        return None
+    return settings.login_user, passwords(settings)[settings.login_user]

@@ -1,0 +1,78 @@
+"""The registry server's secure-mode files: TLS certificate and key, the htpasswd file, and the
+credentials regdeploy's own scripts on the server authenticate with.
+
+Each file is compared with what the server's DockerHostState fact reported (hash, mode, owner; for
+htpasswd and credentials: by verifying passwords against bcrypt hashes) and written only when it
+differs. Secrets reach the server on the command's stdin, never on its command line. Files a mode
+no longer uses are removed after the registry container has been replaced, so a rollback to the
+previous container still finds them.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import server
+
+from regdeploy import credentials, registry_files, security
+from regdeploy.rendering import render
+from regdeploy.settings import Settings
+
+
+def _put(path: str, mode: str, content: str | None = None, **extra) -> str:
+    return render("put-file.sh.j2", path=path, mode=mode, content=content, **extra)
+
+
+@deploy("Install the registry's TLS and authentication files")
+def install_registry_secrets(settings: Settings, state: dict) -> None:
+    """`state` is the server's DockerHostState fact."""
+    files, stamps = state["files"], state["stamps"]
+    for line in security.made:
+        host.log(line)  # a new CA, a re-issued certificate: said where the operator looks
+    material = security.tls_material(settings)
+    if material:
+        cert, key = registry_files.tls_cert_path(settings), registry_files.tls_key_path(settings)
+        if files.get("tls_cert") != f"{material.cert_sha256} 644 root":
+            server.shell(name=f"Install the registry's TLS certificate {cert}",
+                         commands=[_put(cert, "644", material.cert_pem, dir_mode="700")])
+        if files.get("tls_key") != f"{material.key_sha256} 600 root":
+            server.shell(name=f"Install the registry's TLS key {key} (mode 600)",
+                         commands=[_put(key, "600", dir_mode="700")], _stdin=material.key_pem)
+
+    if not settings.registry_auth:
+        return
+    passwords = security.passwords(settings)
+    path = registry_files.htpasswd_path(settings)
+    found = files.get("htpasswd")
+    current = "".join(f"{line}\n" for line in state["lines"].get("htpasswd", [])) if found else None
+    wanted = credentials.plan_htpasswd(current, passwords)
+    if wanted is not None or found.split()[1:] != ["600", "root"]:
+        host.log(f"Will {'write' if wanted else 'fix the mode of'} {path} (users: {', '.join(passwords)})")
+        server.shell(name=f"Write the registry's users to {path} (mode 600)",
+                     commands=[_put(path, "600", dir_mode="755")], _stdin=wanted or current)
+    user, password = security.login(settings)
+    if not credentials.stamp_matches(stamps.get("api"), user, password):
+        path = registry_files.api_credentials_path(settings)
+        server.shell(name=f"Write regdeploy's registry credentials on the server {path} (user {user}, mode 600)",
+                     commands=[_put(path, "600", stamp=credentials.stamp(user, password),
+                                    stamp_path=registry_files.api_stamp_path(settings))],
+                     _stdin=credentials.curl_config(user, password))
+
+
+@deploy("Remove the registry's unused TLS and authentication files")
+def remove_unused_secrets(settings: Settings, state: dict) -> None:
+    """After the registry container was replaced: a mode switched off leaves no key or credentials."""
+    files = state["files"]
+    unused = []
+    if not settings.registry_tls and ({"tls_cert", "tls_key"} & files.keys()):
+        unused.append(registry_files.tls_dir(settings))
+    if not settings.registry_auth:
+        if "htpasswd" in files:
+            unused.append(registry_files.auth_dir(settings))
+        if "api" in state["stamps"] or "api" in files:
+            unused += [registry_files.api_credentials_path(settings), registry_files.api_stamp_path(settings)]
+    if unused:
+        server.shell(name=f"Remove {', '.join(unused)} (no longer used)",
+                     commands=[f"rm -rf {' '.join(shlex.quote(p) for p in unused)}"])

@@ -8,7 +8,7 @@ validated for every host before any operation is generated, so bad data changes 
 from pyinfra import host, inventory, logger
 from pyinfra.api.exceptions import DeployError
 
-from regdeploy import deploy_lock, registry_files
+from regdeploy import deploy_lock, registry_files, runtimes
 from regdeploy.facts import DockerHostState
 from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
@@ -17,6 +17,7 @@ from tasks.registry_login import log_in_to_registry
 from tasks.registry_security import install_registry_secrets, remove_unused_secrets
 from tasks.registry_seed import seed_registry
 from tasks.registry_server import registry_facts, run_registry
+from tasks.runtime_clients import trust_registry_containerd, trust_registry_podman
 
 try:
     settings = from_inventory(inventory)[host.name]
@@ -39,13 +40,27 @@ if lock and not lock["held"]:
                       "has finished.")
 if lock and lock["waited"]:
     host.log(f"waited {lock['waited']} s for another regdeploy run on this host to finish", log_func=logger.warning)
-install_docker(settings, state)
-trust_registry(settings, state)
+# Which runtimes on this host must trust the registry (client_runtimes, or what is there).
+host_runtimes = runtimes.resolve(settings.client_runtimes, settings.docker_install_source, state["tools"])
+if settings.is_server and "docker" not in host_runtimes:
+    raise DeployError(f"host {host.name!r} is the registry server: it needs Docker (client_runtimes={host_runtimes}, "
+                      f"docker_install_source={settings.docker_install_source!r}); nothing was changed")
+if not host_runtimes:
+    raise DeployError(f"host {host.name!r} has no container runtime regdeploy knows (Docker, containerd, Podman) and "
+                      "docker_install_source is 'none': install one, or let regdeploy install Docker; nothing was changed")
+if "docker" in host_runtimes:
+    install_docker(settings, state)
+    trust_registry(settings, state)
+if "containerd" in host_runtimes:
+    trust_registry_containerd(settings, state)
+if "podman" in host_runtimes:
+    trust_registry_podman(settings, state)
 if settings.is_server:
     install_registry_secrets(settings, state)
     run_registry(settings, state["registry"])
 # pyinfra orders operations by their place here: every host logs in once the registry runs.
-log_in_to_registry(settings, state)
+if "docker" in host_runtimes:
+    log_in_to_registry(settings, state)
 if settings.is_server:
     remove_unused_secrets(settings, state)
     seed_registry(settings)

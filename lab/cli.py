@@ -23,10 +23,15 @@ def main(ctx: click.Context, name: str | None) -> None:
 @main.command()
 @click.option("--clients", default=2, show_default=True, help="Number of client hosts (besides the server).")
 @click.option("--rebuild", is_flag=True, help="Rebuild the host and stand-in images from scratch.")
+@click.option("--os", "os_spec", default="", metavar="SPEC,...",
+              help="Each host's Debian release and role, server first: one entry for all hosts or one per "
+                   "host, `suite[:role]` with suite bookworm (default), trixie or sid and role docker "
+                   "(default), containerd-store, containerd or podman; e.g. "
+                   "bookworm,trixie,sid:containerd-store,trixie:podman.")
 @click.pass_obj
-def up(lab: config.Lab, clients: int, rebuild: bool) -> None:
+def up(lab: config.Lab, clients: int, rebuild: bool, os_spec: str) -> None:
     """Start (or grow) the lab and write its inventory."""
-    started = hosts.up(lab, clients=clients, rebuild=rebuild)
+    started = hosts.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec)
     click.echo(f"lab {lab.name}: {', '.join(started)} answer SSH")
     click.echo(f"  pyinfra inventory: {lab.inventory_path}")
     click.echo(f"  testinfra hosts:   --hosts={lab.hosts_path.read_text().strip()} "
@@ -79,10 +84,11 @@ def reboot(lab: config.Lab, hostname: str) -> None:
 @click.option("--rebuild", is_flag=True)
 @click.pass_obj
 def images(lab: config.Lab, rebuild: bool) -> None:
-    """Build the host image and the registry:2 / busybox stand-in archives."""
+    """Build the host images (every release) and the registry:2 / busybox stand-in archives."""
     require_engine()
-    image.build_all(lab, rebuild=rebuild)
-    click.echo(f"{config.HOST_IMAGE}, {lab.registry_archive}, {lab.test_image_archive}")
+    image.build_all(lab, rebuild=rebuild, suites=config.SUITES)
+    click.echo(f"{', '.join(config.host_image(s) for s in config.SUITES)}, {lab.registry_archive}, "
+               f"{lab.test_image_archive}")
 
 
 @main.command()

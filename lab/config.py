@@ -12,9 +12,22 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Label on every container, network and volume the lab creates, so `down` removes exactly those.
 LAB_LABEL = "regdeploy.lab"
 
-HOST_IMAGE = "regdeploy-lab-host:bookworm"
-BASE_IMAGE = "regdeploy-lab-base:bookworm"
+# Debian releases a lab host can run; bookworm is the default host, the server's, and the source of
+# the stand-in images. trixie has Docker 26, containerd 1.7, Podman 5.4; sid Docker 28, containerd 2.1,
+# Podman 5.8.
+SUITES = ("bookworm", "trixie", "sid")
 DEBIAN_SUITE = "bookworm"
+
+
+def host_image(suite: str) -> str:
+    return f"regdeploy-lab-host:{suite}"
+
+
+def base_image(suite: str) -> str:
+    return f"regdeploy-lab-base:{suite}"
+
+
+HOST_IMAGE = host_image(DEBIAN_SUITE)
 APT_SOURCES = Path("/etc/apt")
 
 
@@ -53,8 +66,55 @@ HOST_PACKAGES = [
     "ca-certificates", "curl", "procps", "iputils-ping", "gnupg",
 ]
 # Downloaded (not installed) into each host's apt cache at image build time: every host then
-# installs Docker without fetching ~60 MB from the mirror, N hosts never download it N times.
-PRECACHED_PACKAGES = ["docker.io"]
+# installs Docker (or the runtime it plays) without fetching it from the mirror, N hosts never
+# download it N times. From trixie on, docker.io only recommends the `docker` command (docker-cli).
+PRECACHED_PACKAGES = {
+    "bookworm": ["docker.io"],
+    "trixie": ["docker.io", "docker-cli", "containerd", "podman"],
+    "sid": ["docker.io", "docker-cli", "containerd", "podman"],
+}
+
+# What a lab host is before regdeploy first runs, besides its release:
+# - docker: a plain Debian host (regdeploy installs Docker);
+# - containerd-store: the same, with daemon.json asking for Docker's containerd image store, as a
+#   new Docker 29 install has it (set before Docker is installed, so Docker starts with it);
+# - containerd: containerd installed and running, no Docker (a Kubernetes or CI node);
+# - podman: Podman installed, no Docker.
+ROLES = ("docker", "containerd-store", "containerd", "podman")
+# Roles whose hosts get no Docker from regdeploy (docker_install_source=none in the lab inventory).
+WITHOUT_DOCKER = ("containerd", "podman")
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """One lab host's release and role, written `suite[:role]` (e.g. `sid:containerd-store`)."""
+
+    suite: str = DEBIAN_SUITE
+    role: str = "docker"
+
+    @classmethod
+    def parse(cls, text: str) -> "HostSpec":
+        suite, _, role = text.strip().partition(":")
+        spec = cls(suite or DEBIAN_SUITE, role or "docker")
+        if spec.suite not in SUITES:
+            raise ValueError(f"unknown release {spec.suite!r} in {text!r}: use one of {', '.join(SUITES)}")
+        if spec.role not in ROLES:
+            raise ValueError(f"unknown role {spec.role!r} in {text!r}: use one of {', '.join(ROLES)}")
+        if spec.role in WITHOUT_DOCKER and spec.suite == "bookworm":
+            raise ValueError(f"{text!r}: the lab precaches containerd and Podman for trixie and sid only")
+        return spec
+
+    def __str__(self) -> str:
+        return self.suite if self.role == "docker" else f"{self.suite}:{self.role}"
+
+
+def host_specs(spec: str, count: int) -> list[HostSpec]:
+    """Per-host specs for `count` hosts (server first) from `--os`: one entry for all, or one per host
+    in order (hosts past the list's end: bookworm)."""
+    entries = [HostSpec.parse(e) for e in spec.split(",") if e.strip()] if spec else []
+    if len(entries) == 1:
+        return entries * count
+    return (entries + [HostSpec()] * count)[:count]
 
 # The stand-in images the lab builds because Docker Hub is unreachable here.
 REGISTRY_IMAGE = "registry:2"
@@ -76,6 +136,10 @@ class Lab:
     def images_dir(self) -> Path:
         # Images and the debootstrap cache are shared by every lab on this controller.
         return REPO_ROOT / ".lab" / "images"
+
+    def rootfs(self, suite: str = DEBIAN_SUITE) -> Path:
+        """The debootstrapped tree a host image is made from (bookworm's also holds the stand-ins' packages)."""
+        return self.images_dir / ("rootfs" if suite == DEBIAN_SUITE else f"rootfs-{suite}")
 
     @property
     def network(self) -> str:
@@ -121,8 +185,11 @@ class Lab:
 
 
 DEFAULT_NAME = "regdeploy-lab"
-# Clients of the test lab (`pytest` without --inventory): the verify suite parametrizes over them.
-TEST_LAB_CLIENTS = 2
+# The test lab (`pytest` without --inventory), server first: the fleet as it really is — Debian 12
+# with Docker 20.10, Debian 13 with Docker 26, sid with Docker 28 and the containerd image store, and
+# hosts that pull with Podman and with containerd alone. The verify suite parametrizes over them.
+TEST_LAB_OS = "bookworm,bookworm,trixie,sid:containerd-store,trixie:podman,sid:containerd"
+TEST_LAB_CLIENTS = len(TEST_LAB_OS.split(",")) - 1
 
 
 def default_lab(name: str | None = None) -> Lab:

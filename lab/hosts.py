@@ -39,29 +39,69 @@ def running_hosts(lab: config.Lab) -> list[str]:
     return sorted(hosts, key=lambda h: (h != "registry", len(h), h))
 
 
-def up(lab: config.Lab, clients: int = 2, rebuild: bool = False) -> list[str]:
-    """Create the lab (or grow it to `clients` clients) and wait until every host answers SSH."""
+SPEC_LABEL = f"{config.LAB_LABEL}.os"
+# Image stores of the runtimes a role brings, each on a volume of its own.
+STORES = {"podman": ("/var/lib/containers",), "containerd": ("/var/lib/containerd",),
+          "containerd-store": ("/var/lib/containerd",)}
+
+
+def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = "") -> list[str]:
+    """Create the lab (or grow it to `clients` clients) and wait until every host answers SSH.
+
+    `os_spec` gives each host's release and role (config.host_specs: `bookworm,trixie,sid:podman`...);
+    a host that already runs keeps the one it was made with."""
     require_engine()
     if not 0 <= clients <= 200:
         raise SystemExit("--clients must be between 0 and 200")
-    image.build_all(lab, rebuild=rebuild)
+    wanted = config.hostnames(clients)
+    try:
+        specs = dict(zip(wanted, config.host_specs(os_spec, len(wanted))))
+    except ValueError as exc:
+        raise SystemExit(f"--os: {exc}") from None
+    existing = set(running_hosts(lab))
+    for hostname in existing & set(wanted):
+        specs[hostname] = config.HostSpec.parse(
+            docker("inspect", "-f", f'{{{{index .Config.Labels "{SPEC_LABEL}"}}}}', lab.container_name(hostname))
+            or config.DEBIAN_SUITE)
+    image.build_all(lab, rebuild=rebuild, suites=tuple(dict.fromkeys(s.suite for s in specs.values())))
     _raise_inotify_limits()
     lab.state_dir.mkdir(parents=True, exist_ok=True)
     _ensure_ssh_key(lab)
     _ensure_network(lab)
-    wanted = config.hostnames(clients)
-    existing = set(running_hosts(lab))
     _check_owner(lab, existing)
+    new = [h for h in wanted if h not in existing]
     with step(f"start {len(wanted)} hosts"):
         for index, hostname in enumerate(wanted):
             if hostname in existing:
                 docker("start", lab.container_name(hostname))
             else:
-                _start_host(lab, hostname, index)
-    inventory.write(lab, wanted)
+                _start_host(lab, hostname, index, specs[hostname])
+    inventory.write(lab, wanted, specs)
     with step("wait for SSH on every host"):
         wait_for_ssh(lab, wanted)
+    prepare = [h for h in new if specs[h].role != "docker"]
+    if prepare:
+        with step(f"make {', '.join(f'{h} ({specs[h]})' for h in prepare)} what they play"):
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                list(pool.map(lambda h: _prepare_role(lab, h, specs[h]), prepare))
     return wanted
+
+
+# What each role's host is before regdeploy runs: installed from the image's apt cache (offline).
+ROLE_SETUP = {
+    "containerd-store": "mkdir -p /etc/docker && printf '%s\\n' "
+                        "'{\"features\": {\"containerd-snapshotter\": true}}' > /etc/docker/daemon.json",
+    "containerd": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd >/dev/null "
+                  "&& systemctl enable --now containerd >/dev/null 2>&1",
+    "podman": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman >/dev/null",
+}
+
+
+def _prepare_role(lab: config.Lab, hostname: str, spec: config.HostSpec) -> None:
+    result = subprocess.run(ssh_command(lab, hostname, ROLE_SETUP[spec.role]), capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise SystemExit(f"{hostname}: could not prepare it as {spec}: {result.stderr.strip()[-800:]}")
 
 
 def _check_owner(lab: config.Lab, existing: set[str]) -> None:
@@ -97,22 +137,28 @@ def _ensure_network(lab: config.Lab) -> None:
                "--label", f"{config.LAB_LABEL}={lab.name}", lab.network)
 
 
-def _start_host(lab: config.Lab, hostname: str, index: int) -> None:
+def _start_host(lab: config.Lab, hostname: str, index: int, spec: config.HostSpec = config.HostSpec()) -> None:
     volume = lab.volume_name(hostname)
     docker("volume", "create", "--label", f"{config.LAB_LABEL}={lab.name}", volume)
+    # Podman's and containerd's stores need a real filesystem too (overlay does not stack on overlay).
+    stores = {path: f"{volume}-{path.rsplit('/', 1)[1]}" for path in STORES.get(spec.role, ())}
+    for name in stores.values():
+        docker("volume", "create", "--label", f"{config.LAB_LABEL}={lab.name}", name)
     args = [
         "run", "-d", "--name", lab.container_name(hostname), "--hostname", hostname,
         "--label", f"{config.LAB_LABEL}={lab.name}", "--label", f"{OWNER_LABEL}={lab.state_dir}",
+        "--label", f"{SPEC_LABEL}={spec}",
         "--network", lab.network, "--ip", lab.address(index), "--network-alias", hostname,
         *HOST_RUN_ARGS,
         # Docker inside the host needs a real filesystem (not overlay on overlay) for overlay2.
         "-v", f"{volume}:/var/lib/docker",
+        *(arg for path, name in stores.items() for arg in ("-v", f"{name}:{path}")),
         "-v", f"{lab.ssh_key}.pub:/root/.ssh/authorized_keys:ro",
     ]
     if LXCFS_UPTIME.exists():
         # A container sees the machine's uptime; lxcfs gives it its own, so `reboot` is observable.
         args += ["-v", f"{LXCFS_UPTIME}:/proc/uptime:ro"]
-    docker(*args, config.HOST_IMAGE)
+    docker(*args, config.host_image(spec.suite))
 
 
 def ssh_command(lab: config.Lab, hostname: str, *command: str) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from regdeploy.rendering import render
@@ -42,75 +43,104 @@ sed -i 's/^#\?PermitRootLogin.*/PermitRootLogin prohibit-password/' /etc/ssh/ssh
 sed -i 's/^#\?UseDNS.*/UseDNS no/' /etc/ssh/sshd_config
 # Consoles do not exist in a container; apt timers grab the dpkg lock in the middle of a deploy.
 for unit in getty@tty1.service serial-getty@console.service console-getty.service \
-            apt-daily.timer apt-daily-upgrade.timer systemd-timesyncd.service; do
+            apt-daily.timer apt-daily-upgrade.timer systemd-timesyncd.service systemd-modules-load.service; do
     ln -sf /dev/null /etc/systemd/system/$unit
 done
 # Every boot gets a fresh machine id, like a cloned VM image.
 : > /etc/machine-id
 rm -f /var/lib/dbus/machine-id
 echo 'APT::Install-Recommends "false";' > /etc/apt/apt.conf.d/90-lab-no-recommends
+# sid's Release on the mirror may be past its Valid-Until date; the lab trusts its signature alone.
+if [ "{suite}" = sid ]; then echo 'Acquire::Check-Valid-Until "false";' > /etc/apt/apt.conf.d/90-lab-valid-until; fi
+# systemd 258 and newer refuse a tmpfs /sys/fs/cgroup: lab-init mounts cgroup2 there (the host's own,
+# private cgroup namespace) and hands over to systemd.
+cat > /usr/local/sbin/lab-init <<'INIT'
+#!/bin/sh
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || exit 1
+exec /sbin/init "$@"
+INIT
+chmod 755 /usr/local/sbin/lab-init
 apt-get clean
 apt-get update -q
 DEBIAN_FRONTEND=noninteractive apt-get install -q -y --download-only {precached}
-mkdir -p /lab-downloads && cd /lab-downloads && chown _apt /lab-downloads \
-    && apt-get download -q docker-registry busybox-static
+if [ "{suite}" = bookworm ]; then
+    mkdir -p /lab-downloads && cd /lab-downloads && chown _apt /lab-downloads \
+        && apt-get download -q docker-registry busybox-static
+fi
 """
 
-HOST_DOCKERFILE = f"""FROM {config.BASE_IMAGE}
+# systemd up to 257 (bookworm, trixie) boots on the tmpfs /sys/fs/cgroup hosts.py gives it; newer
+# ones (sid) boot through lab-init.
+CGROUP2_SUITES = ("sid",)
+
+
+def host_dockerfile(suite: str) -> str:
+    init = "/usr/local/sbin/lab-init" if suite in CGROUP2_SUITES else "/sbin/init"
+    return f"""FROM {config.base_image(suite)}
 STOPSIGNAL SIGRTMIN+3
-CMD ["/sbin/init"]
+CMD ["{init}"]
 """
 
 
-def build_all(lab: config.Lab, rebuild: bool = False) -> None:
-    """Make sure the host image and both stand-in archives exist (build what is missing)."""
+def build_all(lab: config.Lab, rebuild: bool = False, suites: tuple[str, ...] = (config.DEBIAN_SUITE,)) -> None:
+    """Make sure the host images of `suites` and both stand-in archives exist (build what is missing).
+    The stand-ins come from bookworm's tree, whatever the hosts run."""
     lab.images_dir.mkdir(parents=True, exist_ok=True)
-    rootfs = lab.images_dir / "rootfs"
-    need_host = rebuild or not image_exists(config.HOST_IMAGE)
     need_archives = rebuild or not (lab.registry_archive.exists() and lab.test_image_archive.exists())
-    if need_host or need_archives:
-        if rebuild or not (rootfs / "lab-downloads").is_dir():
-            _debootstrap(rootfs)
-    if need_host:
-        _import_host_image(rootfs)
-    if need_archives:
-        _build_registry_image(rootfs, lab.registry_archive)
-        _build_test_image(rootfs, lab.test_image_archive)
+    plans = []  # (suite, build its host image?, build the stand-ins from it?)
+    for suite in dict.fromkeys((config.DEBIAN_SUITE,) + tuple(suites)):
+        need_host = (rebuild or not image_exists(config.host_image(suite))) and suite in suites
+        stand_ins = need_archives and suite == config.DEBIAN_SUITE
+        if need_host or stand_ins:
+            plans.append((suite, need_host, stand_ins))
+    trees = [suite for suite, _, stand_ins in plans
+             if rebuild or not (lab.rootfs(suite) / "var/lib/dpkg/status").is_file()
+             or (stand_ins and not (lab.rootfs(suite) / "lab-downloads").is_dir())]
+    # The releases' trees are independent, and debootstrap mostly waits on the mirror: all at once.
+    with ThreadPoolExecutor(max_workers=len(trees) or 1) as pool:
+        list(pool.map(lambda suite: _debootstrap(lab.rootfs(suite), suite), trees))
+    for suite, need_host, stand_ins in plans:
+        if need_host:
+            _import_host_image(lab.rootfs(suite), suite)
+        if stand_ins:
+            _build_registry_image(lab.rootfs(suite), lab.registry_archive)
+            _build_test_image(lab.rootfs(suite), lab.test_image_archive)
 
 
-def _debootstrap(rootfs: Path) -> None:
+def _debootstrap(rootfs: Path, suite: str) -> None:
     if shutil.which("debootstrap") is None:
         raise SystemExit("debootstrap is not installed: run lab/bootstrap.sh (apt-get install debootstrap)")
     if rootfs.exists():
         shutil.rmtree(rootfs)
-    with step(f"debootstrap {config.DEBIAN_SUITE} into {rootfs}"):
+    with step(f"debootstrap {suite} into {rootfs}"):
         subprocess.run(
             ["debootstrap", "--variant=minbase", "--include=" + ",".join(config.HOST_PACKAGES),
-             config.DEBIAN_SUITE, str(rootfs), config.DEBIAN_MIRROR],
+             suite, str(rootfs), config.DEBIAN_MIRROR],
             check=True, stdout=subprocess.DEVNULL,
         )
-    with step("configure the host tree (ssh, systemd units, apt cache)"):
-        script = HOST_SETUP_SCRIPT.replace("{precached}", " ".join(config.PRECACHED_PACKAGES))
+    with step(f"configure the {suite} host tree (ssh, systemd units, apt cache)"):
+        script = HOST_SETUP_SCRIPT.replace("{precached}", " ".join(config.PRECACHED_PACKAGES[suite]))
+        script = script.replace("{suite}", suite)
         # resolv.conf from the controller so apt inside the chroot reaches the mirror.
         shutil.copy("/etc/resolv.conf", rootfs / "etc/resolv.conf")
         subprocess.run(["chroot", str(rootfs), "/bin/sh", "-c", script], check=True,
                        stdout=subprocess.DEVNULL)
 
 
-def _import_host_image(rootfs: Path) -> None:
-    with step(f"import {config.HOST_IMAGE}"):
+def _import_host_image(rootfs: Path, suite: str) -> None:
+    with step(f"import {config.host_image(suite)}"):
         tar = subprocess.Popen(
             ["tar", "-C", str(rootfs), "--exclude=./lab-downloads", "--exclude=./etc/resolv.conf",
              "-c", "."],
             stdout=subprocess.PIPE,
         )
-        docker("import", "--change", f"LABEL {config.LAB_LABEL}=image", "-", config.BASE_IMAGE,
+        docker("import", "--change", f"LABEL {config.LAB_LABEL}=image", "-", config.base_image(suite),
                stdin=tar.stdout)
         if tar.wait() != 0:
             raise SystemExit("tar of the host tree failed")
         with tempfile.TemporaryDirectory() as ctx:
-            Path(ctx, "Dockerfile").write_text(HOST_DOCKERFILE)
-            docker("build", "-q", "-t", config.HOST_IMAGE, ctx)
+            Path(ctx, "Dockerfile").write_text(host_dockerfile(suite))
+            docker("build", "-q", "-t", config.host_image(suite), ctx)
 
 
 def _extract_deb(rootfs: Path, package: str, into: Path) -> None:

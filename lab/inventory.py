@@ -23,7 +23,7 @@ docker_clients = [
 '''
 
 
-def write(lab: config.Lab, hostnames: list[str]) -> None:
+def write(lab: config.Lab, hostnames: list[str], specs: dict | None = None) -> None:
     ssh = {
         "ssh_user": "root",
         "ssh_key": str(lab.ssh_key),
@@ -36,7 +36,20 @@ def write(lab: config.Lab, hostnames: list[str]) -> None:
     lab.inventory_path.write_text(INVENTORY_TEMPLATE.format(
         ssh=ssh, server=server, server_ip=addresses[server],
         archive=str(lab.registry_archive), archive_sha=archive_sha256(str(lab.registry_archive)),
-        clients="".join(f'    ({c!r}, {{**_ssh, "ssh_hostname": {addresses[c]!r}}}),\n' for c in clients),
+        clients="".join(f'    ({c!r}, {{**_ssh, "ssh_hostname": {addresses[c]!r}{_role_data((specs or {}).get(c))}}}),'
+                        f'{_comment((specs or {}).get(c))}\n' for c in clients),
     ))
     lab.hosts_path.write_text(",".join(f"ssh://{h}" for h in hostnames) + "\n")
     write_ssh_config(load_fleet(str(lab.inventory_path)), lab.ssh_config_path)
+
+
+def _role_data(spec) -> str:
+    """Inventory data a host's role needs: hosts that pull without Docker get none installed."""
+    if spec is None or spec.role not in config.WITHOUT_DOCKER:
+        return ""
+    return ', "docker_install_source": "none"'
+
+
+def _comment(spec) -> str:
+    return f"  # {spec}" if spec is not None and str(spec) != config.DEBIAN_SUITE else ""
+

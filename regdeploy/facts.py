@@ -29,6 +29,9 @@ class DockerHostState(FactBase):
     - `files`: {label: "SHA256 MODE OWNER"} for the files `checks` asks about that exist ("-" for the
       hash of a "lines" check), `lines`: {label: [line, ...]} the content of "lines" checks, and
       `stamps`: {label: "USER BCRYPT MODE"} for "stamp" checks whose credential is in place;
+    - `versions`: {package: version} of the installed packages asked about (and containerd's);
+    - `os`: /etc/os-release's ID, VERSION_ID and VERSION_CODENAME; `tools`: which of dockerd, podman
+      and containerd are on the PATH (runtimes.resolve decides from them);
     - `registry` (asked on the registry server only): a registry_plan.ServerState.
     """
 
@@ -51,7 +54,8 @@ class DockerHostState(FactBase):
     def process(self, output: list[str]) -> dict:
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
                  "trusted": None, "daemon_json": None, "daemon_json_kind": "absent", "daemon_json_detail": "",
-                 "lock": None, "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {}}
+                 "lock": None, "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
+                 "versions": {}, "os": {}, "tools": set()}
         registry_lines = []
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
@@ -67,8 +71,15 @@ class DockerHostState(FactBase):
                 name, _, rest = value.strip().partition(" ")
                 installed = rest.startswith("install ok installed ")
                 state["packages"][name] = installed
+                if installed:
+                    state["versions"][name] = rest.rsplit(" ", 1)[1]
                 if installed and name in ("docker-ce", "docker.io") and not state["dockerd_version"]:
                     state["dockerd_version"] = rest.rsplit(" ", 1)[1]
+            elif key == "os":
+                release_id, version_id, codename = (value.split(" ") + ["", "", ""])[:3]
+                state["os"] = {"ID": release_id, "VERSION_ID": version_id, "VERSION_CODENAME": codename}
+            elif key == "tool":
+                state["tools"].add(value.strip())
             elif key == "ActiveState":
                 state["active"] = value.strip() == "active"
             elif key == "UnitFileState":

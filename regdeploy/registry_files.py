@@ -12,6 +12,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
+from . import runtime_config
 from .rendering import render
 
 CERTS_TARGET = "/certs"  # where the container sees the TLS directory (as Docker's documentation has it)
@@ -63,9 +64,16 @@ def tls_key_path(settings) -> str:
 
 def fact_checks(settings) -> tuple:
     """What the host's DockerHostState fact reads about these files (its `checks` argument): every
-    host's CA and `docker login`, and on the server its TLS files, htpasswd and API credentials."""
+    host's CA and `docker login`, containerd's and Podman's files, and on the server its TLS files, htpasswd and API credentials."""
+    address = settings.registry_address
+    hosts_dir = runtime_config.containerd_hosts_dir(address)
     checks = [("file", "ca", client_ca_path(settings)),
-              ("stamp", "login", LOGIN_STAMP, DOCKER_CONFIG, f'"{settings.registry_address}"')]
+              ("stamp", "login", LOGIN_STAMP, DOCKER_CONFIG, f'"{address}"'),
+              # containerd and Podman, whether or not the host has them (a test of a path costs nothing).
+              ("file", "containerd_hosts", f"{hosts_dir}/hosts.toml"), ("file", "containerd_ca", f"{hosts_dir}/ca.crt"),
+              ("lines", "containerd_config", runtime_config.CONTAINERD_CONFIG),
+              ("file", "podman_conf", runtime_config.PODMAN_DROPIN),
+              ("file", "podman_ca", runtime_config.podman_ca_path(address))]
     if settings.is_server:
         checks += [("file", "tls_cert", tls_cert_path(settings)), ("file", "tls_key", tls_key_path(settings)),
                    ("lines", "htpasswd", htpasswd_path(settings)),

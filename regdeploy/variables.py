@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import reference
+from .runtimes import RUNTIMES
 
 
 class Invalid(ValueError):
@@ -186,6 +187,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("docker_ce_repo_url", "https://download.docker.com/linux",
              Text("an http(s):// URL", pattern=HTTP_URL, refusal="must be an http(s):// URL", strip="/"),
              "Base URL of Docker's apt repository (set it to a mirror); `/debian` or `/ubuntu` is appended."),
+    Variable("client_runtimes", [], ListOf("list of docker, containerd, podman; empty: detect",
+                                           item=Choice("", options=RUNTIMES)),
+             "Runtimes on the host to make trust the registry. Empty: Docker (unless "
+             "`docker_install_source` is none and none is installed), containerd on hosts without Docker, "
+             "Podman where installed. A host that pulls with containerd or Podman only needs "
+             "`docker_install_source: none`."),
     Variable("docker_daemon_json", "/etc/docker/daemon.json", AbsolutePath("an absolute path"),
              "Path of the Docker daemon configuration."),
     Variable("registry_tls", False, Flag("true or false"),

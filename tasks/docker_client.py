@@ -7,18 +7,15 @@ a pure function of the host's DockerHostState fact; this turns it into operation
 
 from __future__ import annotations
 
-import posixpath
-import shlex
-from pathlib import Path
-
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
-from regdeploy import daemon_config, pki, registry_files, security
+from regdeploy import daemon_config, registry_files
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from tasks.registry_ca import put_registry_ca
 
 
 @deploy("Trust the registry in Docker's daemon.json")
@@ -52,22 +49,5 @@ def trust_registry(settings: Settings, state: dict) -> None:
 
 
 def install_registry_ca(settings: Settings, state: dict) -> None:
-    """TLS: the registry's CA where Docker reads it at each connection (no reload, no restart).
-    Plain HTTP: a CA regdeploy put there earlier is taken away again; anyone else's file stays."""
-    path = registry_files.client_ca_path(settings)
-    found = state["files"].get("ca")
-    material = security.tls_material(settings)
-    if material:
-        if found != f"{material.ca_sha256} 644 root":
-            host.log(f"Will {'replace' if found else 'create'} {path} (the registry's CA)")
-            server.shell(name=f"Install the registry's CA as {path}",
-                         commands=[render("put-file.sh.j2", path=path, mode="644", content=material.ca_pem)])
-    elif found and _is_ours(settings, found):
-        server.shell(name=f"Remove the registry's CA {path} (registry_tls is off)",
-                     commands=[f"rm -f {shlex.quote(path)} && {{ rmdir {shlex.quote(posixpath.dirname(path))} 2>/dev/null; true; }}"])
-
-
-def _is_ours(settings: Settings, found: str) -> bool:
-    """Whether the CA file on the host is the CA regdeploy generated (and still keeps) for this registry."""
-    ca = Path(settings.registry_tls_dir) / pki.CA_CERT
-    return ca.is_file() and found.split()[0] == pki.sha256(ca.read_text())
+    """TLS: the registry's CA where Docker reads it at each connection (no reload, no restart)."""
+    put_registry_ca(settings, registry_files.client_ca_path(settings), state["files"].get("ca"), "Docker")

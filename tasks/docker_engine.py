@@ -8,6 +8,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, server, systemd
 
+from regdeploy import runtimes
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
 
@@ -16,6 +17,8 @@ PACKAGES = {
     "docker-ce": ["docker-ce", "docker-ce-cli", "containerd.io"],
     "none": [],
 }
+# From Debian 13 on, docker.io only recommends the `docker` command (runtimes.needs_docker_cli).
+DOCKER_CLI = "docker-cli"
 DOCKER_CE_KEYRING = "/etc/apt/keyrings/docker.gpg"
 DOCKER_CE_SOURCE = "/etc/apt/sources.list.d/docker.sources"
 
@@ -25,8 +28,12 @@ DOCKER_CE_SOURCE = "/etc/apt/sources.list.d/docker.sources"
 SERVER_PACKAGES = ["curl"]
 
 
-def packages_for(settings: Settings) -> list[str]:
-    packages = PACKAGES[settings.docker_install_source]
+def packages_for(settings: Settings, os_release: dict[str, str] | None = None) -> list[str]:
+    """What to install. `os_release` (the fact's): Debian 13 and later need docker-cli for the
+    `docker` command beside docker.io; None: everything that might be needed (what to ask dpkg)."""
+    packages = list(PACKAGES[settings.docker_install_source])
+    if settings.docker_install_source == "distro" and (os_release is None or runtimes.needs_docker_cli(os_release)):
+        packages.append(DOCKER_CLI)
     return packages + SERVER_PACKAGES if packages and settings.is_server else packages
 
 
@@ -38,7 +45,7 @@ def packages_to_check(settings: Settings) -> list[str]:
 
 def missing_packages(settings: Settings, state: dict) -> list[str]:
     """The packages this host still needs (from the DockerHostState fact read before any change)."""
-    return [name for name in packages_for(settings) if not state["packages"].get(name)]
+    return [name for name in packages_for(settings, state["os"]) if not state["packages"].get(name)]
 
 
 @deploy("Install Docker")
@@ -56,7 +63,7 @@ def install_docker(settings: Settings, state: dict) -> None:
                     "volumes in /var/lib/docker and /etc/docker/daemon.json stay), then run the deploy "
                     "again; or keep docker_install_source='distro'.")
             add_docker_ce_repository(settings)
-        apt.packages(name=f"Install {', '.join(missing)}", packages=packages_for(settings), update=True)
+        apt.packages(name=f"Install {', '.join(missing)}", packages=packages_for(settings, state["os"]), update=True)
 
     if missing or not (state["active"] and state["enabled"]):
         systemd.service(
@@ -66,7 +73,8 @@ def install_docker(settings: Settings, state: dict) -> None:
             enabled=True,
         )
     else:
-        host.noop(f"Docker ({', '.join(packages_for(settings)) or 'installed by hand'}) runs and starts at boot")
+        host.noop(f"Docker ({', '.join(packages_for(settings, state['os'])) or 'installed by hand'}) runs and starts "
+                  "at boot")
 
 
 def add_docker_ce_repository(settings: Settings) -> None:

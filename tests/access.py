@@ -75,8 +75,7 @@ class Access:
         """This inventory's hosts, connected to as here, with `data` on top of every host's: the same
         fleet in another mode (e.g. registry_tls)."""
         def entry(h: InventoryHost) -> str:
-            ssh = {key: value for key, value in h.data.items() if key.startswith(("ssh_", "registry_image_archive"))}
-            return f"    ({h.name!r}, {{**{ssh!r}, **{data!r}}}),\n"
+            return f"    ({h.name!r}, {{**{dict(h.data)!r}, **{data!r}}}),\n"
 
         path.write_text(f"registry_servers = [\n{entry(self.fleet.server)}]\n"
                         f"docker_clients = [\n{''.join(entry(c) for c in self.fleet.clients)}]\n")

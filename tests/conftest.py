@@ -37,8 +37,9 @@ class LabSession:
         self.workdir = workdir
         self.deployed = False
 
-    def up(self, clients: int = 2) -> None:
-        lab_hosts.up(self.lab, clients=clients)
+    def up(self, clients: int = lab_config.TEST_LAB_CLIENTS) -> None:
+        # Hosts past TEST_LAB_OS (a client added by a test) are bookworm.
+        lab_hosts.up(self.lab, clients=clients, os_spec=lab_config.TEST_LAB_OS)
 
     @property
     def inventory(self) -> Path:

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from lab import config as lab_config
 from lab import hosts as lab_hosts
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from tests.access import assert_did_what_dry_said, run_deploy
@@ -35,6 +36,11 @@ def _daemon_json(access, host):
 
 def _insecure_registries(access, host):
     return access.ssh(host, f"docker info --format {shlex.quote(INSECURE_REGISTRIES_FORMAT)}").split()
+
+
+def _docker_hosts(access):
+    """The hosts that pull with Docker (the lab's containerd and Podman hosts have docker_install_source none)."""
+    return [h for h in access.fleet.hosts if h.settings.docker_install_source != "none"]
 
 
 def _registry_container(access, server):
@@ -65,7 +71,7 @@ def test_cold_deploy_from_scratch(lab_session, access):
     assert result.returncode == 0, result.stderr[-4000:]
     assert_did_what_dry_said(dry, result)
     assert result.totals["error"] == 0
-    assert result.changed_hosts() == {"registry", "client1", "client2"}
+    assert result.changed_hosts() == {h.name for h in access.fleet.hosts}
     lab_session.deployed = True
     print(f"cold deploy of 1+{len(access.fleet.clients)} lab hosts: {elapsed:.1f} s")
 
@@ -96,16 +102,16 @@ def test_port_change_recreates_registry_and_reconfigures_clients_without_restart
     access.ssh("client1", "docker rm -f keepalive >/dev/null 2>&1; docker run -d --name keepalive busybox sleep 100000")
     started_before = access.ssh("client1", INSPECT_STARTED)
     registry_before = _registry_container(access, "registry")["Id"]
-    daemon_json_before = {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts}
+    daemon_json_before = {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in _docker_hosts(access)}
 
     dry = run_deploy(lab_session.inventory, "--data", "registry_port=5001", "--dry")
-    for h in access.fleet.hosts:
+    for h in _docker_hosts(access):
         assert [line for line in dry.host_log(h.name) if line.startswith("insecure-registries:")] == [
             'insecure-registries: + "registry:5001"'], h.name
     assert dry.host_log("registry")[-3:-1] == ["Will recreate the registry container 'registry':",
                                                "ports: 5000->5000 -> 5001->5000"]
     assert _registry_container(access, "registry")["Id"] == registry_before
-    assert {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts} == daemon_json_before
+    assert {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in _docker_hosts(access)} == daemon_json_before
 
     result = run_deploy(lab_session.inventory, "--data", "registry_port=5001")
     assert result.returncode == 0, result.stderr[-4000:]
@@ -115,11 +121,15 @@ def test_port_change_recreates_registry_and_reconfigures_clients_without_restart
     assert registry["Id"] != registry_before, "the registry container must be recreated"
     assert registry["HostConfig"]["PortBindings"]["5000/tcp"][0]["HostPort"] == "5001"
     assert access.ssh("registry", "curl -fsS -o /dev/null -w '%{http_code}' http://127.0.0.1:5001/v2/") == "200"
-    for h in access.fleet.hosts:
+    for h in _docker_hosts(access):
         assert "registry:5001" in _daemon_json(access, h)["insecure-registries"], h.name
         assert "registry:5001" in _insecure_registries(access, h), h.name
         applied = [op for op in result.changed_operations(h.name) if op.startswith("Trust")]
         assert any(", reload Docker and" in op for op in applied), (h.name, applied)
+    # Hosts that pull with containerd or Podman follow too, through their own files.
+    for h in [h for h in access.fleet.hosts if h not in _docker_hosts(access)]:
+        assert access.ssh(h, "cat /etc/containerd/certs.d/registry:5001/hosts.toml "
+                             "/etc/containers/registries.conf.d/50-regdeploy.conf 2>/dev/null || true"), h.name
     assert access.ssh("client1", INSPECT_STARTED) == started_before, "a reload must not restart containers"
 
     # Back to the default port: recreated again, then converged.
@@ -184,22 +194,23 @@ def test_registry_data_survives_a_reboot_of_the_server(lab_session, access):
 
 
 def test_limit_provisions_a_new_client_and_touches_nothing_else(lab_session):
-    lab_session.up(clients=3)
+    new = f"client{lab_config.TEST_LAB_CLIENTS + 1}"
+    lab_session.up(clients=lab_config.TEST_LAB_CLIENTS + 1)  # a bookworm host
     # The planned docker-ce path on a fresh host (tests/e2e/test_docker_ce.py runs it for real against
     # the lab's signed stand-in mirror).
-    plan = run_deploy(lab_session.inventory, "--limit", "client3", "--dry",
+    plan = run_deploy(lab_session.inventory, "--limit", new, "--dry",
                       "--data", "docker_install_source=docker-ce")
     assert plan.returncode == 0, plan.stderr[-4000:]
-    planned = [op["name"] for op in plan.output["plan"] if "client3" in op["hosts_with_change"]]
+    planned = [op["name"] for op in plan.output["plan"] if new in op["hosts_with_change"]]
     assert ("Install Docker | Add Docker's apt repository https://download.docker.com/linux/debian "
             "(bookworm stable, key in /etc/apt/keyrings/docker.gpg)") in planned
     assert any("docker-ce" in name for name in planned), planned
 
-    result = run_deploy(lab_session.inventory, "--limit", "client3")
+    result = run_deploy(lab_session.inventory, "--limit", new)
     assert result.returncode == 0, result.stderr[-4000:]
-    assert result.changed_hosts() == {"client3"}
+    assert result.changed_hosts() == {new}
     access = lab_session.access()
-    assert "registry:5000" in _insecure_registries(access, "client3")
+    assert "registry:5000" in _insecure_registries(access, new)
     assert run_deploy(lab_session.inventory).totals["success"] == 0
 
 
@@ -222,13 +233,13 @@ def test_limit_provisions_a_new_client_and_touches_nothing_else(lab_session):
 ])
 def test_invalid_inventory_data_stops_before_any_change(lab_session, data, message):
     access = lab_session.access()
-    before = {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts}
+    before = {h.name: access.ssh(h, "cat /etc/docker/daemon.json 2>/dev/null || true") for h in access.fleet.hosts}
     registry_before = _registry_container(access, "registry")["Id"]
     result = run_deploy(lab_session.inventory, "--data", data)
     assert result.returncode != 0
     assert message in result.stderr
     assert "nothing was changed on any host" in result.stderr
-    assert {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in access.fleet.hosts} == before
+    assert {h.name: access.ssh(h, "cat /etc/docker/daemon.json 2>/dev/null || true") for h in access.fleet.hosts} == before
     assert _registry_container(access, "registry")["Id"] == registry_before
 
 
@@ -248,19 +259,19 @@ def test_malformed_daemon_json_is_left_untouched_and_named(lab_session):
 
 
 def test_unknown_daemon_json_key_is_refused_before_a_reload(lab_session):
-    # Docker 20.10 has no `dockerd --validate`: regdeploy checks the keys itself.
+    # Docker 20.10 (client1, bookworm) has no `dockerd --validate`: regdeploy checks the keys itself.
     access = lab_session.access()
-    original = access.ssh("client2", "cat /etc/docker/daemon.json")
+    original = access.ssh("client1", "cat /etc/docker/daemon.json")
     typo = json.dumps({**json.loads(original), "insecure-registry": ["typo.example:5000"]})
-    access.ssh("client2", f"echo '{typo}' > /etc/docker/daemon.json")
+    access.ssh("client1", f"echo '{typo}' > /etc/docker/daemon.json")
     try:
         result = run_deploy(lab_session.inventory, "--data", "registry_mirrors=https://mirror.example")
         assert result.returncode != 0
-        assert "host 'client2': /etc/docker/daemon.json: unknown daemon.json keys ['insecure-registry']" \
+        assert "host 'client1': /etc/docker/daemon.json: unknown daemon.json keys ['insecure-registry']" \
             in result.stderr
-        assert json.loads(access.ssh("client2", "cat /etc/docker/daemon.json")) == json.loads(typo)
+        assert json.loads(access.ssh("client1", "cat /etc/docker/daemon.json")) == json.loads(typo)
     finally:
-        access.ssh("client2", f"cat > /etc/docker/daemon.json <<'EOF'\n{original}\nEOF")
+        access.ssh("client1", f"cat > /etc/docker/daemon.json <<'EOF'\n{original}\nEOF")
 
 
 def test_insecure_registry_on_the_dockerd_command_line_is_refused(lab_session):

@@ -106,7 +106,7 @@ def test_plain_to_tls_with_auth_in_one_run(lab):
     first = lab.converge(secure=True)
     assert_did_what_dry_said(dry, first)
     done = first.changes()
-    assert all(("Trust the registry in Docker's daemon.json | Install the registry's CA as "
+    assert all(("Trust the registry in Docker's daemon.json | Install the registry's CA for Docker as "
                 f"/etc/docker/certs.d/{REGISTRY}/ca.crt", h) in done for h in ("registry", "client1", "client2"))
     assert all(("Log Docker in to the registry | Log Docker in to registry:5000 as ci", h) in done
                for h in ("registry", "client1", "client2"))

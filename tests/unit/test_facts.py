@@ -30,7 +30,8 @@ def test_docker_host_state_of_a_fresh_host():
     assert state == {"packages": {}, "active": False, "enabled": False,
                      "command_line_registries": [], "trusted": None, "daemon_json": None,
                      "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None,
-                     "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {}}
+                     "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
+                     "versions": {}, "os": {}, "tools": set()}
 
 
 @pytest.mark.parametrize("line,lock", [

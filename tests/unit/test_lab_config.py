@@ -2,6 +2,7 @@
 
 import pytest
 
+from lab import config
 from lab.config import mirror_from_apt_sources
 
 DEB822 = """Types: deb
@@ -30,3 +31,25 @@ def test_mirror_from_apt_sources(tmp_path, files, expected):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(text)
     assert mirror_from_apt_sources(tmp_path, "bookworm") == expected
+
+
+def test_host_specs_one_for_all_or_one_per_host_in_order():
+    from lab.config import HostSpec, host_specs
+
+    assert host_specs("", 3) == [HostSpec()] * 3
+    assert host_specs("trixie", 2) == [HostSpec("trixie")] * 2
+    assert host_specs("bookworm,sid:containerd-store", 3) == [HostSpec(), HostSpec("sid", "containerd-store"),
+                                                              HostSpec()]
+    assert [str(s) for s in host_specs(config.TEST_LAB_OS, config.TEST_LAB_CLIENTS + 1)] == \
+        config.TEST_LAB_OS.split(",")
+
+
+@pytest.mark.parametrize("text,message", [
+    ("buster", "unknown release 'buster'"), ("sid:k8s", "unknown role 'k8s'"),
+    ("bookworm:podman", "precaches containerd and Podman for trixie and sid only"),
+])
+def test_host_specs_refuse_what_the_lab_cannot_build(text, message):
+    from lab.config import HostSpec
+
+    with pytest.raises(ValueError, match=message):
+        HostSpec.parse(text)

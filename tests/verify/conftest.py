@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from lab import config as lab_config
+from regdeploy import runtimes
 from regdeploy.inventory import load_fleet
 from tests.access import Access
 
@@ -53,3 +54,11 @@ def inventory_host(fleet, inventory_host_name):
 def any_host(access, inventory_host):
     """testinfra's host for each inventory host in turn."""
     return access.host(inventory_host)
+
+
+@pytest.fixture
+def host_runtimes(any_host, inventory_host) -> tuple[str, ...]:
+    """The runtimes the deploy made trust the registry on this host, decided as the deploy decides."""
+    settings = inventory_host.settings
+    tools = {tool for tool in ("dockerd", "podman", "containerd") if any_host.exists(tool)}
+    return runtimes.resolve(settings.client_runtimes, settings.docker_install_source, tools)

@@ -1,47 +1,66 @@
-"""Every host (clients and the server itself) trusts the registry as its mode says: plain HTTP in
-daemon.json's insecure-registries and in dockerd; TLS through the CA in Docker's certs.d and in
-neither list; with authentication, root's Docker is logged in."""
+"""Every Docker host (clients and the server itself) trusts the registry as its mode says: plain HTTP
+in daemon.json's insecure-registries and in dockerd; TLS through the CA in Docker's certs.d and in
+neither list; with authentication, root's Docker is logged in. On a host that pulls without Docker,
+regdeploy installed no Docker."""
 
 import json
 import shlex
 from pathlib import Path
 
+import pytest
+
 from regdeploy import registry_files, security
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 
 
-def test_docker_runs_and_starts_at_boot(any_host):
+def test_docker_runs_and_starts_at_boot_where_it_is_a_runtime(any_host, host_runtimes):
+    if "docker" not in host_runtimes:
+        assert not any_host.exists("dockerd"), "regdeploy installed Docker on a host that pulls without it"
+        return
     docker = any_host.service("docker")
     assert docker.is_running
     assert docker.is_enabled
 
 
-def test_daemon_json_lists_the_registry_unless_it_serves_tls(any_host, inventory_host, fleet):
+@pytest.fixture
+def docker_host(any_host, host_runtimes):
+    """testinfra's host where Docker is a runtime; None where it is not (each test then checks that
+    regdeploy left Docker's configuration alone there)."""
+    return any_host if "docker" in host_runtimes else None
+
+
+def test_daemon_json_lists_the_registry_unless_it_serves_tls(docker_host, any_host, inventory_host, fleet):
+    if docker_host is None:
+        assert not any_host.file(inventory_host.settings.docker_daemon_json).exists
+        return
     config = json.loads(any_host.file(inventory_host.settings.docker_daemon_json).content_string or "{}")
     listed = fleet.registry_address in (config.get("insecure-registries") or [])
     assert listed != fleet.server.settings.registry_tls, config
 
 
-def test_dockerd_treats_the_registry_as_the_mode_says(any_host, fleet):
+def test_dockerd_treats_the_registry_as_the_mode_says(docker_host, any_host, fleet):
+    if docker_host is None:
+        assert not any_host.exists("docker"), "no Docker here, so nothing for it to trust"
+        return
     insecure = any_host.check_output(f"docker info --format {shlex.quote(INSECURE_REGISTRIES_FORMAT)}").split()
     assert (fleet.registry_address in insecure) != fleet.server.settings.registry_tls, insecure
 
 
-def test_docker_has_the_registry_ca_in_tls_mode(any_host, fleet):
+def test_docker_has_the_registry_ca_in_tls_mode(docker_host, any_host, fleet):
     settings = fleet.server.settings
     ca = any_host.file(registry_files.client_ca_path(settings))
-    if not settings.registry_tls:
+    if docker_host is None or not settings.registry_tls:
         assert not ca.exists, "a plain-HTTP registry needs no CA file (regdeploy removes its own)"
         return
     assert ca.is_file and ca.user == "root"
     assert ca.content_string == Path(security.ca_path(settings)).read_text()
 
 
-def test_docker_is_logged_in_when_the_registry_requires_it(any_host, fleet):
+def test_docker_is_logged_in_when_the_registry_requires_it(docker_host, any_host, fleet):
     settings = fleet.server.settings
     config = any_host.file(registry_files.DOCKER_CONFIG)
     auths = json.loads(config.content_string).get("auths", {}) if config.exists else {}
-    wanted = settings.registry_auth and settings.registry_docker_login
+    wanted = docker_host is not None and settings.registry_auth and settings.registry_docker_login
     assert (fleet.registry_address in auths) == wanted, auths
     if wanted:
         assert config.mode == 0o600 and config.user == "root"

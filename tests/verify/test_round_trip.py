@@ -1,23 +1,33 @@
-"""A real push from one client and pull from another, through the deployed registry."""
+"""A real push with Docker from one client, then a pull on every host with each of its runtimes
+(Docker, Podman, containerd's ctr), through the deployed registry: the same manifest digest."""
 
+import re
 import time
 import uuid
 from dataclasses import astuple
 
-from regdeploy import registry_files
+import pytest
+
+from regdeploy import registry_files, runtime_config
 from regdeploy.facts import RegistryCatalog
 
+DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+CTR_NAMESPACE = "regdeploy-verify"
 
-def test_push_from_one_client_pull_on_another(access, fleet, test_image, test_image_archive):
-    pusher = fleet.clients[0] if fleet.clients else fleet.server
-    puller = fleet.clients[-1] if len(fleet.clients) > 1 else fleet.server
+
+@pytest.fixture(scope="module")
+def pushed(access, fleet, test_image, test_image_archive) -> tuple[str, str]:
+    """(reference, manifest digest) of a uniquely tagged image pushed with Docker from the first client
+    that has Docker (the server when no client has)."""
+    pusher = next((c for c in fleet.clients if access.ssh(c, "command -v docker || true")), fleet.server)
     tag = f"rt-{int(time.time())}-{uuid.uuid4().hex[:6]}"
     target = f"{fleet.registry_address}/lab/busybox:{tag}"
-
     if test_image_archive:
         access.load_image_archive(pusher, test_image_archive)
     access.ssh(pusher, f"docker image inspect {test_image} >/dev/null 2>&1 || docker pull -q {test_image}")
-    access.ssh(pusher, f"docker tag {test_image} {target} && docker push -q {target}")
+    output = access.ssh(pusher, f"docker tag {test_image} {target} && docker push {target}")
+    digest = DIGEST.findall(output)[-1]
+    access.ssh(pusher, f"docker image rm {target}")
 
     # Read on the server over loopback with the deploy's own fact: /v2/_catalog and tags/list.
     fact = RegistryCatalog()
@@ -25,11 +35,29 @@ def test_push_from_one_client_pull_on_another(access, fleet, test_image, test_im
     catalog = fact.process(access.host(fleet.server).check_output(
         fact.command(port=fleet.server.settings.registry_port, api=api)).splitlines())
     assert tag in catalog["lab/busybox"]
+    return target, digest
 
-    access.ssh(pusher, f"docker image rm {target}")
-    access.ssh(puller, f"docker image rm {target} >/dev/null 2>&1 || true")
-    access.ssh(puller, f"docker pull -q {target}")
-    pushed_id = access.ssh(pusher, f"docker image inspect -f '{{{{.Id}}}}' {test_image}")
-    pulled_id = access.ssh(puller, f"docker image inspect -f '{{{{.Id}}}}' {target}")
-    assert pulled_id == pushed_id
-    access.ssh(puller, f"docker image rm {target}")
+
+# Pull REF with each runtime and print the manifest digest it recorded; then remove the local copy.
+PULL = {
+    "docker": "docker pull -q {ref} >/dev/null && docker image inspect -f '{{{{range .RepoDigests}}}}{{{{println .}}}}"
+              "{{{{end}}}}' {ref} && docker image rm {ref} >/dev/null",
+    "podman": "podman pull -q {ref} >/dev/null && podman image inspect --format '{{{{.Digest}}}}' {ref} "
+              "&& podman rmi {ref} >/dev/null",
+    "containerd": f"ctr -n {CTR_NAMESPACE} images pull --hosts-dir {runtime_config.CONTAINERD_CERTS_DIR} {{ref}} "
+                  f">/dev/null && ctr -n {CTR_NAMESPACE} images ls name=={{ref}} && ctr -n {CTR_NAMESPACE} images rm "
+                  "{ref} >/dev/null",
+}
+
+
+def test_every_host_pulls_the_pushed_image_with_each_of_its_runtimes(access, inventory_host, host_runtimes, fleet,
+                                                                      pushed):
+    ref, digest = pushed
+    assert host_runtimes, f"{inventory_host.name} has no runtime"
+    for runtime in host_runtimes:
+        command = PULL[runtime].format(ref=ref)
+        if fleet.server.settings.registry_auth and runtime != "docker":
+            # Only Docker is logged in by the deploy: the others must be refused, not served anonymously.
+            assert access.ssh(inventory_host, command, check=False) == "", runtime
+            continue
+        assert digest in access.ssh(inventory_host, command), f"{runtime} on {inventory_host.name}"

@@ -1,0 +1,37 @@
+"""The registry's CA where a container runtime reads it (Docker's, containerd's or Podman's certs.d):
+installed in TLS mode, and in plain-HTTP mode taken away again if it is the one regdeploy generated
+(anyone else's file stays)."""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from pathlib import Path
+
+from pyinfra import host
+from pyinfra.operations import server
+
+from regdeploy import pki, security
+from regdeploy.rendering import render
+from regdeploy.settings import Settings
+
+
+def put_registry_ca(settings: Settings, path: str, found: str | None, reader: str) -> None:
+    """`found`: what the DockerHostState fact read of `path` ("SHA256 MODE OWNER", None: absent);
+    `reader`: who reads it, for the operation's name."""
+    material = security.tls_material(settings)
+    if material:
+        if found != f"{material.ca_sha256} 644 root":
+            host.log(f"Will {'replace' if found else 'create'} {path} (the registry's CA, for {reader})")
+            server.shell(name=f"Install the registry's CA for {reader} as {path}",
+                         commands=[render("put-file.sh.j2", path=path, mode="644", content=material.ca_pem)])
+    elif found and _is_ours(settings, found):
+        server.shell(name=f"Remove the registry's CA {path} ({reader}; registry_tls is off)",
+                     commands=[f"rm -f {shlex.quote(path)} && {{ rmdir {shlex.quote(posixpath.dirname(path))} "
+                               "2>/dev/null; true; }"])
+
+
+def _is_ours(settings: Settings, found: str) -> bool:
+    """Whether the CA file on the host is the CA regdeploy generated (and still keeps) for this registry."""
+    ca = Path(settings.registry_tls_dir) / pki.CA_CERT
+    return ca.is_file() and found.split()[0] == pki.sha256(ca.read_text())

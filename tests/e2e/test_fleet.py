@@ -106,8 +106,12 @@ def test_tls_with_auth_and_back_on_every_runtime(fleet_lab, lab_session, tmp_pat
     # the others refused (the deploy gives credentials to Docker only).
     _verify_suite(secure, env)
 
-    plain = run_deploy(lab_session.inventory)
+    # Back with the same registry_tls_dir, as an operator's group_data keeps it: the CA files regdeploy
+    # put on the hosts are its own (it compares them with that CA) and are taken away again.
+    plain_inventory = fleet_lab.inventory_with(tmp_path / "plain.py", registry_tls_dir=str(tmp_path / "tls"))
+    plain = run_deploy(plain_inventory)
     assert plain.returncode == 0, plain.stderr[-4000:]
+    assert run_deploy(plain_inventory).changed_hosts() == set()
     assert run_deploy(lab_session.inventory).changed_hosts() == set()
     for hostname, started in keepers.items():
         assert fleet_lab.ssh(hostname, "docker inspect -f '{{.State.StartedAt}}' keeper") == started, hostname

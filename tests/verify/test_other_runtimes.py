@@ -3,6 +3,7 @@ only: containerd's hosts.toml (and config_path for CRI), Podman's registries.con
 TLS mode the CA beside each. Hosts without the runtime carry none of these files."""
 
 import json
+import re
 import tomllib
 
 from regdeploy import runtime_config
@@ -22,6 +23,9 @@ def test_containerd_reaches_the_registry_through_hosts_toml(any_host, host_runti
     config = tomllib.loads(any_host.file(runtime_config.CONTAINERD_CONFIG).content_string)
     table = runtime_config.REGISTRY_TABLE[config["version"]]
     assert config[table[0]][table[1]][table[2]]["config_path"] == runtime_config.CONTAINERD_CERTS_DIR
+    # What containerd itself made of the file (2.x migrates a version 2 layout to its own).
+    dumped = any_host.check_output("containerd config dump")
+    assert re.search(rf"""^\s*config_path = ["']{runtime_config.CONTAINERD_CERTS_DIR}["']$""", dumped, re.M), dumped
 
 
 def test_podman_lists_the_registry_in_its_own_dropin(any_host, host_runtimes, fleet):

@@ -63,7 +63,9 @@ def install_docker(settings: Settings, state: dict) -> None:
                     "volumes in /var/lib/docker and /etc/docker/daemon.json stay), then run the deploy "
                     "again; or keep docker_install_source='distro'.")
             add_docker_ce_repository(settings)
-        apt.packages(name=f"Install {', '.join(missing)}", packages=packages_for(settings, state["os"]), update=True)
+        # One name on every host (pyinfra shows one name per operation); which packages, per host.
+        host.log(f"Will install {', '.join(missing)}")
+        apt.packages(name="Install Docker's packages", packages=packages_for(settings, state["os"]), update=True)
 
     if missing or not (state["active"] and state["enabled"]):
         systemd.service(

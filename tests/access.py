@@ -101,22 +101,34 @@ class DeployResult:
         assert self.output is not None, f"pyinfra printed no JSON:\n{self.stderr[-3000:]}"
         return self.output["results"]["totals"]
 
+    # An operation can carry a different name on each host (pyinfra keeps them all in `names` and
+    # shows any one of them as `name`): these helpers list an operation under every name it has.
+
     def changed_hosts(self) -> set[str]:
         """Hosts on which at least one operation reported a change."""
         return {h for op in self.output["results"]["operations"] for h in op["success"]}
 
     def changed_operations(self, host: str) -> list[str]:
-        return [op["name"] for op in self.output["results"]["operations"] if host in op["success"]]
+        return [name for op in self.output["results"]["operations"] if host in op["success"] for name in op["names"]]
 
     def changes(self) -> set[tuple[str, str]]:
         """(operation, host) for every operation that changed a host."""
-        return {(op["name"], h) for op in self.output["results"]["operations"] for h in op["success"]}
+        return {(name, h) for op in self.output["results"]["operations"] for h in op["success"] for name in op["names"]}
 
     def planned(self) -> tuple[set[tuple[str, str]], set[tuple[str, str]]]:
         """From a --dry run: (operation, host) that will change, and those that may (conditional)."""
         plan = self.output["plan"]
-        return ({(op["name"], h) for op in plan for h in op["hosts_with_change"]},
-                {(op["name"], h) for op in plan for h in op["hosts_with_conditional_change"]})
+        return ({(name, h) for op in plan for h in op["hosts_with_change"] for name in op["names"]},
+                {(name, h) for op in plan for h in op["hosts_with_conditional_change"] for name in op["names"]})
+
+    def by_hash(self, key: str) -> set[tuple[str, str]]:
+        """(op hash, host) for the plan's `key` (hosts_with_change...) or the results' `success`."""
+        ops = self.output["plan"] if key.startswith("hosts_") else self.output["results"]["operations"]
+        return {(op["op_hash"], h) for op in ops for h in op[key]}
+
+    def names_of(self, op_hash: str) -> list[str]:
+        ops = (self.output.get("plan") or []) + ((self.output.get("results") or {}).get("operations") or [])
+        return next(op["names"] for op in ops if op["op_hash"] == op_hash)
 
     def host_log(self, host: str) -> list[str]:
         """What pyinfra printed for `host` (its `[host]` lines), prefix, padding and indent removed."""
@@ -132,11 +144,14 @@ DONE_BY_AN_EARLIER_OPERATION = {"Install Docker | Start Docker and enable it at 
 def assert_did_what_dry_said(dry: DeployResult, real: DeployResult) -> None:
     """The real run changed exactly what --dry said it would (conditional steps: at most those)."""
     assert dry.returncode == 0 and real.returncode == 0, (dry.stderr[-2000:], real.stderr[-2000:])
-    will, may = dry.planned()
-    done = real.changes()
-    missing = {(op, h) for op, h in will - done if op not in DONE_BY_AN_EARLIER_OPERATION}
+    # Compared by operation hash (the same code gives the same hashes in both runs), not by name.
+    will, may = dry.by_hash("hosts_with_change"), dry.by_hash("hosts_with_conditional_change")
+    done = real.by_hash("success")
+    missing = {(tuple(dry.names_of(op)), h) for op, h in will - done
+               if not set(dry.names_of(op)) & DONE_BY_AN_EARLIER_OPERATION}
     assert not missing, f"--dry said these would change, the run did not: {missing}"
-    assert done <= will | may, f"the run changed what --dry did not say: {done - (will | may)}"
+    extra = {(tuple(real.names_of(op)), h) for op, h in done - (will | may)}
+    assert not extra, f"the run changed what --dry did not say: {extra}"
 
 
 def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None) -> DeployResult:

@@ -8,12 +8,11 @@ import posixpath
 import shlex
 from pathlib import Path
 
-from pyinfra import host
 from pyinfra.operations import server
 
 from regdeploy import pki, security
-from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from tasks.host_files import put_if_changed
 
 
 def put_registry_ca(settings: Settings, path: str, found: str | None, reader: str) -> None:
@@ -21,10 +20,7 @@ def put_registry_ca(settings: Settings, path: str, found: str | None, reader: st
     `reader`: who reads it, for the operation's name."""
     material = security.tls_material(settings)
     if material:
-        if found != f"{material.ca_sha256} 644 root":
-            host.log(f"Will {'replace' if found else 'create'} {path} (the registry's CA, for {reader})")
-            server.shell(name=f"Install the registry's CA for {reader} as {path}",
-                         commands=[render("put-file.sh.j2", path=path, mode="644", content=material.ca_pem)])
+        put_if_changed(path, material.ca_pem, found, f"Install the registry's CA for {reader} as {path}")
     elif found and _is_ours(settings, found):
         server.shell(name=f"Remove the registry's CA {path} ({reader}; registry_tls is off)",
                      commands=[f"rm -f {shlex.quote(path)} && {{ rmdir {shlex.quote(posixpath.dirname(path))} "

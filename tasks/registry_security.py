@@ -19,6 +19,7 @@ from pyinfra.operations import server
 from regdeploy import credentials, registry_files, security
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from tasks.host_files import put_if_changed
 
 
 def _put(path: str, mode: str, content: str | None = None, **extra) -> str:
@@ -34,12 +35,10 @@ def install_registry_secrets(settings: Settings, state: dict) -> None:
     material = security.tls_material(settings)
     if material:
         cert, key = registry_files.tls_cert_path(settings), registry_files.tls_key_path(settings)
-        if files.get("tls_cert") != f"{material.cert_sha256} 644 root":
-            server.shell(name=f"Install the registry's TLS certificate {cert}",
-                         commands=[_put(cert, "644", material.cert_pem, dir_mode="700")])
-        if files.get("tls_key") != f"{material.key_sha256} 600 root":
-            server.shell(name=f"Install the registry's TLS key {key} (mode 600)",
-                         commands=[_put(key, "600", dir_mode="700")], _stdin=material.key_pem)
+        put_if_changed(cert, material.cert_pem, files.get("tls_cert"), f"Install the registry's TLS certificate {cert}",
+                       dir_mode="700")
+        put_if_changed(key, material.key_pem, files.get("tls_key"), f"Install the registry's TLS key {key} (mode 600)",
+                       mode="600", secret=True, dir_mode="700")
 
     if not settings.registry_auth:
         return

@@ -9,10 +9,11 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
-from regdeploy import pki, runtime_config, runtimes
+from regdeploy import runtime_config, runtimes
 from regdeploy.changes import text_diff
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from tasks.host_files import put_if_changed
 from tasks.registry_ca import put_registry_ca
 
 
@@ -20,14 +21,6 @@ def _warn_without_credentials(settings: Settings, runtime: str) -> None:
     if settings.registry_auth:
         host.log(f"registry_auth: regdeploy logs in Docker only; {runtime} on this host has no credentials for "
                  f"{settings.registry_address} and will be refused until it has some", log_func=logger.warning)
-
-
-def _put_if_changed(path: str, content: str, found: str | None, name: str) -> bool:
-    if found == f"{pki.sha256(content)} 644 root":
-        return False
-    host.log(f"Will {'replace' if found else 'create'} {path}")
-    server.shell(name=name, commands=[render("put-file.sh.j2", path=path, mode="644", content=content)])
-    return True
 
 
 @deploy("Make containerd trust the registry")
@@ -44,7 +37,7 @@ def trust_registry_containerd(settings: Settings, state: dict) -> None:
         raise DeployError(str(exc)) from None
     _warn_without_credentials(settings, "containerd")
     put_registry_ca(settings, f"{directory}/ca.crt", files.get("containerd_ca"), "containerd")
-    changed = _put_if_changed(f"{directory}/hosts.toml", runtime_config.hosts_toml(address, settings.registry_tls),
+    changed = put_if_changed(f"{directory}/hosts.toml", runtime_config.hosts_toml(address, settings.registry_tls),
                               files.get("containerd_hosts"), f"Write containerd's {directory}/hosts.toml")
     if plan.content is None:
         if not changed:
@@ -65,6 +58,6 @@ def trust_registry_podman(settings: Settings, state: dict) -> None:
     address, files = settings.registry_address, state["files"]
     _warn_without_credentials(settings, "Podman")
     put_registry_ca(settings, runtime_config.podman_ca_path(address), files.get("podman_ca"), "Podman")
-    if not _put_if_changed(runtime_config.PODMAN_DROPIN, runtime_config.podman_dropin(address, settings.registry_tls),
+    if not put_if_changed(runtime_config.PODMAN_DROPIN, runtime_config.podman_dropin(address, settings.registry_tls),
                            files.get("podman_conf"), f"Write Podman's {runtime_config.PODMAN_DROPIN}"):
         host.noop(f"Podman's {runtime_config.PODMAN_DROPIN} lists {address}")

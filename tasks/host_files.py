@@ -1,0 +1,22 @@
+"""Write one file on a host when the DockerHostState fact says it differs: content, mode or owner."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.operations import server
+
+from regdeploy import pki
+from regdeploy.rendering import render
+
+
+def put_if_changed(path: str, content: str, found: str | None, name: str, mode: str = "644",
+                   secret: bool = False, dir_mode: str = "") -> bool:
+    """`found`: the fact's "SHA256 MODE OWNER" for `path` (None: absent). A `secret` travels on the
+    command's stdin, never in its text (the process list, pyinfra's output). True if it is written."""
+    if found == f"{pki.sha256(content)} {mode} root":
+        return False
+    host.log(f"Will {'replace' if found else 'create'} {path}")
+    server.shell(name=name, commands=[render("put-file.sh.j2", path=path, mode=mode, dir_mode=dir_mode,
+                                             content=None if secret else content)],
+                 _stdin=content if secret else None)
+    return True

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine as regdeploy's controller and lab host (Debian 12, as root): Debian's Docker
-# engine, debootstrap and lxcfs for the lab, and a Python virtualenv (.venv) with regdeploy and its
-# test tools. Safe to run again: it only installs or starts what is missing.
+# engine, debootstrap and lxcfs for the lab, qemu for its VM tier, and a Python virtualenv (.venv)
+# with regdeploy and its test tools. Safe to run again: it only installs or starts what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,9 +11,12 @@ if [ "$(id -u)" != 0 ]; then
     log "run me as root (apt-get, dockerd and the lab's containers need it)"; exit 1
 fi
 
-packages=(docker.io debootstrap lxcfs openssh-client python3 python3-venv iptables ca-certificates gnupg)
+packages=(docker.io debootstrap lxcfs openssh-client python3 python3-venv iptables ca-certificates gnupg
+          qemu-system-x86 qemu-utils)
 missing=()
 for package in "${packages[@]}"; do
+    # A machine with another Docker engine (Docker's docker-ce, as on GitHub's runners) keeps it.
+    if [ "$package" = docker.io ] && command -v dockerd >/dev/null 2>&1; then continue; fi
     dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

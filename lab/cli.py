@@ -28,10 +28,12 @@ def main(ctx: click.Context, name: str | None) -> None:
                    "host, `suite[:role]` with suite bookworm (default), trixie or sid and role docker "
                    "(default), containerd-store, containerd or podman; e.g. "
                    "bookworm,trixie,sid:containerd-store,trixie:podman.")
+@click.option("--vm", "vms", is_flag=True,
+              help="Boot the hosts as qemu virtual machines (own kernel, real reboot) instead of containers.")
 @click.pass_obj
-def up(lab: config.Lab, clients: int, rebuild: bool, os_spec: str) -> None:
+def up(lab: config.Lab, clients: int, rebuild: bool, os_spec: str, vms: bool) -> None:
     """Start (or grow) the lab and write its inventory."""
-    started = hosts.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec)
+    started = hosts.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec, vms=vms)
     click.echo(f"lab {lab.name}: {', '.join(started)} answer SSH")
     click.echo(f"  pyinfra inventory: {lab.inventory_path}")
     click.echo(f"  testinfra hosts:   --hosts={lab.hosts_path.read_text().strip()} "
@@ -87,8 +89,19 @@ def images(lab: config.Lab, rebuild: bool) -> None:
     """Build the host images (every release) and the registry:2 / busybox stand-in archives."""
     require_engine()
     image.build_all(lab, rebuild=rebuild, suites=config.SUITES)
-    click.echo(f"{', '.join(config.host_image(s) for s in config.SUITES)}, {lab.registry_archive}, "
+    click.echo(f"{', '.join(config.host_image(s) for s in config.SUITES)}, {lab.registry_archive}, {lab.registry3_archive}, "
                f"{lab.test_image_archive}")
+
+
+@main.command(name="vm-check", context_settings={"ignore_unknown_options": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def vm_check(pytest_args: tuple[str, ...]) -> None:
+    """On VMs (1 server + 1 client): deploy, a second run that changes nothing, the verify suite with
+    its round trip, a real reboot of the server with the registry back and every image intact, then
+    remove the VMs. It is tests/vm, run by pytest (extra arguments go to pytest)."""
+    argv = [sys.executable, "-m", "pytest", str(config.REPO_ROOT / "tests" / "vm"), *pytest_args]
+    os.chdir(config.REPO_ROOT)
+    os.execv(argv[0], argv)
 
 
 @main.command()

@@ -68,10 +68,11 @@ HOST_PACKAGES = [
 # Downloaded (not installed) into each host's apt cache at image build time: every host then
 # installs Docker (or the runtime it plays) without fetching it from the mirror, N hosts never
 # download it N times. From trixie on, docker.io only recommends the `docker` command (docker-cli).
+# apparmor: what a host whose kernel enforces AppArmor (the VM tier's) also gets with Docker.
 PRECACHED_PACKAGES = {
-    "bookworm": ["docker.io"],
-    "trixie": ["docker.io", "docker-cli", "containerd", "podman"],
-    "sid": ["docker.io", "docker-cli", "containerd", "podman"],
+    "bookworm": ["docker.io", "apparmor"],
+    "trixie": ["docker.io", "docker-cli", "containerd", "podman", "apparmor"],
+    "sid": ["docker.io", "docker-cli", "containerd", "podman", "apparmor"],
 }
 
 # What a lab host is before regdeploy first runs, besides its release:
@@ -118,6 +119,10 @@ def host_specs(spec: str, count: int) -> list[HostSpec]:
 
 # The stand-in images the lab builds because Docker Hub is unreachable here.
 REGISTRY_IMAGE = "registry:2"
+# A STAND-IN with distribution v3's interface (config in /etc/distribution/config.yml): no v3 package
+# exists in Debian, so it is the same distribution 2.8 binary as the registry:2 stand-in.
+REGISTRY3_IMAGE = "registry:3"
+REGISTRY3_ARCHIVE = "registry-3.tar"
 TEST_IMAGE = "busybox:latest"
 
 
@@ -168,6 +173,10 @@ class Lab:
     @property
     def registry_archive(self) -> Path:
         return self.images_dir / "registry-2.tar"
+
+    @property
+    def registry3_archive(self) -> Path:
+        return self.images_dir / REGISTRY3_ARCHIVE
 
     @property
     def test_image_archive(self) -> Path:

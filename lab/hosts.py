@@ -6,10 +6,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from . import config, image, inventory
+from . import config, image, inventory, vm
 from .docker import docker, inspect, labelled, require_engine
 from .log import step
 
@@ -33,6 +34,13 @@ HOST_RUN_ARGS = [
 
 
 def running_hosts(lab: config.Lab) -> list[str]:
+    """Hostnames of this lab's hosts (VMs or containers), server first."""
+    if vm.is_vm_lab(lab):
+        return vm.running_hosts(lab)
+    return container_hosts(lab)
+
+
+def container_hosts(lab: config.Lab) -> list[str]:
     """Hostnames of this lab's host containers, server first."""
     names = labelled("container", f"{config.LAB_LABEL}={lab.name}")
     hosts = [n[len(lab.name) + 1:] for n in names if n.startswith(lab.name + "-")]
@@ -45,12 +53,18 @@ STORES = {"podman": ("/var/lib/containers",), "containerd": ("/var/lib/container
           "containerd-store": ("/var/lib/containerd",)}
 
 
-def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = "") -> list[str]:
+def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = "",
+       vms: bool = False) -> list[str]:
     """Create the lab (or grow it to `clients` clients) and wait until every host answers SSH.
 
     `os_spec` gives each host's release and role (config.host_specs: `bookworm,trixie,sid:podman`...);
-    a host that already runs keeps the one it was made with."""
+    a host that already runs keeps the one it was made with. `vms`: the hosts are virtual machines
+    (lab/vm.py) instead of containers."""
     require_engine()
+    if vms:
+        return vm.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec)
+    if vm.is_vm_lab(lab):
+        raise SystemExit(f"lab {lab.name} runs as VMs: `python -m lab --name {lab.name} down` first, or add --vm")
     if not 0 <= clients <= 200:
         raise SystemExit("--clients must be between 0 and 200")
     wanted = config.hostnames(clients)
@@ -58,7 +72,7 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
         specs = dict(zip(wanted, config.host_specs(os_spec, len(wanted))))
     except ValueError as exc:
         raise SystemExit(f"--os: {exc}") from None
-    existing = set(running_hosts(lab))
+    existing = set(container_hosts(lab))
     for hostname in existing & set(wanted):
         specs[hostname] = config.HostSpec.parse(
             docker("inspect", "-f", f'{{{{index .Config.Labels "{SPEC_LABEL}"}}}}', lab.container_name(hostname))
@@ -66,7 +80,7 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
     image.build_all(lab, rebuild=rebuild, suites=tuple(dict.fromkeys(s.suite for s in specs.values())))
     _raise_inotify_limits()
     lab.state_dir.mkdir(parents=True, exist_ok=True)
-    _ensure_ssh_key(lab)
+    ensure_ssh_key(lab)
     _ensure_network(lab)
     _check_owner(lab, existing)
     new = [h for h in wanted if h not in existing]
@@ -83,7 +97,7 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
     if prepare:
         with step(f"make {', '.join(f'{h} ({specs[h]})' for h in prepare)} what they play"):
             with ThreadPoolExecutor(max_workers=8) as pool:
-                list(pool.map(lambda h: _prepare_role(lab, h, specs[h]), prepare))
+                list(pool.map(lambda h: prepare_role(lab, h, specs[h]), prepare))
     return wanted
 
 
@@ -97,7 +111,7 @@ ROLE_SETUP = {
 }
 
 
-def _prepare_role(lab: config.Lab, hostname: str, spec: config.HostSpec) -> None:
+def prepare_role(lab: config.Lab, hostname: str, spec: config.HostSpec) -> None:
     result = subprocess.run(ssh_command(lab, hostname, ROLE_SETUP[spec.role]), capture_output=True, text=True,
                             stdin=subprocess.DEVNULL)
     if result.returncode != 0:
@@ -125,7 +139,7 @@ def _raise_inotify_limits() -> None:
                   file=sys.stderr)
 
 
-def _ensure_ssh_key(lab: config.Lab) -> None:
+def ensure_ssh_key(lab: config.Lab) -> None:
     if not lab.ssh_key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{lab.name}",
                         "-f", str(lab.ssh_key)], check=True)
@@ -172,7 +186,8 @@ def ssh_ok(lab: config.Lab, hostname: str) -> bool:
     ).returncode == 0
 
 
-def wait_for_ssh(lab: config.Lab, hostnames: list[str], timeout: float = 120) -> None:
+def wait_for_ssh(lab: config.Lab, hostnames: list[str], timeout: float = 120,
+                 logs: Callable[[str], str] | None = None) -> None:
     def wait(hostname: str) -> str | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -184,12 +199,16 @@ def wait_for_ssh(lab: config.Lab, hostnames: list[str], timeout: float = 120) ->
     with ThreadPoolExecutor(max_workers=16) as pool:
         late = [h for h in pool.map(wait, hostnames) if h]
     if late:
-        logs = docker("logs", "--tail", "20", lab.container_name(late[0]), check=False)
-        raise SystemExit(f"no SSH after {timeout:.0f} s on: {', '.join(late)}\n{logs}")
+        tail = logs(late[0]) if logs else docker("logs", "--tail", "20", lab.container_name(late[0]), check=False)
+        raise SystemExit(f"no SSH after {timeout:.0f} s on: {', '.join(late)}\n{tail}")
 
 
 def reboot(lab: config.Lab, hostname: str) -> None:
-    """Restart one host like a machine reboot: processes end, its volume and containers stay."""
+    """Restart one host like a machine reboot: processes end, its volume and containers stay (a VM
+    really reboots)."""
+    if vm.is_vm_lab(lab):
+        vm.reboot(lab, hostname)
+        return
     docker("restart", "--time", "20", lab.container_name(hostname))
     wait_for_ssh(lab, [hostname])
 
@@ -200,16 +219,21 @@ def _close_ssh_masters(lab: config.Lab) -> None:
     if not lab.ssh_config_path.exists():
         return
     for hostname in running_hosts(lab):
-        subprocess.run(["ssh", "-F", str(lab.ssh_config_path), "-O", "exit", hostname],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        close_ssh_master(lab, hostname)
+
+
+def close_ssh_master(lab: config.Lab, hostname: str) -> None:
+    subprocess.run(["ssh", "-F", str(lab.ssh_config_path), "-O", "exit", hostname],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
 def down(lab: config.Lab) -> list[str]:
-    """Remove every container, network and volume carrying this lab's label, and nothing else."""
+    """Remove every container, network and volume carrying this lab's label, and the lab's VMs with
+    what they use (lab/vm.py), and nothing else."""
     label = f"{config.LAB_LABEL}={lab.name}"
-    removed = []
-    containers = labelled("container", label)
     _close_ssh_masters(lab)
+    removed = vm.down(lab)
+    containers = labelled("container", label)
     if containers:
         docker("rm", "-f", "-v", *containers)
         removed += containers

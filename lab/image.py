@@ -86,7 +86,8 @@ def build_all(lab: config.Lab, rebuild: bool = False, suites: tuple[str, ...] = 
     """Make sure the host images of `suites` and both stand-in archives exist (build what is missing).
     The stand-ins come from bookworm's tree, whatever the hosts run."""
     lab.images_dir.mkdir(parents=True, exist_ok=True)
-    need_archives = rebuild or not (lab.registry_archive.exists() and lab.test_image_archive.exists())
+    need_archives = rebuild or not (lab.registry_archive.exists() and lab.registry3_archive.exists()
+                                    and lab.test_image_archive.exists())
     plans = []  # (suite, build its host image?, build the stand-ins from it?)
     for suite in dict.fromkeys((config.DEBIAN_SUITE,) + tuple(suites)):
         need_host = (rebuild or not image_exists(config.host_image(suite))) and suite in suites
@@ -183,8 +184,27 @@ def _import_tree(tree: Path, image: str, changes: list[str]) -> None:
         raise SystemExit(f"tar of the {image} tree failed")
 
 
+# What the registry:3 stand-in serves when run as is (distribution v3's default, deletes enabled).
+REGISTRY3_BUILT_IN_CONFIG = """version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  delete:
+    enabled: true
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+"""
+
+
 def _build_registry_image(rootfs: Path, archive: Path) -> None:
-    with step(f"build the {config.REGISTRY_IMAGE} stand-in from Debian's docker-registry"), \
+    with step(f"build the {config.REGISTRY_IMAGE} and {config.REGISTRY3_IMAGE} stand-ins from Debian's docker-registry"), \
             tempfile.TemporaryDirectory() as work:
         extracted, tree = Path(work, "deb"), Path(work, "tree")
         _extract_deb(rootfs, "docker-registry", extracted)
@@ -195,22 +215,31 @@ def _build_registry_image(rootfs: Path, archive: Path) -> None:
             _copy_with_libraries(staged, rootfs, tree, "/bin/registry")
         finally:
             staged.unlink()
-        (tree / "etc/docker/registry").mkdir(parents=True)
-        # The same config.yml the deploy mounts, so the image also runs as is.
-        (tree / "etc/docker/registry/config.yml").write_text(
-            render("registry-config.yml.j2", data_dir="/var/lib/registry"))
         (tree / "var/lib/registry").mkdir(parents=True)
         (tree / "tmp").mkdir(mode=0o1777)
         shutil.copytree(rootfs / "etc/ssl/certs", tree / "etc/ssl/certs", symlinks=False,
                         ignore_dangling_symlinks=True)
-        # Same interface as the official image: `registry serve <config>`, config path as CMD.
-        _import_tree(tree, config.REGISTRY_IMAGE, [
-            'ENTRYPOINT ["/bin/registry", "serve"]',
-            'CMD ["/etc/docker/registry/config.yml"]',
-            "EXPOSE 5000",
-            'VOLUME ["/var/lib/registry"]',
-        ])
-        _save(config.REGISTRY_IMAGE, archive)
+        # The same interface as each official image: `registry serve <config>`, the config path as
+        # CMD, a built-in config there (so the image also runs as is). registry:3 reads
+        # /etc/distribution/config.yml: its built-in config differs from regdeploy's (deletes
+        # enabled, no health check), so a test can tell which one is in effect.
+        for image, archive_path, config_path, built_in in (
+                (config.REGISTRY_IMAGE, archive, "/etc/docker/registry/config.yml",
+                 render("registry-config.yml.j2", data_dir="/var/lib/registry")),
+                (config.REGISTRY3_IMAGE, archive.with_name(config.REGISTRY3_ARCHIVE),
+                 "/etc/distribution/config.yml", REGISTRY3_BUILT_IN_CONFIG)):
+            for stale in ("etc/docker", "etc/distribution"):
+                shutil.rmtree(tree / stale, ignore_errors=True)
+            (tree / config_path.lstrip("/")).parent.mkdir(parents=True)
+            (tree / config_path.lstrip("/")).write_text(built_in)
+            _import_tree(tree, image, [
+                'ENTRYPOINT ["/bin/registry", "serve"]',
+                f'CMD ["{config_path}"]',
+                "EXPOSE 5000",
+                'VOLUME ["/var/lib/registry"]',
+                f"LABEL {config.LAB_LABEL}.stand-in-for={image}",
+            ])
+            _save(image, archive_path)
 
 
 def _build_test_image(rootfs: Path, archive: Path) -> None:

@@ -55,7 +55,7 @@ class DockerHostState(FactBase):
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
                  "trusted": None, "daemon_json": None, "daemon_json_kind": "absent", "daemon_json_detail": "",
                  "lock": None, "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
-                 "versions": {}, "os": {}, "tools": set()}
+                 "versions": {}, "os": {}, "tools": set(), "apparmor": False}
         registry_lines = []
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
@@ -78,6 +78,8 @@ class DockerHostState(FactBase):
             elif key == "os":
                 release_id, version_id, codename = (value.split(" ") + ["", "", ""])[:3]
                 state["os"] = {"ID": release_id, "VERSION_ID": version_id, "VERSION_CODENAME": codename}
+            elif key == "apparmor":
+                state["apparmor"] = value.strip() == "Y"
             elif key == "tool":
                 state["tools"].add(value.strip())
             elif key == "ActiveState":

@@ -48,6 +48,9 @@ class DesiredContainer:
     spec_hash: str
     # (host directory, container directory) mounted read-only: TLS files, htpasswd (secure modes).
     extra_mounts: tuple[tuple[str, str], ...] = ()
+    # The container's command: the config it serves. The official images (registry:2 and 3) take a
+    # config path as their command ("registry serve <path>") but default to different paths.
+    command: tuple[str, ...] = ()
 
     @property
     def mounts(self) -> dict[str, tuple[str, str, bool]]:
@@ -234,6 +237,10 @@ def drift(desired: DesiredContainer, container: dict[str, Any], image_id: str | 
         if live_mounts.get(target) != wanted_mounts.get(target):
             reasons.append(f"mount {target}: {_show_mount(live_mounts.get(target))} -> "
                            f"{_show_mount(wanted_mounts.get(target))}")
+    command = tuple((container.get("Config") or {}).get("Cmd") or ())
+    if desired.command and command != desired.command:
+        reasons.append(f"command: {' '.join(command) or '(none)'} -> {' '.join(desired.command)} "
+                       "(the config the registry reads)")
     if image_id and container.get("Image") != image_id:
         reasons.append(f"image: {_short(container.get('Image') or '?')} -> {_short(image_id)}")
     if config_sha256 != config_text_sha256:

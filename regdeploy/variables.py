@@ -155,7 +155,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_port", 5000, Integer("1..65535", low=1, high=65535),
              "Port the registry is published on (host side)."),
     Variable("registry_image", "registry:2", ImageReference("an image reference"),
-             "Registry image reference (Docker's naming rules)."),
+             "Registry image reference (Docker's naming rules); `registry:3` works as well (its config path "
+             "differs: regdeploy names its config either way)."),
     Variable("registry_image_archive", "", Kind("a path on the controller, or empty"),
              "Air-gapped sites: a `docker save` tarball on the controller, loaded instead of pulled."),
     Variable("registry_image_archive_sha256", "",

@@ -19,6 +19,7 @@ PACKAGES = {
 }
 # From Debian 13 on, docker.io only recommends the `docker` command (runtimes.needs_docker_cli).
 DOCKER_CLI = "docker-cli"
+APPARMOR = "apparmor"
 DOCKER_CE_KEYRING = "/etc/apt/keyrings/docker.gpg"
 DOCKER_CE_SOURCE = "/etc/apt/sources.list.d/docker.sources"
 
@@ -28,12 +29,19 @@ DOCKER_CE_SOURCE = "/etc/apt/sources.list.d/docker.sources"
 SERVER_PACKAGES = ["curl"]
 
 
-def packages_for(settings: Settings, os_release: dict[str, str] | None = None) -> list[str]:
-    """What to install. `os_release` (the fact's): Debian 13 and later need docker-cli for the
-    `docker` command beside docker.io; None: everything that might be needed (what to ask dpkg)."""
+def packages_for(settings: Settings, os_release: dict[str, str] | None = None,
+                 apparmor: bool | None = None) -> list[str]:
+    """What to install. `os_release` and `apparmor` (the fact's: the kernel enforces AppArmor): Debian
+    13 and later need docker-cli for the `docker` command beside docker.io; a kernel with AppArmor
+    needs apparmor_parser, or Docker 20.10 refuses to run any container ("the docker-default profile
+    could not be loaded"): docker.io only recommends apparmor, so hosts that skip recommends lack it
+    (found on the VM tier: Debian's cloud kernel enables AppArmor). None: everything that might be
+    needed (what to ask dpkg)."""
     packages = list(PACKAGES[settings.docker_install_source])
     if settings.docker_install_source == "distro" and (os_release is None or runtimes.needs_docker_cli(os_release)):
         packages.append(DOCKER_CLI)
+    if packages and apparmor is not False:
+        packages.append(APPARMOR)
     return packages + SERVER_PACKAGES if packages and settings.is_server else packages
 
 
@@ -45,7 +53,7 @@ def packages_to_check(settings: Settings) -> list[str]:
 
 def missing_packages(settings: Settings, state: dict) -> list[str]:
     """The packages this host still needs (from the DockerHostState fact read before any change)."""
-    return [name for name in packages_for(settings, state["os"]) if not state["packages"].get(name)]
+    return [name for name in packages_for(settings, state["os"], state["apparmor"]) if not state["packages"].get(name)]
 
 
 @deploy("Install Docker")
@@ -65,7 +73,7 @@ def install_docker(settings: Settings, state: dict) -> None:
             add_docker_ce_repository(settings)
         # One name on every host (pyinfra shows one name per operation); which packages, per host.
         host.log(f"Will install {', '.join(missing)}")
-        apt.packages(name="Install Docker's packages", packages=packages_for(settings, state["os"]), update=True)
+        apt.packages(name="Install Docker's packages", packages=packages_for(settings, state["os"], state["apparmor"]), update=True)
 
     if missing or not (state["active"] and state["enabled"]):
         systemd.service(
@@ -75,7 +83,7 @@ def install_docker(settings: Settings, state: dict) -> None:
             enabled=True,
         )
     else:
-        host.noop(f"Docker ({', '.join(packages_for(settings, state['os'])) or 'installed by hand'}) runs and starts "
+        host.noop(f"Docker ({', '.join(packages_for(settings, state['os'], state['apparmor'])) or 'installed by hand'}) runs and starts "
                   "at boot")
 
 

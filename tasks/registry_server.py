@@ -28,7 +28,10 @@ from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
 
 ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
-CONFIG_TARGET = "/etc/docker/registry/config.yml"  # where the registry:2 image reads its config
+# Where the container finds regdeploy's config.yml, given to it as its command: registry:2 reads
+# this path by default, registry:3 (distribution v3) /etc/distribution/config.yml, and both serve
+# the path their command names. So the image's default never decides which config is in effect.
+CONFIG_TARGET = "/etc/docker/registry/config.yml"
 
 
 @deploy("Run the Docker registry")
@@ -89,6 +92,7 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
                   notice=notice, api=registry_files.loopback_api(settings), extra_mounts=desired.extra_mounts,
                   port=desired.host_port, container_port=CONTAINER_PORT,
                   data_dir=desired.data_dir, config_path=desired.config_path, config_target=desired.config_target,
+                  command=desired.command,
                   storage_target=registry_plan.STORAGE_TARGET, restart_policy=desired.restart_policy,
                   spec_label=f"{SPEC_LABEL}={desired.spec_hash}", pull_never=bool(settings.registry_image_archive),
                   timeout=settings.registry_ready_timeout, marker=registry_plan.MIGRATION_MARKER,
@@ -112,7 +116,7 @@ def desired_container(settings: Settings, config_path: str, config_sha256: str,
     return DesiredContainer(
         name=settings.registry_container_name, host_port=settings.registry_port,
         data_dir=settings.registry_data_dir, config_path=config_path, config_target=CONFIG_TARGET,
-        restart_policy=settings.registry_restart_policy, extra_mounts=extra,
+        restart_policy=settings.registry_restart_policy, extra_mounts=extra, command=(CONFIG_TARGET,),
         spec_hash=container_spec_hash(settings, ports, volumes, config_sha256, cert_sha256),
     )
 

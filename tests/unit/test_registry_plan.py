@@ -161,3 +161,25 @@ def test_the_notice_names_what_is_kept_where_and_how_to_remove_it():
         "the previous data stays in /var/lib/registry. regdeploy never deletes either; "
         "once you no longer need them: rm -r /var/lib/registry")
     assert plan(state(inspect(restart="no"))).notice("registry", "x") is None
+
+
+WITH_COMMAND = DesiredContainer(**{**DESIRED.__dict__, "command": ("/etc/docker/registry/config.yml",)})
+
+
+def with_cmd(cmd):
+    container = inspect()
+    container["Config"]["Cmd"] = cmd
+    return container
+
+
+@pytest.mark.parametrize("cmd, action, reasons", [
+    # registry:2's default command is our path: a container made before regdeploy gave it stays.
+    (["/etc/docker/registry/config.yml"], "none", []),
+    # registry:3 run with its own default serves its built-in config, not regdeploy's: recreate.
+    (["/etc/distribution/config.yml"], "recreate",
+     ["command: /etc/distribution/config.yml -> /etc/docker/registry/config.yml (the config the registry reads)"]),
+    (None, "recreate", ["command: (none) -> /etc/docker/registry/config.yml (the config the registry reads)"]),
+])
+def test_the_registry_must_serve_the_config_regdeploy_wrote(cmd, action, reasons):
+    result = plan(state(with_cmd(cmd)), WITH_COMMAND)
+    assert (result.action, list(result.reasons)) == (action, reasons)

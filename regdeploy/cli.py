@@ -16,6 +16,7 @@ from .inventory import Fleet, load_fleet, write_ssh_config  # first: it sets up 
 from . import deploy_lock, reference, registry_files, security
 from .credentials import CredentialError
 from .registry_api import RegistryClient, RegistryError, base_url
+from .registry_plan import CONFIG_TARGET
 from .rendering import render
 from .settings import ConfigError
 
@@ -187,7 +188,7 @@ def copy(ctx: Context, source: str, target: str | None, on_host: str | None) -> 
     click.echo(json.dumps({"source": src.familiar, "target": dest_name, "digest": digest, "host": worker.name}))
 
 
-def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout) -> int:
+def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout, **extra) -> int:
     """Render a templates/ script for the inventory's registry server and run it there over SSH;
     its stderr (messages) goes to ours."""
     fleet = ctx.fleet
@@ -196,7 +197,7 @@ def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout) -> int
                     data_dir=settings.registry_data_dir, port=settings.registry_port, lock=deploy_lock.LOCK_PATH,
                     lock_timeout=settings.deploy_lock_timeout, holder=deploy_lock.holder(f"regdeploy {what}"),
                     api=registry_files.loopback_api(settings),
-                    readonly_config=registry_files.registry_config(settings, readonly=True))
+                    readonly_config=registry_files.registry_config(settings, readonly=True), **extra)
     with tempfile.TemporaryDirectory() as tmp:
         ssh_config = write_ssh_config(fleet, Path(tmp) / "ssh_config")
         # A connection of its own: the host's deploy lock belongs to the SSH connection, and a shared
@@ -224,6 +225,25 @@ def backup(ctx: Context, archive: str) -> None:
         raise click.ClickException(f"backup failed on {ctx.fleet.server.name} (see above); no archive was written")
     partial.replace(archive)
     click.echo(f"wrote {archive} ({Path(archive).stat().st_size} bytes) from {ctx.fleet.server.name}", err=True)
+
+
+@main.command()
+@click.option("--keep-untagged", is_flag=True,
+              help="Free only blobs no manifest refers to; keep manifests that lost their tag.")
+@click.pass_obj
+def gc(ctx: Context, keep_untagged: bool) -> None:
+    """Free the storage of images nothing refers to any more (registry garbage-collect).
+
+    The registry is read-only meanwhile (pulls keep working, pushes are refused) and holds the
+    host's deploy lock. Manifests that lost their tag go too (--delete-untagged), unless
+    --keep-untagged or the registry stores an image index (multi-arch): the collector would take
+    the index's platform manifests with them (distribution issue 3178). Every tag must be served
+    with the same digest afterwards. Prints a JSON report (freed bytes, read-only seconds).
+    """
+    status = _run_on_server(ctx, "gc", "registry-gc.sh.j2", stdin=subprocess.DEVNULL, stdout=None,
+                            delete_untagged=not keep_untagged, config_target=CONFIG_TARGET)
+    if status != 0:
+        raise click.ClickException(f"garbage collection failed on {ctx.fleet.server.name} (see above)")
 
 
 @main.command()

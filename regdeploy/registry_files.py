@@ -13,6 +13,7 @@ import shlex
 from dataclasses import dataclass
 
 from . import runtime_config
+from .registry_plan import DEBUG_PORT
 from .rendering import render
 
 CERTS_TARGET = "/certs"  # where the container sees the TLS directory (as Docker's documentation has it)
@@ -86,7 +87,13 @@ def registry_config(settings, readonly: bool = False) -> str:
     return render("registry-config.yml.j2", data_dir=settings.registry_data_dir, readonly=readonly,
                   allow_delete=settings.registry_allow_delete, tls=settings.registry_tls,
                   auth=settings.registry_auth, tls_dir=tls_dir(settings), auth_dir=auth_dir(settings),
-                  certs_target=CERTS_TARGET, auth_target=AUTH_TARGET)
+                  certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT)
+
+
+def debug_binding(settings) -> str:
+    """Where `docker run -p` publishes the debug endpoint: registry_metrics_port on every address when
+    set, else an ephemeral port on the server's loopback (scripts find it with `docker port`)."""
+    return str(settings.registry_metrics_port) if settings.registry_metrics_port else "127.0.0.1:"
 
 
 def extra_mounts(settings) -> list[tuple[str, str]]:

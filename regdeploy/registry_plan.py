@@ -23,7 +23,12 @@ from typing import Any
 
 SPEC_LABEL = "regdeploy.spec-sha256"
 STORAGE_TARGET = "/var/lib/registry"  # where the registry image keeps its data (its VOLUME)
+# Where the container finds regdeploy's config.yml, given to it as its command: registry:2 reads
+# this path by default, registry:3 (distribution v3) /etc/distribution/config.yml, and both serve
+# the path their command names. So the image's default never decides which config is in effect.
+CONFIG_TARGET = "/etc/docker/registry/config.yml"
 CONTAINER_PORT = 5000  # the registry's own listen address inside the container (config.yml)
+DEBUG_PORT = 5001  # its debug endpoint: /debug/health, Prometheus /metrics (config.yml's http.debug)
 # Marker regdeploy writes into registry_data_dir while it copies data there: a directory holding it
 # has an unfinished copy of regdeploy's own, which the next run may clear and redo.
 MIGRATION_MARKER = ".regdeploy-migration-incomplete"
@@ -51,6 +56,9 @@ class DesiredContainer:
     # The container's command: the config it serves. The official images (registry:2 and 3) take a
     # config path as their command ("registry serve <path>") but default to different paths.
     command: tuple[str, ...] = ()
+    # Where the debug endpoint (container port DEBUG_PORT) is published: "PORT", or "127.0.0.1:" (an
+    # ephemeral loopback port); empty: not published (containers made before it existed).
+    debug_binding: str = ""
 
     @property
     def mounts(self) -> dict[str, tuple[str, str, bool]]:
@@ -61,7 +69,10 @@ class DesiredContainer:
 
     @property
     def ports(self) -> dict[str, list[str]]:
-        return {f"{CONTAINER_PORT}/tcp": [str(self.host_port)]}
+        ports = {f"{CONTAINER_PORT}/tcp": [str(self.host_port)]}
+        if self.debug_binding:
+            ports[f"{DEBUG_PORT}/tcp"] = [self.debug_binding]
+        return ports
 
 
 @dataclass(frozen=True)

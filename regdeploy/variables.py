@@ -154,6 +154,9 @@ VARIABLES: tuple[Variable, ...] = (
              "Name clients use to reach the registry. Empty: the server's inventory name."),
     Variable("registry_port", 5000, Integer("1..65535", low=1, high=65535),
              "Port the registry is published on (host side)."),
+    Variable("registry_metrics_port", 0, Integer("0..65535", low=0, high=65535),
+             "Publish the registry's debug endpoint (`/debug/health`, Prometheus `/metrics`) on this port of "
+             "the server, for a scraper. 0: on the server's loopback only."),
     Variable("registry_image", "registry:2", ImageReference("an image reference"),
              "Registry image reference (Docker's naming rules); `registry:3` works as well (its config path "
              "differs: regdeploy names its config either way)."),

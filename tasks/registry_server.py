@@ -23,15 +23,13 @@ from pyinfra.operations import files, server
 
 from regdeploy import registry_files, registry_plan, security
 from regdeploy.changes import text_diff
-from regdeploy.registry_plan import CONTAINER_PORT, SPEC_LABEL, DesiredContainer, PlanError, ServerState
+from regdeploy.registry_plan import (
+    CONFIG_TARGET, CONTAINER_PORT, DEBUG_PORT, SPEC_LABEL, DesiredContainer, PlanError, ServerState,
+)
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
 
 ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
-# Where the container finds regdeploy's config.yml, given to it as its command: registry:2 reads
-# this path by default, registry:3 (distribution v3) /etc/distribution/config.yml, and both serve
-# the path their command names. So the image's default never decides which config is in effect.
-CONFIG_TARGET = "/etc/docker/registry/config.yml"
 
 
 @deploy("Run the Docker registry")
@@ -90,7 +88,8 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
     """The script that carries out `plan` on the server (templates/run-registry.sh.j2)."""
     return render("run-registry.sh.j2", plan=plan, name=desired.name, image=settings.registry_image, aside=aside,
                   notice=notice, api=registry_files.loopback_api(settings), extra_mounts=desired.extra_mounts,
-                  port=desired.host_port, container_port=CONTAINER_PORT,
+                  port=desired.host_port, container_port=CONTAINER_PORT, debug_binding=desired.debug_binding,
+                  debug_port=DEBUG_PORT,
                   data_dir=desired.data_dir, config_path=desired.config_path, config_target=desired.config_target,
                   command=desired.command,
                   storage_target=registry_plan.STORAGE_TARGET, restart_policy=desired.restart_policy,
@@ -109,7 +108,8 @@ def desired_container(settings: Settings, config_path: str, config_sha256: str,
                       cert_sha256: str = "") -> DesiredContainer:
     # The hash is over these `docker run` strings, as since the first version: a registry deployed by
     # an earlier regdeploy keeps its label, so upgrading regdeploy recreates nothing.
-    ports = [f"{settings.registry_port}:{CONTAINER_PORT}"]
+    debug = registry_files.debug_binding(settings)
+    ports = [f"{settings.registry_port}:{CONTAINER_PORT}", f"{debug}:{DEBUG_PORT}"]
     extra = tuple(registry_files.extra_mounts(settings))
     volumes = [f"{settings.registry_data_dir}:{registry_plan.STORAGE_TARGET}", f"{config_path}:{CONFIG_TARGET}:ro",
                *(f"{source}:{target}:ro" for source, target in extra)]
@@ -117,6 +117,7 @@ def desired_container(settings: Settings, config_path: str, config_sha256: str,
         name=settings.registry_container_name, host_port=settings.registry_port,
         data_dir=settings.registry_data_dir, config_path=config_path, config_target=CONFIG_TARGET,
         restart_policy=settings.registry_restart_policy, extra_mounts=extra, command=(CONFIG_TARGET,),
+        debug_binding=debug,
         spec_hash=container_spec_hash(settings, ports, volumes, config_sha256, cert_sha256),
     )
 

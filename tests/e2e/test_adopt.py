@@ -124,7 +124,11 @@ def test_a_failed_adoption_puts_the_hand_made_registry_back(adopt_lab):
                         "--data", f"registry_image_archive={ADOPT_LAB.test_image_archive}",
                         "--data", "registry_ready_timeout=3")
     assert result.returncode != 0
-    assert "the registry on the copy in /var/lib/registry does not serve every tag" in result.stderr
+    # busybox given the registry's command cannot even start (regdeploy names the config file as
+    # the command); an image that starts but serves nothing fails the next check. Either way:
+    assert ("could not start a registry on the copy to verify it" in result.stderr
+            or "the registry on the copy in /var/lib/registry does not serve every tag" in result.stderr), \
+        result.stderr[-3000:]
     assert "the previous container registry runs again, unchanged" in result.stderr
     after = _containers(adopt_lab, "client2")
     assert set(after) == {"registry"}, "no verifier or renamed container may be left behind"

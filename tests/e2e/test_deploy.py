@@ -290,8 +290,15 @@ def test_insecure_registry_on_the_dockerd_command_line_is_refused(lab_session):
 
 
 def test_registry_that_never_answers_fails_with_its_logs(lab_session, test_image_archive):
-    # busybox has no registry in it: the container starts, exits, restarts, never serves /v2/.
-    broken = ["--data", "registry_image=busybox:latest", "--data", f"registry_image_archive={test_image_archive}",
+    # An image with no registry in it, which takes the registry's command (a config path) as an
+    # argument: the container starts, exits, restarts, never serves /v2/.
+    lab_session.ensure_deployed()
+    access = lab_session.access()
+    access.load_image_archive("registry", test_image_archive)
+    access.ssh("registry", "docker rm -f mk >/dev/null 2>&1; docker create --name mk busybox >/dev/null && "
+                           "docker commit --change 'ENTRYPOINT [\"sleep\"]' mk never-answers:1 >/dev/null && "
+                           "docker rm mk >/dev/null")
+    broken = ["--data", "registry_image=never-answers:1", "--data", "registry_image_archive=",
               "--data", "registry_image_archive_sha256=", "--data", "registry_ready_timeout=3"]
     try:
         result = run_deploy(lab_session.inventory, *broken)

@@ -6,14 +6,17 @@ registry serves regdeploy's config.yml, not the one built into the image.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import requests
 
 from lab import config as lab_config
 from regdeploy.registry_api import RegistryClient, base_url
+from regdeploy.registry_plan import CONFIG_TARGET
 from regdeploy.settings import archive_sha256
-from tasks.registry_server import CONFIG_TARGET
 from tests.access import own_lab, run_deploy
 
 LIFE_LAB = lab_config.default_lab("regdeploy-life")
@@ -87,3 +90,131 @@ def test_registry_2_to_3_keeps_every_image_and_serves_regdeploys_config(life, te
     scratch = before[("life/scratch", "x")]
     assert delete_status(access.fleet.registry_api_address, "life/scratch", scratch) == 405
     assert registry.manifests() == before
+
+
+def test_metrics_are_published_only_when_asked(life):
+    access, work = life
+    address = access.fleet.server.address
+    converge(access.inventory)  # back on registry:2, as the lab's inventory says
+    # By default the debug endpoint is on the server's loopback only (the verify suite checks it
+    # there): nothing answers from the network.
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{address}:5001/metrics", timeout=5)
+    published = access.inventory_with(work / "inventory-metrics.py", registry_metrics_port=5001)
+    changed = converge(published)
+    assert [name for name, host in changed if "Recreate the registry container" in name and host == "registry"], changed
+    assert requests.get(f"http://{address}:5001/debug/health", timeout=5).status_code == 200
+    metrics = requests.get(f"http://{address}:5001/metrics", timeout=5)
+    assert metrics.status_code == 200 and "# TYPE registry_" in metrics.text
+    # Back to loopback only.
+    converge(access.inventory)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://{address}:5001/metrics", timeout=5)
+
+
+REGDEPLOY = str(Path(sys.executable).parent / "regdeploy")
+LIST_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
+MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
+# A loop on client1 that pulls TAG over and over until /tmp/stop-pulls exists, printing
+# "EPOCH ok|failed" per pull (the lab's hosts share the controller's clock).
+PULL_LOOP = ("rm -f /tmp/stop-pulls; while [ ! -e /tmp/stop-pulls ]; do "
+             "if docker pull -q {ref} >/dev/null 2>&1; then r=ok; else r=failed; fi; echo \"$(date +%s.%N) $r\"; "
+             "docker image rm {ref} >/dev/null 2>&1; sleep 0.05; done")
+
+
+def run_gc(access, *options: str) -> dict:
+    result = subprocess.run([REGDEPLOY, "-i", str(access.inventory), "gc", *options], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stderr)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def storage_has_blob(access, digest: str) -> bool:
+    hexdigest = digest.split(":")[1]
+    path = f"/var/lib/registry/docker/registry/v2/blobs/sha256/{hexdigest[:2]}/{hexdigest}"
+    return access.ssh("registry", f"test -d {path} && echo yes || echo no") == "yes"
+
+
+def layer_digests(registry: str, repository: str, digest: str) -> list[str]:
+    manifest = requests.get(f"{base_url(registry)}/v2/{repository}/manifests/{digest}",
+                            headers={"Accept": MANIFEST_TYPE}, timeout=10).json()
+    return [layer["digest"] for layer in manifest["layers"]]
+
+
+def test_gc_frees_an_untagged_image_keeps_every_tag_and_pulls_go_on(life):
+    access, work = life
+    registry_address = access.fleet.registry_api_address
+    registry = RegistryClient(base_url(registry_address))
+    # An image whose only tag then moves to another image: its manifest is untagged, its own layer
+    # is referenced by nothing tagged.
+    access.ssh("client1", "docker rm -f mk >/dev/null 2>&1; docker run --name mk busybox sh -c "
+                          "'head -c 3000000 /dev/urandom > /junk' && docker commit mk registry:5000/life/junk:x "
+                          ">/dev/null && docker rm mk >/dev/null && docker push -q registry:5000/life/junk:x")
+    junk = registry.manifest_digest("life/junk", "x")
+    junk_layer = layer_digests(registry_address, "life/junk", junk)[-1]
+    access.ssh("client1", "docker tag busybox registry:5000/life/junk:x && docker push -q registry:5000/life/junk:x")
+    kept = registry.manifests()
+    assert storage_has_blob(access, junk_layer)
+
+    pulls = subprocess.Popen(["ssh", "-F", str(access.ssh_config), "client1",
+                              PULL_LOOP.format(ref="registry:5000/life/one:1")],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        report = run_gc(access)
+    finally:
+        access.ssh("client1", "touch /tmp/stop-pulls")
+        log = pulls.communicate(timeout=60)[0]
+    assert report["delete_untagged"] is True and report["indexes"] == 0
+    assert report["freed_bytes"] >= 3_000_000, report
+    assert not storage_has_blob(access, junk_layer)
+    assert registry.manifests() == kept
+    for repository, tag in kept:
+        access.ssh("client1", f"docker pull -q registry:5000/{repository}:{tag} >/dev/null")
+    # Pulls while the registry was read-only all worked (the switches in and out are restarts).
+    attempts = [(float(t), r) for t, r in (line.split() for line in log.splitlines())]
+    inside = [r for t, r in attempts if report["readonly_from"] <= t <= report["readonly_until"]]
+    assert inside and set(inside) == {"ok"}, (report, attempts)
+    print(f"gc: read-only {report['readonly_seconds']} s, collector {report['collector_seconds']} s, "
+          f"{len(inside)} pulls inside the window, {sum(r == 'failed' for _, r in attempts)} failed of "
+          f"{len(attempts)} around it")
+
+
+def test_gc_keeps_an_image_index_and_its_platforms(life):
+    access, work = life
+    registry_address = access.fleet.registry_api_address
+    registry = RegistryClient(base_url(registry_address))
+    url = f"{base_url(registry_address)}/v2/life/multi/manifests"
+    # Two platform images, pushed by tag, an index over them, then both tags moved elsewhere: the
+    # platform manifests are untagged but the index needs them (as after a multi-arch push).
+    access.ssh("client1", "docker rm -f mk >/dev/null 2>&1; docker run --name mk busybox sh -c 'echo arm > /arch' "
+                          "&& docker commit mk registry:5000/life/multi:b >/dev/null && docker rm mk >/dev/null && "
+                          "docker tag busybox registry:5000/life/multi:a && docker push -q registry:5000/life/multi:a "
+                          "&& docker push -q registry:5000/life/multi:b")
+    children = []
+    for tag, arch in (("a", "amd64"), ("b", "arm64")):
+        response = requests.get(f"{url}/{tag}", headers={"Accept": MANIFEST_TYPE}, timeout=10)
+        children.append({"mediaType": MANIFEST_TYPE, "size": len(response.content),
+                         "digest": response.headers["Docker-Content-Digest"],
+                         "platform": {"architecture": arch, "os": "linux"}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": LIST_TYPE, "manifests": children})
+    put = requests.put(f"{url}/latest", data=index, headers={"Content-Type": LIST_TYPE}, timeout=10)
+    assert put.status_code == 201, put.text
+    access.ssh("client1", "docker tag registry:5000/life/two:2 registry:5000/life/multi:a && "
+                          "docker tag registry:5000/life/two:2 registry:5000/life/multi:b && "
+                          "docker push -q registry:5000/life/multi:a && docker push -q registry:5000/life/multi:b")
+    kept = registry.manifests()
+
+    report = run_gc(access)
+    # Asked to delete untagged manifests, regdeploy saw the index and did not.
+    assert report["indexes"] >= 1 and report["delete_untagged"] is False, report
+    assert registry.manifests() == kept
+    for child in children:
+        got = requests.get(f"{url}/{child['digest']}", headers={"Accept": MANIFEST_TYPE}, timeout=10)
+        assert got.status_code == 200, child
+        for layer in json.loads(got.content)["layers"]:
+            assert storage_has_blob(access, layer["digest"])
+    # Docker on client1 (amd64) pulls the index and gets its amd64 platform, pushed as tag a.
+    pulled = access.ssh("client1", "docker pull -q registry:5000/life/multi:latest >/dev/null && docker image "
+                                   "inspect -f '{{.Id}}' registry:5000/life/multi:latest")
+    assert pulled == access.ssh("client1", "docker image inspect -f '{{.Id}}' busybox")

@@ -183,3 +183,22 @@ def with_cmd(cmd):
 def test_the_registry_must_serve_the_config_regdeploy_wrote(cmd, action, reasons):
     result = plan(state(with_cmd(cmd)), WITH_COMMAND)
     assert (result.action, list(result.reasons)) == (action, reasons)
+
+
+WITH_DEBUG = DesiredContainer(**{**DESIRED.__dict__, "debug_binding": "127.0.0.1:"})
+PORT_5000 = {"5000/tcp": [{"HostIp": "", "HostPort": "5000"}]}
+
+
+@pytest.mark.parametrize("bindings, desired, action, reasons", [
+    # The debug endpoint on an ephemeral loopback port, as desired: nothing to do.
+    ({**PORT_5000, "5001/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}, WITH_DEBUG, "none", []),
+    # A registry made before the debug endpoint existed: recreated once, saying why.
+    (PORT_5000, WITH_DEBUG, "recreate", ["ports: 5000->5000 -> 5000->5000, 127.0.0.1:->5001"]),
+    # registry_metrics_port=9101 publishes it on every address.
+    ({**PORT_5000, "5001/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
+     DesiredContainer(**{**DESIRED.__dict__, "debug_binding": "9101"}), "recreate",
+     ["ports: 5000->5000, 127.0.0.1:->5001 -> 5000->5000, 9101->5001"]),
+])
+def test_the_debug_endpoint_is_part_of_the_containers_ports(bindings, desired, action, reasons):
+    result = plan(state(inspect(ports=bindings)), desired)
+    assert (result.action, list(result.reasons)) == (action, reasons)

@@ -124,13 +124,15 @@ def test_container_spec_hash_changes_exactly_with_the_spec():
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "+".join(k for k, v in m.items() if v) or "plain")
-@pytest.mark.parametrize("template", ["registry-backup.sh.j2", "registry-restore.sh.j2", "registry-catalog.sh.j2"])
+@pytest.mark.parametrize("template", ["registry-backup.sh.j2", "registry-restore.sh.j2", "registry-catalog.sh.j2",
+                                      "registry-gc.sh.j2"])
 def test_server_scripts_parse(template, mode):
     settings = server_settings(**mode)
     script = render(template, name="registry", config_path="/etc/regdeploy/config.yml",
                     data_dir="/var/lib/registry", port=5000, lock="/run/regdeploy.lock", lock_timeout=600,
                     holder="regdeploy backup on ctl (pid 1)", page_size=100, api=loopback_api(settings),
-                    readonly_config=registry_config(settings, readonly=True))
+                    readonly_config=registry_config(settings, readonly=True), delete_untagged=True,
+                    config_target="/etc/docker/registry/config.yml")
     _sh_syntax_ok(script)
     # Every API call goes through api_curl: the name clients use, rerouted to loopback, CA and credentials.
     assert " curl " not in script.replace("api_curl() { curl", "")

@@ -6,6 +6,7 @@ import shlex
 import yaml
 
 from regdeploy import registry_files
+from regdeploy.registry_plan import DEBUG_PORT
 
 
 def _registry(server_host, fleet):
@@ -80,3 +81,18 @@ def test_secret_files_are_root_only(server_host, fleet):
         assert not server_host.file(registry_files.tls_dir(settings)).exists
     if not settings.registry_auth:
         assert not server_host.file(registry_files.api_credentials_path(settings)).exists
+
+
+def test_debug_endpoint_reports_health_and_metrics_on_loopback_unless_published(server_host, fleet):
+    settings = fleet.server.settings
+    name = shlex.quote(settings.registry_container_name)
+    published = server_host.check_output(f"docker port {name} {DEBUG_PORT}/tcp").splitlines()
+    if settings.registry_metrics_port:
+        assert f"0.0.0.0:{settings.registry_metrics_port}" in published
+    else:
+        # Not on the network: the loopback address only.
+        assert published and all(line.startswith("127.0.0.1:") for line in published)
+    debug = published[0]
+    assert _status(server_host, f"http://{debug}/debug/health") == "200"
+    metrics = server_host.check_output(f"curl -fsS http://{debug}/metrics")
+    assert "# TYPE registry_" in metrics, metrics[:500]

@@ -14,6 +14,7 @@ from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
 from tasks.docker_engine import install_docker, packages_to_check
 from tasks.registry_login import log_in_to_registry
+from tasks.registry_gc import schedule_gc
 from tasks.registry_security import install_registry_secrets, remove_unused_secrets
 from tasks.registry_seed import seed_registry
 from tasks.registry_server import registry_facts, run_registry
@@ -64,3 +65,4 @@ if "docker" in host_runtimes:
 if settings.is_server:
     remove_unused_secrets(settings, state)
     seed_registry(settings)
+    schedule_gc(settings, state)

@@ -16,8 +16,6 @@ from .inventory import Fleet, load_fleet, write_ssh_config  # first: it sets up 
 from . import deploy_lock, reference, registry_files, security
 from .credentials import CredentialError
 from .registry_api import RegistryClient, RegistryError, base_url
-from .registry_plan import CONFIG_TARGET
-from .rendering import render
 from .settings import ConfigError
 
 
@@ -192,12 +190,8 @@ def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout, **extr
     """Render a templates/ script for the inventory's registry server and run it there over SSH;
     its stderr (messages) goes to ours."""
     fleet = ctx.fleet
-    settings = fleet.server.settings
-    script = render(template, name=settings.registry_container_name, config_path=settings.registry_config_path,
-                    data_dir=settings.registry_data_dir, port=settings.registry_port, lock=deploy_lock.LOCK_PATH,
-                    lock_timeout=settings.deploy_lock_timeout, holder=deploy_lock.holder(f"regdeploy {what}"),
-                    api=registry_files.loopback_api(settings),
-                    readonly_config=registry_files.registry_config(settings, readonly=True), **extra)
+    script = registry_files.server_script(fleet.server.settings, template, deploy_lock.holder(f"regdeploy {what}"),
+                                          **extra)
     with tempfile.TemporaryDirectory() as tmp:
         ssh_config = write_ssh_config(fleet, Path(tmp) / "ssh_config")
         # A connection of its own: the host's deploy lock belongs to the SSH connection, and a shared
@@ -241,7 +235,7 @@ def gc(ctx: Context, keep_untagged: bool) -> None:
     with the same digest afterwards. Prints a JSON report (freed bytes, read-only seconds).
     """
     status = _run_on_server(ctx, "gc", "registry-gc.sh.j2", stdin=subprocess.DEVNULL, stdout=None,
-                            delete_untagged=not keep_untagged, config_target=CONFIG_TARGET)
+                            delete_untagged=not keep_untagged)
     if status != 0:
         raise click.ClickException(f"garbage collection failed on {ctx.fleet.server.name} (see above)")
 

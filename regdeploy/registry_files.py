@@ -13,7 +13,8 @@ import shlex
 from dataclasses import dataclass
 
 from . import runtime_config
-from .registry_plan import DEBUG_PORT
+from .deploy_lock import LOCK_PATH
+from .registry_plan import CONFIG_TARGET, DEBUG_PORT
 from .rendering import render
 
 CERTS_TARGET = "/certs"  # where the container sees the TLS directory (as Docker's documentation has it)
@@ -78,8 +79,29 @@ def fact_checks(settings) -> tuple:
     if settings.is_server:
         checks += [("file", "tls_cert", tls_cert_path(settings)), ("file", "tls_key", tls_key_path(settings)),
                    ("lines", "htpasswd", htpasswd_path(settings)),
-                   ("stamp", "api", api_stamp_path(settings), api_credentials_path(settings), "")]
+                   ("stamp", "api", api_stamp_path(settings), api_credentials_path(settings), ""),
+                   *(("file", label, path) for label, path in GC_FILES.items())]
     return tuple(checks)
+
+
+# registry_gc_schedule: the collection script and its systemd units on the server. `gc_enabled` is
+# the timer's link in timers.target.wants (present once it is enabled, hashing like the unit).
+GC_SCRIPT = "/etc/regdeploy/gc.sh"
+GC_UNIT = "regdeploy-gc"
+GC_FILES = {"gc_script": GC_SCRIPT, "gc_service": f"/etc/systemd/system/{GC_UNIT}.service",
+            "gc_timer": f"/etc/systemd/system/{GC_UNIT}.timer",
+            "gc_enabled": f"/etc/systemd/system/timers.target.wants/{GC_UNIT}.timer"}
+# Who holds the deploy lock while the timer's collection runs (fixed: the script must not change
+# from one deploy to the next).
+GC_TIMER_HOLDER = f"regdeploy gc (systemd {GC_UNIT}.timer)"
+
+
+def server_script(settings, template: str, holder: str, **extra) -> str:
+    """A templates/ script run on the registry server against its registry: backup, restore, gc."""
+    return render(template, name=settings.registry_container_name, config_path=settings.registry_config_path,
+                  data_dir=settings.registry_data_dir, port=settings.registry_port, lock=LOCK_PATH,
+                  lock_timeout=settings.deploy_lock_timeout, holder=holder, api=loopback_api(settings),
+                  readonly_config=registry_config(settings, readonly=True), config_target=CONFIG_TARGET, **extra)
 
 
 def registry_config(settings, readonly: bool = False) -> str:

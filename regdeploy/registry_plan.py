@@ -217,7 +217,9 @@ def _mounts_of(container: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
 
 
 def _show_ports(ports: dict[str, list[str]]) -> str:
-    shown = [f"{host}->{port.split('/')[0]}" for port, hosts in sorted(ports.items()) for host in hosts]
+    # "127.0.0.1:" is an ephemeral port on loopback: shown as 127.0.0.1:*.
+    shown = [f"{host}{'*' if host.endswith(':') else ''}->{port.split('/')[0]}"
+             for port, hosts in sorted(ports.items()) for host in hosts]
     return ", ".join(shown) or "none"
 
 

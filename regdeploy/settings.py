@@ -133,6 +133,9 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
             if not os.path.isfile(path):
                 errors.append(f"{where}: registry_seed_archives entry {path!r} does not exist on the controller")
     errors.extend(f"{where}: {problem}" for problem in _secure_mode_problems(values))
+    if values["registry_metrics_port"] and values["registry_metrics_port"] == values["registry_port"]:
+        errors.append(f"{where}: registry_metrics_port={values['registry_metrics_port']} is also registry_port: "
+                      "the registry and its metrics need a port each")
 
     return Settings(host_name=host_name, is_server=is_server, server_names=(server_name, server_address),
                     **values)

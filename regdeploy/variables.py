@@ -237,6 +237,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_allow_delete", False, Flag("true or false"),
              "Enable the registry's DELETE API (`storage.delete.enabled`). Off: nobody can delete images "
              "through the API (garbage collection does not need it)."),
+    Variable("registry_gc_schedule", "",
+             Text("a systemd OnCalendar expression, or empty", pattern=r"|[A-Za-z0-9*:,./~ -]+",
+                  refusal="is not a systemd calendar expression (e.g. 'Sun *-*-* 03:00')"),
+             "Run `regdeploy gc`'s collection on the server on this schedule (a systemd timer, checked by "
+             "`systemd-analyze calendar` before anything is written). Empty: never (the timer is removed)."),
     Variable("deploy_lock_timeout", 600, Integer("0..86400", low=0, high=86400),
              "Seconds a deploy waits for another deploy (or `regdeploy backup`) on the same host to end "
              "before it stops, naming the holder."),

@@ -109,7 +109,7 @@ def test_port_change_recreates_registry_and_reconfigures_clients_without_restart
         assert [line for line in dry.host_log(h.name) if line.startswith("insecure-registries:")] == [
             'insecure-registries: + "registry:5001"'], h.name
     assert dry.host_log("registry")[-3:-1] == ["Will recreate the registry container 'registry':",
-                                               "ports: 5000->5000 -> 5001->5000"]
+                                               "ports: 5000->5000, 127.0.0.1:*->5001 -> 5001->5000, 127.0.0.1:*->5001"]
     assert _registry_container(access, "registry")["Id"] == registry_before
     assert {h.name: access.ssh(h, "cat /etc/docker/daemon.json") for h in _docker_hosts(access)} == daemon_json_before
 

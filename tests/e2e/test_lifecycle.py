@@ -218,3 +218,27 @@ def test_gc_keeps_an_image_index_and_its_platforms(life):
     pulled = access.ssh("client1", "docker pull -q registry:5000/life/multi:latest >/dev/null && docker image "
                                    "inspect -f '{{.Id}}' registry:5000/life/multi:latest")
     assert pulled == access.ssh("client1", "docker image inspect -f '{{.Id}}' busybox")
+
+
+def test_scheduled_gc_runs_from_its_timer_and_goes_away_when_unscheduled(life):
+    access, work = life
+    refused = run_deploy(access.inventory_with(work / "inventory-bad-schedule.py",
+                                               registry_gc_schedule="every full moon"))
+    assert refused.returncode != 0 and "is not a calendar expression systemd accepts" in refused.stderr
+    assert access.ssh("registry", "ls /etc/systemd/system/regdeploy-gc.* /etc/regdeploy/gc.sh 2>/dev/null || true") == ""
+
+    converge(access.inventory_with(work / "inventory-gc.py", registry_gc_schedule="Sun *-*-* 03:00"))
+    assert access.ssh("registry", "systemctl is-enabled regdeploy-gc.timer; systemctl is-active regdeploy-gc.timer"
+                      ).split() == ["enabled", "active"]
+    assert "Sun" in access.ssh("registry", "systemctl show regdeploy-gc.timer -p NextElapseUSecRealtime --value")
+    before = RegistryClient(base_url(access.fleet.registry_api_address)).manifests()
+    # What the timer starts, started now: a local run (no SSH), with the host's deploy lock.
+    access.ssh("registry", "systemctl start regdeploy-gc.service")
+    journal = access.ssh("registry", "journalctl -u regdeploy-gc.service -o cat --no-pager")
+    assert "read-only window" in journal and '"freed_bytes"' in journal, journal[-2000:]
+    assert RegistryClient(base_url(access.fleet.registry_api_address)).manifests() == before
+
+    changed = converge(access.inventory)  # no schedule: the timer and its files go
+    assert [name for name, host in changed if "Remove the garbage collection timer" in name], changed
+    assert access.ssh("registry", "ls /etc/systemd/system/regdeploy-gc.* /etc/regdeploy/gc.sh 2>/dev/null || true") == ""
+    assert access.ssh("registry", "systemctl is-enabled regdeploy-gc.timer 2>&1 || true") != "enabled"

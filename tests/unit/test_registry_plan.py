@@ -193,11 +193,11 @@ PORT_5000 = {"5000/tcp": [{"HostIp": "", "HostPort": "5000"}]}
     # The debug endpoint on an ephemeral loopback port, as desired: nothing to do.
     ({**PORT_5000, "5001/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}, WITH_DEBUG, "none", []),
     # A registry made before the debug endpoint existed: recreated once, saying why.
-    (PORT_5000, WITH_DEBUG, "recreate", ["ports: 5000->5000 -> 5000->5000, 127.0.0.1:->5001"]),
+    (PORT_5000, WITH_DEBUG, "recreate", ["ports: 5000->5000 -> 5000->5000, 127.0.0.1:*->5001"]),
     # registry_metrics_port=9101 publishes it on every address.
     ({**PORT_5000, "5001/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]},
      DesiredContainer(**{**DESIRED.__dict__, "debug_binding": "9101"}), "recreate",
-     ["ports: 5000->5000, 127.0.0.1:->5001 -> 5000->5000, 9101->5001"]),
+     ["ports: 5000->5000, 127.0.0.1:*->5001 -> 5000->5000, 9101->5001"]),
 ])
 def test_the_debug_endpoint_is_part_of_the_containers_ports(bindings, desired, action, reasons):
     result = plan(state(inspect(ports=bindings)), desired)

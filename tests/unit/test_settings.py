@@ -49,6 +49,8 @@ def test_exactly_one_registry_server(servers):
     ({"registry_mirrors": ["mirror.example"]}, "must be an http(s):// URL"),
     ({"registry_seed_images": ["ok:1", "Bad:1"]}, "registry_seed_images: uppercase"),
     ({"registry_container_name": "-x"}, "not a valid container name"),
+    ({"registry_metrics_port": 5000}, "registry_metrics_port=5000 is also registry_port"),
+    ({"registry_gc_schedule": "Sun; reboot"}, "is not a systemd calendar expression"),
 ])
 def test_bad_values_name_the_variable_and_the_host(data, expected):
     with pytest.raises(ConfigError) as excinfo:

@@ -112,10 +112,16 @@ ROLE_SETUP = {
 
 
 def prepare_role(lab: config.Lab, hostname: str, spec: config.HostSpec) -> None:
-    result = subprocess.run(ssh_command(lab, hostname, ROLE_SETUP[spec.role]), capture_output=True, text=True,
+    run_on(lab, hostname, ROLE_SETUP[spec.role], f"prepare it as {spec}")
+
+
+def run_on(lab: config.Lab, hostname: str, command: str, what: str) -> str:
+    """Run `command` on a lab host over SSH: its output, or SystemExit saying it could not `what`."""
+    result = subprocess.run(ssh_command(lab, hostname, command), capture_output=True, text=True,
                             stdin=subprocess.DEVNULL)
     if result.returncode != 0:
-        raise SystemExit(f"{hostname}: could not prepare it as {spec}: {result.stderr.strip()[-800:]}")
+        raise SystemExit(f"{hostname}: could not {what}: {result.stderr.strip()[-800:]}")
+    return result.stdout.strip()
 
 
 def _check_owner(lab: config.Lab, existing: set[str]) -> None:

@@ -305,7 +305,8 @@ def up(lab: config.Lab, clients: int = 1, rebuild: bool = False, os_spec: str = 
         hosts.wait_for_ssh(lab, wanted, timeout=SSH_TIMEOUT, logs=lambda h: console_tail(lab, h))
     with step("give every VM the lab's names"):
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda h: _run(lab, h, hosts_block_script(lab, wanted)), wanted))
+            list(pool.map(lambda h: hosts.run_on(lab, h, hosts_block_script(lab, wanted),
+                                                 "write the lab's names into /etc/hosts"), wanted))
     prepare = [h for h in booted if specs[h].role != "docker"]
     if prepare:
         with step(f"make {', '.join(f'{h} ({specs[h]})' for h in prepare)} what they play"):
@@ -323,15 +324,6 @@ def hosts_block_script(lab: config.Lab, hostnames: list[str], path: str = "/etc/
     lines = [HOSTS_BEGIN, *(f"{lab.address(i)} {h}" for i, h in enumerate(hostnames)), HOSTS_END]
     return (f"touch {path} && sed -i '/^{HOSTS_BEGIN}$/,/^{HOSTS_END}$/d' {path} && printf '%s\\n' "
             + " ".join(shlex.quote(line) for line in lines) + f" >> {path}")
-
-
-def _run(lab: config.Lab, hostname: str, command: str) -> None:
-    from . import hosts
-
-    result = subprocess.run(hosts.ssh_command(lab, hostname, command), capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL)
-    if result.returncode != 0:
-        raise SystemExit(f"{hostname}: {command!r} failed: {result.stderr.strip()[-800:]}")
 
 
 def console_tail(lab: config.Lab, hostname: str, lines: int = 20) -> str:

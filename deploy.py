@@ -14,6 +14,7 @@ from regdeploy.settings import ConfigError, from_inventory
 from tasks.docker_client import trust_registry
 from tasks.docker_engine import install_docker, packages_to_check
 from tasks.registry_login import log_in_to_registry
+from tasks.registry_cache import cache_facts, run_registry_cache
 from tasks.registry_gc import schedule_gc
 from tasks.registry_security import install_registry_secrets, remove_unused_secrets
 from tasks.registry_seed import seed_registry
@@ -33,7 +34,8 @@ state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
                       holder=deploy_lock.holder("regdeploy deploy"),
                       lock_timeout=settings.deploy_lock_timeout,
                       checks=registry_files.fact_checks(settings),
-                      registry=registry_facts(settings) if settings.is_server else None)
+                      registry=registry_facts(settings) if settings.is_server else None,
+                      **(cache_facts(settings) if settings.is_server else {}))
 lock = state["lock"]
 if lock and not lock["held"]:
     raise DeployError(f"host {host.name!r}: another regdeploy run holds this host's deploy lock ({lock['holder']}); "
@@ -59,6 +61,7 @@ if "podman" in host_runtimes:
 if settings.is_server:
     install_registry_secrets(settings, state)
     run_registry(settings, state["registry"])
+    run_registry_cache(settings, state)
 # pyinfra orders operations by their place here: every host logs in once the registry runs.
 if "docker" in host_runtimes:
     log_in_to_registry(settings, state)

@@ -102,6 +102,58 @@ def fresh_lab(clients: int) -> list[str]:
     return lab_hosts.up(BENCH_LAB, clients=clients)
 
 
+def lab_memory_mb(lab: lab_config.Lab) -> float:
+    """What the lab's hosts use of the machine's memory now: the sum of their containers' cgroup memory
+    (systemd, sshd and, once deployed, dockerd, containerd and the registry in each)."""
+    names = lab_hosts.running_hosts(lab)
+    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}",
+                          *[lab.container_name(n) for n in names]], capture_output=True, text=True).stdout
+    units = {"B": 1 / 2**20, "KiB": 1 / 1024, "MiB": 1, "GiB": 1024}
+    total = 0.0
+    for line in out.splitlines():
+        used = line.split()[1]  # "123.4MiB"
+        number = used.rstrip("BKMGi")
+        total += float(number) * units[used[len(number):]]
+    return round(total, 1)
+
+
+# Where a sampled frame's file belongs, for the profile's summary ("ours" is what this repository runs).
+PROFILE_GROUPS = (("ours", ("/regdeploy/", "/tasks/", "deploy.py", "/lab/")), ("pyinfra", ("/pyinfra/",)),
+                  ("paramiko", ("/paramiko/",)), ("gevent", ("/gevent/",)), ("jinja2", ("/jinja2/",)),
+                  ("cryptography", ("/cryptography/", "/bcrypt/")), ("click", ("/click/",)))
+
+
+def profile_noop(clients: int) -> dict:
+    """One no-op deploy under py-spy (sampling, 200 Hz): where the controller's time goes, by package —
+    own time (the frame on top) and inclusive time of this repository's code."""
+    raw = RESULTS_DIR / f"profile-1+{clients}.txt"
+    subprocess.run(["py-spy", "record", "--format", "raw", "--rate", "200", "--output", str(raw), "--",
+                    PYINFRA, "-y", str(BENCH_LAB.inventory_path), "deploy.py"], cwd=REPO_ROOT, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    own: dict[str, int] = {}
+    functions: dict[str, int] = {}
+    ours_inclusive = total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        samples = int(count)
+        frames = stack.split(";")
+        total += samples
+        top = frames[-1]
+        group = next((name for name, marks in PROFILE_GROUPS if any(m in top for m in marks)), "other")
+        own[group] = own.get(group, 0) + samples
+        functions[top] = functions.get(top, 0) + samples
+        if any(any(m in f for m in PROFILE_GROUPS[0][1]) for f in frames):
+            ours_inclusive += samples
+    share = {name: round(100 * n / total, 1) for name, n in sorted(own.items(), key=lambda i: -i[1])}
+    top = [{"function": f, "percent": round(100 * n / total, 1)}
+           for f, n in sorted(functions.items(), key=lambda i: -i[1])[:15]]
+    return {"clients": clients, "samples": total, "own_percent_by_package": share,
+            "ours_inclusive_percent": round(100 * ours_inclusive / total, 1), "top_functions": top,
+            "raw": str(raw.relative_to(REPO_ROOT))}
+
+
 def ratios(pairs: list[tuple[Sample, Sample]]) -> dict:
     values = [a.seconds / b.seconds for a, b in pairs]
     return {"median": round(statistics.median(values), 2), "min": round(min(values), 2),
@@ -126,7 +178,7 @@ def bench_fleet(clients: int, runs: int, cold_runs: int) -> dict:
         noop_pairs.append((noop.add(deploy()), f))
 
     result = {"clients": clients, "floor": base.summary(), "noop": noop.summary(),
-              "noop_over_floor": ratios(noop_pairs)}
+              "noop_over_floor": ratios(noop_pairs), "lab_memory_mb": lab_memory_mb(BENCH_LAB)}
     if cold_pairs:
         result.update(cold=cold.summary(), by_hand=manual.summary(), cold_over_by_hand=ratios(cold_pairs))
     return result
@@ -167,8 +219,9 @@ def bench_add_client(clients: int, runs: int) -> dict:
 
 
 def table(results: dict) -> str:
-    rows = ["| hosts | floor | no-op | no-op / floor | cold deploy | by hand | cold / by hand | peak RSS (deploy) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| hosts | floor | no-op | no-op / floor | cold deploy | by hand | cold / by hand | peak RSS (deploy) "
+            "| lab memory |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def fmt(s: dict) -> str:
         return f"{s['median_s']:.2f} s ({s['min_s']:.2f}–{s['max_s']:.2f})"
@@ -179,7 +232,8 @@ def table(results: dict) -> str:
             f"| 1+{r['clients']} | {fmt(r['floor'])} | {fmt(r['noop'])} | {r['noop_over_floor']['median']:.2f}× "
             + (f"| {fmt(cold)} | {fmt(r['by_hand'])} | {r['cold_over_by_hand']['median']:.2f}× "
                if cold else "| – | – | – ")
-            + f"| {max(r['noop']['max_rss_mb'], cold['max_rss_mb'] if cold else 0):.0f} MB |"
+            + f"| {max(r['noop']['max_rss_mb'], cold['max_rss_mb'] if cold else 0):.0f} MB "
+            + f"| {r.get('lab_memory_mb', 0) / 1024:.1f} GiB |"
         )
     lines = ["\n".join(rows), ""]
     scaling = results.get("scaling")
@@ -192,6 +246,11 @@ def table(results: dict) -> str:
     if add:
         lines.append(f"add one client to 1+{add['clients']} with --limit: {fmt(add['add_one_with_limit'])}, "
                      f"{add['add_over_noop']['median']:.2f}× a full no-op run")
+    profile = results.get("profile")
+    if profile:
+        lines.append(f"profile of one no-op deploy of 1+{profile['clients']} ({profile['samples']} samples): own time "
+                     + ", ".join(f"{name} {pct}%" for name, pct in profile["own_percent_by_package"].items())
+                     + f"; this repository's code on the stack {profile['ours_inclusive_percent']}%")
     return "\n".join(lines)
 
 
@@ -203,6 +262,8 @@ def main() -> None:
     parser.add_argument("--skip-cold", action="store_true",
                         help="only floor and no-op (minutes faster; for iterating on no-op cost)")
     parser.add_argument("--keep-lab", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the largest fleet's no-op runs, profile one no-op deploy with py-spy")
     args = parser.parse_args()
 
     lab_image.build_all(BENCH_LAB)
@@ -219,6 +280,9 @@ def main() -> None:
         for clients in [int(c) for c in args.clients.split(",")]:
             results["fleets"].append(bench_fleet(clients, args.runs, 0 if args.skip_cold else args.cold_runs))
             save()
+            if args.profile and clients == max(int(c) for c in args.clients.split(",")):
+                results["profile"] = profile_noop(clients)
+                save()
         sizes = sorted(int(c) for c in args.clients.split(","))
         if len(sizes) > 1:
             results["scaling"] = bench_scaling(sizes[0], sizes[-1], args.runs)

@@ -58,8 +58,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.regdeploy-installed
 if [ ! -e "$stamp" ] || ! cmp -s pyproject.toml "$stamp"; then
-    log "installing regdeploy and its test tools into .venv"
-    .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+    log "installing regdeploy and its test and bench tools into .venv"
+    .venv/bin/pip install -q --disable-pip-version-check -e '.[test,bench]'
     cp pyproject.toml "$stamp"
 fi
 log "ready"

@@ -18,6 +18,7 @@ from typing import Mapping
 import bcrypt
 
 ENV_PREFIX = "REGDEPLOY_PASSWORD_"
+PROXY_ENV = "REGDEPLOY_PROXY_PASSWORD"  # the pull-through cache's upstream password
 # bcrypt's work factor. The registry accepts any; 10 costs ~60 ms per hash or check here, and a
 # deploy checks each (password, hash) pair once per run (verify() is cached).
 BCRYPT_ROUNDS = 10
@@ -34,17 +35,25 @@ def env_name(user: str) -> str:
     return ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", user).upper()
 
 
-def read_password_file(path: str) -> dict[str, str]:
-    """`user:password` lines (the password is everything after the first colon); # comments."""
+def _private_text(path: str, variable: str) -> str | None:
+    """The text of a controller file holding passwords; None if there is none. Refused if others may read it."""
     file = Path(path)
     if not file.is_file():
-        return {}
+        return None
     mode = stat.S_IMODE(file.stat().st_mode)
     if mode & 0o077:
-        raise CredentialError(f"registry_password_file {path!r} has mode {mode:03o}: others may read the "
+        raise CredentialError(f"{variable} {path!r} has mode {mode:03o}: others may read the "
                               f"passwords in it. Run `chmod 600 {path}` and deploy again")
+    return file.read_text()
+
+
+def read_password_file(path: str) -> dict[str, str]:
+    """`user:password` lines (the password is everything after the first colon); # comments."""
+    text = _private_text(path, "registry_password_file")
+    if text is None:
+        return {}
     passwords = {}
-    for number, line in enumerate(file.read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         user, colon, password = line.partition(":")
@@ -74,6 +83,22 @@ def load_passwords(users: tuple[str, ...], path: str, environ: Mapping[str, str]
     if problems:
         raise CredentialError("; ".join(problems))
     return found
+
+
+def load_proxy_password(user: str, path: str, environ: Mapping[str, str] = os.environ) -> str:
+    """The pull-through cache's upstream password for `user`: REGDEPLOY_PROXY_PASSWORD, else the first
+    line of `path` (registry_proxy_password_file)."""
+    password = environ.get(PROXY_ENV)
+    if password is None:
+        text = _private_text(path, "registry_proxy_password_file")
+        password = text.splitlines()[0] if text else ""
+    if not password:
+        raise CredentialError(f"no password for the upstream account {user!r} (registry_proxy_username): set "
+                              f"{PROXY_ENV} in the environment or put it on the first line of {path} "
+                              "(mode 0600, kept out of git)")
+    if "\n" in password:
+        raise CredentialError(f"{PROXY_ENV} must be one line")
+    return password
 
 
 def hash_password(password: str) -> str:

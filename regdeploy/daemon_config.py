@@ -101,9 +101,11 @@ def check_mergeable(current: dict[str, Any], where: str, mirrors: tuple[str, ...
             )
 
 
-def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = (), secure: bool = False) -> dict[str, Any]:
+def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = (), secure: bool = False,
+          drop_mirrors: tuple[str, ...] = ()) -> dict[str, Any]:
     """`current` with `registry` in insecure-registries (with `secure`, a TLS registry: taken out of
-    it) and `mirrors` in registry-mirrors.
+    it) and `mirrors` in registry-mirrors, and `drop_mirrors` taken out of it (a pull-through cache
+    regdeploy no longer runs: Docker would try it before every pull from Docker Hub).
 
     Every other key, and every other entry, is kept in place and in order (a list left empty stays,
     as `[]`). `current` must have passed check_mergeable().
@@ -115,6 +117,8 @@ def merge(current: dict[str, Any], registry: str, mirrors: tuple[str, ...] = (),
         merged["insecure-registries"] = [e for e in current["insecure-registries"] if e != registry]
     if mirrors:
         merged["registry-mirrors"] = _append_missing(current.get("registry-mirrors"), list(mirrors))
+    if any(m in (merged.get("registry-mirrors") or []) for m in drop_mirrors):
+        merged["registry-mirrors"] = [m for m in merged["registry-mirrors"] if m not in drop_mirrors]
     return merged
 
 
@@ -169,10 +173,10 @@ class DaemonJsonPlan:
 
 
 def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: tuple[str, ...],
-                     host_name: str, secure: bool = False) -> DaemonJsonPlan:
+                     host_name: str, secure: bool = False, drop_mirrors: tuple[str, ...] = ()) -> DaemonJsonPlan:
     """What a host's daemon.json becomes and how Docker takes it, from the DockerHostState fact.
     `secure`: the registry serves TLS, so it must not be in insecure-registries (Docker would then
-    accept any certificate from it).
+    accept any certificate from it). `drop_mirrors`: registry-mirrors entries to take out.
 
     Raises DaemonConfigError (naming host, file and fix) for anything regdeploy must not touch:
     the file is then left as it is and no host changes.
@@ -199,8 +203,8 @@ def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: t
             f"{where} has mode {int(detail, 8):03o}: even its owner may not read it, so someone locked it on "
             f"purpose. If Docker should use it, `chmod 644 {path}` and run again; nothing was changed.")
     current = parse(state["daemon_json"], where)
-    check_mergeable(current, where, mirrors)
-    merged = merge(current, registry, mirrors, secure)
+    check_mergeable(current, where, mirrors + drop_mirrors)
+    merged = merge(current, registry, mirrors, secure, drop_mirrors)
 
     # Whether the running daemon already treats the registry as the file says (insecure, or not).
     loaded = not state["active"] or state["trusted"] is None or (registry in state["trusted"]) != secure

@@ -7,7 +7,7 @@ import json
 from pyinfra.api import FactBase
 
 from .daemon_config import INSECURE_REGISTRIES_FORMAT
-from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, ServerState
+from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, SPEC_LABEL, ServerState
 
 
 class DockerHostState(FactBase):
@@ -32,35 +32,41 @@ class DockerHostState(FactBase):
     - `versions`: {package: version} of the installed packages asked about (and containerd's);
     - `os`: /etc/os-release's ID, VERSION_ID and VERSION_CODENAME; `tools`: which of dockerd, podman
       and containerd are on the PATH (runtimes.resolve decides from them);
-    - `registry` (asked on the registry server only): a registry_plan.ServerState.
+    - `registry` (asked on the registry server only): a registry_plan.ServerState, and `cache` the
+      pull-through cache's (when it is configured).
     """
 
     def command(self, path: str, packages: tuple[str, ...] = (), lock: str = "", holder: str = "",
-                lock_timeout: int = 0, registry: tuple | None = None, checks: tuple = ()) -> str:
+                lock_timeout: int = 0, registry: tuple | None = None, checks: tuple = (),
+                cache: tuple | None = None, cache_name: str = "") -> str:
         """`lock`: the host's deploy lock file (empty: take none), `holder`: who takes it (shown to a
         deploy that has to wait), `lock_timeout`: how long to wait for it. `registry`, on the server:
-        (config_path, data_dir, image, container, port) of the registry, read into `registry`.
+        (config_path, data_dir, image, container, port) of the registry, read into `registry`; `cache`
+        the same of the pull-through cache, read into `cache`; without one, `cache_name` is the
+        container an earlier cache may have left (`cache_left`: whether regdeploy made it).
         `checks`: ("file", label, path), ("lines", label, path) or ("stamp", label, stamp path,
         credential path, text the credential must contain or "") for the secure modes' files."""
         from .rendering import render
 
-        config_path, data_dir, image, container, port = registry or ("", "", "", "", 0)
+        servers = [(prefix, (*spec[:4], int(spec[4]))) for prefix, spec in (("registry", registry), ("cache", cache))
+                   if spec]
         return render("docker-host-state.sh.j2", path=path, packages=packages, lock=lock, holder=holder,
                       checks=checks,
                       lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
-                      registry=bool(registry), config_path=config_path, data_dir=data_dir, image=image,
-                      container=container, port=int(port), marker=MIGRATION_MARKER, aside_suffix=ASIDE_SUFFIX)
+                      servers=servers, also=cache_name, marker=MIGRATION_MARKER, aside_suffix=ASIDE_SUFFIX,
+                      spec_label=SPEC_LABEL)
 
     def process(self, output: list[str]) -> dict:
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
                  "trusted": None, "daemon_json": None, "daemon_json_kind": "absent", "daemon_json_detail": "",
                  "lock": None, "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
-                 "versions": {}, "os": {}, "tools": set(), "apparmor": False}
-        registry_lines = []
+                 "versions": {}, "os": {}, "tools": set(), "apparmor": False, "cache": None}
+        server_lines: dict[str, list[str]] = {}
         for index, line in enumerate(output):
             key, _, value = line.partition("=")
-            if key.startswith("registry."):
-                registry_lines.append(line[len("registry."):])
+            if key.startswith(("registry.", "cache.")):
+                prefix, _, rest = line.partition(".")
+                server_lines.setdefault(prefix, []).append(rest)
             elif key.startswith(("file.", "stamp.")):
                 kind, _, label = key.partition(".")
                 state[f"{kind}s"][label] = value.strip()
@@ -102,8 +108,8 @@ class DockerHostState(FactBase):
                 if kind == "present":
                     state["daemon_json"] = "\n".join(output[index + 1:])
                 break
-        if registry_lines:
-            state["registry"] = parse_server_state(registry_lines)
+        for prefix, lines in server_lines.items():
+            state[prefix] = parse_server_state(lines)
         return state
 
 
@@ -164,6 +170,7 @@ def parse_server_state(lines: list[str]) -> ServerState:
         image_id=values.get("image") or None,
         port_holders=tuple(holders),
         aside_left=values.get("aside_left") == "yes",
+        cache_left=values.get("cache_left") == "yes",
         container=container,
         storage_entries=number("storage_entries"),
         storage_repositories=number("storage_repositories"),

@@ -12,10 +12,11 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from . import runtime_config
+from . import runtime_config, security
 from .deploy_lock import LOCK_PATH
 from .registry_plan import CONFIG_TARGET, DEBUG_PORT
 from .rendering import render
+from .settings import cache_settings
 
 CERTS_TARGET = "/certs"  # where the container sees the TLS directory (as Docker's documentation has it)
 AUTH_TARGET = "/auth"  # and the htpasswd directory: a directory, so a replaced file is seen
@@ -76,8 +77,12 @@ def fact_checks(settings) -> tuple:
               ("lines", "containerd_config", runtime_config.CONTAINERD_CONFIG),
               ("file", "podman_conf", runtime_config.PODMAN_DROPIN),
               ("file", "podman_ca", runtime_config.podman_ca_path(address))]
+    cache = cache_settings(settings)
+    if settings.proxy_mirror:
+        checks.append(("file", "proxy_ca", client_ca_path(cache)))
     if settings.is_server:
-        checks += [("file", "tls_cert", tls_cert_path(settings)), ("file", "tls_key", tls_key_path(settings)),
+        checks += [("file", "cache_config", cache.registry_config_path),
+                   ("file", "tls_cert", tls_cert_path(settings)), ("file", "tls_key", tls_key_path(settings)),
                    ("lines", "htpasswd", htpasswd_path(settings)),
                    ("stamp", "api", api_stamp_path(settings), api_credentials_path(settings), ""),
                    *(("file", label, path) for label, path in GC_FILES.items())]
@@ -105,11 +110,28 @@ def server_script(settings, template: str, holder: str, **extra) -> str:
 
 
 def registry_config(settings, readonly: bool = False) -> str:
-    """config.yml for the registry container (read-only: for `regdeploy backup`'s copy window)."""
+    """config.yml for the registry container (read-only: for `regdeploy backup`'s copy window), or
+    for the pull-through cache (settings.cache_settings) its cache.yml, upstream credentials included."""
     return render("registry-config.yml.j2", data_dir=settings.registry_data_dir, readonly=readonly,
                   allow_delete=settings.registry_allow_delete, tls=settings.registry_tls,
                   auth=settings.registry_auth, tls_dir=tls_dir(settings), auth_dir=auth_dir(settings),
-                  certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT)
+                  certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT,
+                  proxy=proxy_config(settings))
+
+
+@dataclass(frozen=True)
+class ProxyConfig:
+    remote_url: str
+    username: str
+    password: str
+
+
+def proxy_config(settings) -> ProxyConfig | None:
+    """The cache's `proxy:` section; None for the registry itself."""
+    if not settings.serves_cache:
+        return None
+    user, password = security.proxy_credentials(settings) or ("", "")
+    return ProxyConfig(settings.registry_proxy_remote_url, user, password)
 
 
 def debug_binding(settings) -> str:

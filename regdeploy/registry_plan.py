@@ -84,6 +84,7 @@ class ServerState:
     image_id: str | None = None
     port_holders: tuple[str, ...] = ()
     aside_left: bool = False  # a previous run's `<name>.regdeploy-old` still exists
+    cache_left: bool = False  # a pull-through cache regdeploy made (the fact's `cache_name`) is there
     container: dict[str, Any] | None = None
     # The current container's storage when it is not `registry_data_dir` (else None):
     storage_entries: int = 0

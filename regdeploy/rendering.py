@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 
@@ -18,6 +19,8 @@ _environment = jinja2.Environment(
 )
 # Everything substituted into a shell script goes through `quote`.
 _environment.filters["quote"] = lambda value: shlex.quote(str(value))
+# And everything substituted into YAML as a value goes through `yaml_string` (a JSON string is a YAML one).
+_environment.filters["yaml_string"] = lambda value: json.dumps(str(value))
 
 
 def render(template: str, **variables) -> str:

@@ -48,6 +48,18 @@ def passwords(settings) -> dict[str, str]:
     return _passwords[key]
 
 
+def proxy_credentials(settings) -> tuple[str, str] | None:
+    """(user, password) the pull-through cache gives its upstream; None without a cache or an account.
+    Raises CredentialError."""
+    if not (settings.registry_proxy_remote_url and settings.registry_proxy_username):
+        return None
+    key = ("proxy", settings.registry_proxy_username, settings.registry_proxy_password_file)
+    if key not in _passwords:
+        _passwords[key] = {settings.registry_proxy_username: credentials.load_proxy_password(
+            settings.registry_proxy_username, settings.registry_proxy_password_file)}
+    return settings.registry_proxy_username, _passwords[key][settings.registry_proxy_username]
+
+
 def login(settings) -> tuple[str, str] | None:
     """(user, password) regdeploy and Docker use on the hosts; None unless registry_auth."""
     if not settings.registry_auth:

@@ -6,6 +6,7 @@ on one client stops the deploy for every host, with every problem listed at once
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import posixpath
@@ -33,8 +34,29 @@ class _Derived:
 
     @property
     def registry_config_path(self) -> str:
-        """The rendered config.yml on the server (mounted read-only into the container)."""
-        return posixpath.join(self.registry_config_dir, "config.yml")
+        """The rendered config.yml on the server (mounted read-only into the container); the
+        pull-through cache's is cache.yml beside it (it holds the upstream's credentials: 0600)."""
+        return posixpath.join(self.registry_config_dir, "cache.yml" if self.serves_cache else "config.yml")
+
+    @property
+    def proxy_mirror(self) -> str:
+        """The pull-through cache's URL as Docker's registry-mirrors lists it; empty without a cache."""
+        if not self.registry_proxy_remote_url:
+            return ""
+        scheme = "https" if self.registry_tls else "http"
+        return f"{scheme}://{registry_address(self.registry_host, self.registry_proxy_port)}"
+
+    @property
+    def stale_mirrors(self) -> tuple[str, ...]:
+        """The pull-through cache's URLs (either scheme) that Docker hosts must no longer list: all of
+        them without a cache (one an earlier run set up), the other scheme's with one."""
+        address = registry_address(self.registry_host, self.registry_proxy_port)
+        return tuple(url for url in (f"http://{address}", f"https://{address}") if url not in self.docker_mirrors)
+
+    @property
+    def docker_mirrors(self) -> tuple[str, ...]:
+        """registry-mirrors every Docker host gets: the operator's, then the pull-through cache."""
+        return tuple(dict.fromkeys(m for m in (*self.registry_mirrors, self.proxy_mirror) if m))
 
     @property
     def tls_names(self) -> tuple[str, ...]:
@@ -52,13 +74,26 @@ class _Derived:
 Settings = make_dataclass(
     "Settings",
     [("host_name", str)] + [(v.name, v.kind.type) for v in VARIABLES]
-    + [("is_server", bool, field(default=False)), ("server_names", tuple, field(default=()))],
+    + [("is_server", bool, field(default=False)), ("server_names", tuple, field(default=())),
+       ("serves_cache", bool, field(default=False))],
     bases=(_Derived,), frozen=True,
 )
 
 # Variables every host must agree on, since they all talk to the same registry.
 SHARED = ("registry_tls", "registry_auth", "registry_users", "registry_login_user", "registry_tls_dir",
-          "registry_tls_cert", "registry_tls_key", "registry_tls_ca", "registry_tls_names", "registry_password_file")
+          "registry_tls_cert", "registry_tls_key", "registry_tls_ca", "registry_tls_names", "registry_password_file",
+          "registry_proxy_remote_url", "registry_proxy_port")
+
+
+def cache_settings(settings: Settings) -> Settings:
+    """The pull-through cache seen as a registry of its own (registry_proxy_remote_url): its name, port,
+    storage and config file, no metrics port, no accounts (Docker cannot log in to a mirror) and no
+    deletes. The deploy, its fact and its run script then treat it as they treat the registry."""
+    return dataclasses.replace(
+        settings, serves_cache=True, registry_container_name=settings.registry_proxy_container_name,
+        registry_port=settings.registry_proxy_port, registry_data_dir=settings.registry_proxy_data_dir,
+        registry_metrics_port=0, registry_auth=False, registry_allow_delete=False, registry_gc_schedule="",
+        registry_seed_images=(), registry_seed_archives=())
 
 
 def registry_address(host: str, port: int) -> str:
@@ -136,9 +171,23 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
     if values["registry_metrics_port"] and values["registry_metrics_port"] == values["registry_port"]:
         errors.append(f"{where}: registry_metrics_port={values['registry_metrics_port']} is also registry_port: "
                       "the registry and its metrics need a port each")
+    if values["registry_proxy_remote_url"]:
+        errors.extend(f"{where}: {problem}" for problem in _cache_problems(values))
 
     return Settings(host_name=host_name, is_server=is_server, server_names=(server_name, server_address),
                     **values)
+
+
+def _cache_problems(values: dict[str, Any]) -> list[str]:
+    """What the pull-through cache's variables cannot mean with the registry's."""
+    port = values["registry_proxy_port"]
+    problems = [f"registry_proxy_port={port} is also {name}: the cache needs a port of its own"
+                for name in ("registry_port", "registry_metrics_port") if values[name] == port]
+    for name in ("registry_container_name", "registry_data_dir"):
+        proxy_name = name.replace("registry_", "registry_proxy_", 1)
+        if values[proxy_name] == values[name]:
+            problems.append(f"{proxy_name}={values[name]!r} is also {name}: the cache would take over the registry's")
+    return problems
 
 
 def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
@@ -217,6 +266,10 @@ def _secure_material_problems(settings: Settings) -> list[str]:
         problems.append(str(exc))
     try:
         security.passwords(settings)
+    except CredentialError as exc:
+        problems.append(str(exc))
+    try:
+        security.proxy_credentials(settings)
     except CredentialError as exc:
         problems.append(str(exc))
     return problems

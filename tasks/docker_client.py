@@ -14,7 +14,7 @@ from pyinfra.operations import server
 
 from regdeploy import daemon_config, registry_files
 from regdeploy.rendering import render
-from regdeploy.settings import Settings
+from regdeploy.settings import Settings, cache_settings
 from tasks.registry_ca import put_registry_ca
 
 
@@ -23,8 +23,9 @@ def trust_registry(settings: Settings, state: dict) -> None:
     """`state` is the host's DockerHostState fact."""
     path = settings.docker_daemon_json
     try:
-        plan = daemon_config.plan_daemon_json(state, path, settings.registry_address, settings.registry_mirrors,
-                                              host.name, secure=settings.registry_tls)
+        plan = daemon_config.plan_daemon_json(state, path, settings.registry_address, settings.docker_mirrors,
+                                              host.name, secure=settings.registry_tls,
+                                              drop_mirrors=settings.stale_mirrors)
     except daemon_config.DaemonConfigError as exc:
         raise DeployError(str(exc)) from None
     # First the CA: once dockerd stops treating the registry as insecure, it must already verify it.
@@ -49,5 +50,9 @@ def trust_registry(settings: Settings, state: dict) -> None:
 
 
 def install_registry_ca(settings: Settings, state: dict) -> None:
-    """TLS: the registry's CA where Docker reads it at each connection (no reload, no restart)."""
+    """TLS: the registry's CA where Docker reads it at each connection (no reload, no restart), and
+    for the pull-through cache's port too (Docker looks the CA up by host:port)."""
     put_registry_ca(settings, registry_files.client_ca_path(settings), state["files"].get("ca"), "Docker")
+    if settings.proxy_mirror:
+        put_registry_ca(settings, registry_files.client_ca_path(cache_settings(settings)),
+                        state["files"].get("proxy_ca"), "Docker (the pull-through cache)")

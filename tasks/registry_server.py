@@ -50,13 +50,19 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
         files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
                         path=settings.registry_data_dir, mode="755")
     if observed.config_sha256 != config_sha256:
-        # The content is read only when it differs (the fact gave its hash), to show the diff.
-        on_host = host.get_fact(FileContents, path=config_path) if observed.config_sha256 else None
-        host.log(f"Will {'modify' if on_host is not None else 'create'} {config_path}:")
-        for line in text_diff("\n".join(on_host) + "\n" if on_host is not None else None, config_text, config_path):
-            host.log(f"  {line}")
-        files.put(name=f"Write the registry configuration {config_path}",
-                  src=StringIO(config_text), dest=config_path, mode="644")
+        if security.proxy_credentials(settings) and settings.serves_cache:
+            # It holds the upstream's password: neither read back nor shown.
+            host.log(f"Will write {config_path} (it holds the upstream's credentials: not shown)")
+        else:
+            # The content is read only when it differs (the fact gave its hash), to show the diff.
+            on_host = host.get_fact(FileContents, path=config_path) if observed.config_sha256 else None
+            host.log(f"Will {'modify' if on_host is not None else 'create'} {config_path}:")
+            for line in text_diff("\n".join(on_host) + "\n" if on_host is not None else None, config_text,
+                                  config_path):
+                host.log(f"  {line}")
+        # The cache's file may hold a password: root only.
+        files.put(name=f"Write the {'cache' if settings.serves_cache else 'registry'} configuration {config_path}",
+                  src=StringIO(config_text), dest=config_path, mode="600" if settings.serves_cache else "644")
 
     if settings.registry_image_archive:
         # A new container may mean a new archive: upload (a no-op if identical) and load if it differs.

@@ -49,9 +49,11 @@ class Access:
         name = h.name
         if h.sudo:
             command = f"sudo -n sh -c {shlex.quote(command)}"
-        result = subprocess.run(["ssh", "-F", str(self.ssh_config), name, command], stdin=stdin,
-                                capture_output=True, text=stdin is None or isinstance(stdin, str),
-                                timeout=600)
+        # A string is given as the command's input (a password: never on a command line), a file as is.
+        text = isinstance(stdin, str)
+        result = subprocess.run(["ssh", "-F", str(self.ssh_config), name, command],
+                                **({"input": stdin} if text else {"stdin": stdin}),
+                                capture_output=True, text=stdin is None or text, timeout=600)
         out = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
         err = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
         if check and result.returncode != 0:

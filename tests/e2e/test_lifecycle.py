@@ -31,10 +31,10 @@ def life(request, tmp_path_factory):
         yield access, work
 
 
-def converge(inventory) -> set[tuple[str, str]]:
-    first = run_deploy(inventory)
+def converge(inventory, env: dict[str, str] | None = None) -> set[tuple[str, str]]:
+    first = run_deploy(inventory, env=env)
     assert first.returncode == 0, first.stderr[-4000:]
-    again = run_deploy(inventory)
+    again = run_deploy(inventory, env=env)
     assert again.returncode == 0, again.stderr[-4000:]
     assert again.changed_hosts() == set(), again.changes()
     return first.changes()
@@ -242,3 +242,159 @@ def test_scheduled_gc_runs_from_its_timer_and_goes_away_when_unscheduled(life):
     assert [name for name, host in changed if "Remove the garbage collection timer" in name], changed
     assert access.ssh("registry", "ls /etc/systemd/system/regdeploy-gc.* /etc/regdeploy/gc.sh 2>/dev/null || true") == ""
     assert access.ssh("registry", "systemctl is-enabled regdeploy-gc.timer 2>&1 || true") != "enabled"
+
+
+# The pull-through cache's upstream: another registry, on client1, that wants a password. Its
+# accounts are behind token auth, as Docker Hub's are: distribution 2.8's proxy gives its
+# credentials to a token server only (distribution issue 3153: no Basic auth to the upstream).
+UPSTREAM_PASSWORD = "up-s3cret: not in any output"
+TOKEN_PORT = 5091
+# Docker Hub's names resolve to the host itself on the lab hosts that pull: if the cache failed,
+# Docker's fallback to Docker Hub fails at once instead of leaving the lab.
+NO_DOCKER_HUB = ("grep -q regdeploy-no-docker-hub /etc/hosts || echo '127.0.0.1 registry-1.docker.io auth.docker.io "
+                 "index.docker.io # regdeploy-no-docker-hub' >> /etc/hosts")
+# The token server: Python's standard library on client1. It grants one token, signed on the
+# controller, to requests with the right Basic credentials, and logs who got it.
+TOKEN_SERVER = """
+import base64, http.server, json, sys
+user_pass, token = open(sys.argv[1]).read().split("\\n")[:2]
+expected = "Basic " + base64.b64encode(user_pass.encode()).decode()
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.headers.get("Authorization") != expected:
+            print("refused", self.client_address[0], flush=True)
+            self.send_response(401)
+            self.send_header("WWW-Authenticate", 'Basic realm="token"')
+            self.end_headers()
+            return
+        print("granted", self.client_address[0], self.path, flush=True)
+        body = json.dumps({"token": token, "access_token": token, "expires_in": 7200}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", int(sys.argv[2])), Handler).serve_forever()
+"""
+
+
+def signed_upstream_token(service: str, issuer: str, repository: str) -> tuple[str, str]:
+    """(certificate PEM for the registry's rootcertbundle, a JWT granting pull and push on
+    `repository`) signed RS256 with a fresh key; `kid` is libtrust's key id, as distribution wants."""
+    import base64
+    import datetime
+    import hashlib
+    import time
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
+            .not_valid_after(now + datetime.timedelta(days=1)).sign(key, hashes.SHA256()))
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    encoded = base64.b32encode(hashlib.sha256(der).digest()[:30]).decode().rstrip("=")
+    kid = ":".join(encoded[i:i + 4] for i in range(0, len(encoded), 4))
+
+    def part(value: dict) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    issued = int(time.time())
+    claims = {"iss": issuer, "sub": "puller", "aud": service, "iat": issued - 60, "nbf": issued - 60,
+              "exp": issued + 7200, "jti": str(issued),
+              "access": [{"type": "repository", "name": repository, "actions": ["pull", "push"]}]}
+    signing_input = f"{part({'typ': 'JWT', 'alg': 'RS256', 'kid': kid})}.{part(claims)}"
+    signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+    token = f"{signing_input}.{base64.urlsafe_b64encode(signature).decode().rstrip('=')}"
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), token
+
+
+def test_the_pull_through_cache_serves_with_its_upstream_down_and_refuses_pushes(life, test_image_archive):
+    access, work = life
+    server = access.fleet.server
+    client1 = next(h for h in access.fleet.clients if h.name == "client1")
+    assert run_deploy(access.inventory).returncode == 0  # deployed as the lab says (when run on its own)
+    access.load_image_archive("client1", test_image_archive)
+    access.load_image_archive("client1", LIFE_LAB.registry_archive)
+    # The upstream, holding docker.io/library/cached:1 (Docker asks a mirror for Docker Hub's names only).
+    cert, token = signed_upstream_token("upstream", "lab-token", "library/cached")
+    access.ssh("client1", "docker rm -f upstream >/dev/null 2>&1; pkill -f '[r]egdeploy-token-server'; "
+                          "mkdir -p /srv/upstream-auth && cat > /srv/upstream-auth/token.crt", stdin=cert)
+    access.ssh("client1", "cat > /srv/upstream-auth/regdeploy-token-server.py", stdin=TOKEN_SERVER)
+    access.ssh("client1", "umask 077 && cat > /srv/upstream-auth/grant", stdin=f"puller:{UPSTREAM_PASSWORD}\n{token}\n")
+    access.ssh("client1", "nohup python3 /srv/upstream-auth/regdeploy-token-server.py /srv/upstream-auth/grant "
+                          f"{TOKEN_PORT} > /srv/upstream-auth/token.log 2>&1 &")
+    realm = f"http://{client1.address}:{TOKEN_PORT}/token"
+    access.ssh("client1", "docker run -d --name upstream -p 5090:5000 -v /srv/upstream-auth:/auth:ro "
+                          f"-e REGISTRY_AUTH=token -e REGISTRY_AUTH_TOKEN_REALM={realm} "
+                          "-e REGISTRY_AUTH_TOKEN_SERVICE=upstream -e REGISTRY_AUTH_TOKEN_ISSUER=lab-token "
+                          f"-e REGISTRY_AUTH_TOKEN_ROOTCERTBUNDLE=/auth/token.crt {lab_config.REGISTRY_IMAGE} >/dev/null")
+    access.ssh("client1", "for i in $(seq 100); do [ \"$(curl -s -o /dev/null -w '%{http_code}' "
+                          "http://127.0.0.1:5090/v2/)\" = 401 ] && exit 0; sleep 0.1; done; exit 1")
+    access.ssh("client1", "docker login -u puller --password-stdin 127.0.0.1:5090 >/dev/null",
+               stdin=UPSTREAM_PASSWORD)
+    # One layer no host has (busybox's files and /c, exported and imported): every pull of it must
+    # fetch all of it, so the cache holds all of it.
+    access.ssh("client1", "docker rm -f mk >/dev/null 2>&1; docker run --name mk busybox sh -c 'echo cached > /c' && "
+                          "docker export mk | docker import - 127.0.0.1:5090/library/cached:1 >/dev/null && "
+                          "docker rm mk >/dev/null && "
+                          "docker push -q 127.0.0.1:5090/library/cached:1 >/dev/null && docker logout 127.0.0.1:5090 "
+                          ">/dev/null && docker image rm 127.0.0.1:5090/library/cached:1 >/dev/null")
+    for h in ("client1", "registry"):
+        access.ssh(h, NO_DOCKER_HUB)
+
+    env = {"REGDEPLOY_PROXY_PASSWORD": UPSTREAM_PASSWORD}
+    cached = access.inventory_with(work / "inventory-cache.py", registry_proxy_remote_url=f"http://{client1.address}:5090",
+                                   registry_proxy_username="puller")
+    first = run_deploy(cached, env=env)
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = run_deploy(cached, env=env)
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+    # The password went into cache.yml (root only) and nowhere else: not the output, not the container.
+    for output in (first.stderr, again.stderr):
+        assert UPSTREAM_PASSWORD not in output
+    assert access.ssh("registry", "stat -c '%a %U' /etc/regdeploy/cache.yml") == "600 root"
+    assert UPSTREAM_PASSWORD not in access.ssh("registry", "docker inspect registry-cache")
+    mirror = f"http://registry:{server.settings.registry_proxy_port}"
+    for h in ("client1", "registry"):
+        # Docker shows each mirror with a trailing slash.
+        assert f'"{mirror}/"' in access.ssh(h, "docker info --format '{{json .RegistryConfig.Mirrors}}'"), h
+
+    cache_api = f"http://{server.address}:{server.settings.registry_proxy_port}"
+    # Pulled through the cache by Docker Hub's name, via registry-mirrors; the cache logged in upstream.
+    access.ssh("client1", "docker pull -q cached:1 >/dev/null && docker run --rm cached:1 cat /c")
+    assert f"granted {server.address} " in access.ssh("client1", "cat /srv/upstream-auth/token.log")
+    image_id = access.ssh("client1", "docker image inspect -f '{{.Id}}' cached:1")
+    assert "library/cached" in requests.get(f"{cache_api}/v2/_catalog", timeout=10).json()["repositories"]
+
+    access.ssh("client1", "docker stop upstream >/dev/null")
+    try:
+        assert access.ssh("client1", "curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:5090/v2/",
+                          check=False) == "000"
+        access.ssh("client1", "docker image rm cached:1 >/dev/null && docker pull -q cached:1 >/dev/null")
+        assert access.ssh("client1", "docker image inspect -f '{{.Id}}' cached:1") == image_id
+        # A second Docker host that never pulled it: served from the cache alone.
+        access.ssh("registry", "docker image rm cached:1 >/dev/null 2>&1; docker pull -q cached:1 >/dev/null")
+        assert access.ssh("registry", "docker image inspect -f '{{.Id}}' cached:1") == image_id
+    finally:
+        access.ssh("client1", "docker start upstream >/dev/null")
+
+    # A proxy registry is read-only: a push is refused at its first request.
+    upload = requests.post(f"{cache_api}/v2/library/cached/blobs/uploads/", timeout=10)
+    assert upload.status_code == 405 and "UNSUPPORTED" in upload.text, (upload.status_code, upload.text)
+
+    # Unset: the container and cache.yml go, the data stays, no host lists the mirror any more.
+    changed = converge(access.inventory)
+    assert [name for name, host in changed if "Remove the pull-through cache" in name and host == "registry"], changed
+    assert access.ssh("registry", "docker ps -aq --filter name=^registry-cache$; ls /etc/regdeploy/cache.yml "
+                                  "2>/dev/null || true") == ""
+    assert access.ssh("registry", "test -d /var/lib/registry-cache/docker/registry/v2 && echo kept") == "kept"
+    for h in ("client1", "registry"):
+        assert mirror not in access.ssh(h, "docker info --format '{{json .RegistryConfig.Mirrors}}'"), h

@@ -31,7 +31,7 @@ def test_docker_host_state_of_a_fresh_host():
                      "command_line_registries": [], "trusted": None, "daemon_json": None,
                      "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None,
                      "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
-                     "versions": {}, "os": {}, "tools": set(), "apparmor": False}
+                     "versions": {}, "os": {}, "tools": set(), "apparmor": False, "cache": None}
 
 
 @pytest.mark.parametrize("line,lock", [

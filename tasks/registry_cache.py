@@ -1,0 +1,48 @@
+"""The pull-through cache (registry_proxy_remote_url): a second registry container on the server,
+read-only, that fetches from the upstream once and serves what it fetched again, also while the
+upstream is down. Every Docker host lists it in registry-mirrors (tasks/docker_client.py).
+
+It is the registry's own machinery run a second time (settings.cache_settings: its name, port,
+storage, cache.yml), so it gets the same plan, drift detection, readiness gate and rollback.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.operations import server
+
+from regdeploy.registry_plan import ServerState
+from regdeploy.settings import Settings, cache_settings
+from tasks.registry_server import registry_facts, run_registry
+
+
+def cache_facts(settings: Settings) -> dict:
+    """The server's DockerHostState arguments for the cache: what to read of it when it is
+    configured, else which container an earlier cache may have left."""
+    if settings.registry_proxy_remote_url:
+        return {"cache": registry_facts(cache_settings(settings))}
+    return {"cache_name": settings.registry_proxy_container_name}
+
+
+@deploy("Run the pull-through cache")
+def run_registry_cache(settings: Settings, state: dict) -> None:
+    """`state`: the server's DockerHostState fact."""
+    cache = cache_settings(settings)
+    if settings.registry_proxy_remote_url:
+        run_registry(cache, state["cache"] or ServerState())
+        return
+    registry: ServerState = state["registry"] or ServerState()
+    config_left = "cache_config" in state["files"]
+    if not (registry.cache_left or config_left):
+        host.noop("no pull-through cache is configured, and none is there")
+        return
+    # Its storage is kept, as regdeploy keeps every registry's data; cache.yml goes (it may hold the
+    # upstream's password).
+    name = settings.registry_proxy_container_name
+    commands = [f"docker rm -f {shlex.quote(name)} >/dev/null"] if registry.cache_left else []
+    commands += [f"rm -f {shlex.quote(cache.registry_config_path)}"] if config_left else []
+    server.shell(name=f"Remove the pull-through cache {name!r} (registry_proxy_remote_url is empty; its data in "
+                      f"{settings.registry_proxy_data_dir} stays)", commands=commands)

@@ -386,6 +386,12 @@ def test_the_pull_through_cache_serves_with_its_upstream_down_and_refuses_pushes
     finally:
         access.ssh("client1", "docker start upstream >/dev/null")
 
+    # The verify suite's checks of the cache, as a user runs them against this fleet.
+    verify = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
+                             f"--inventory={cached}", "-k", "pull_through_cache"], cwd=Path(__file__).parents[2],
+                            capture_output=True, text=True, timeout=600)
+    assert verify.returncode == 0 and "3 passed" in verify.stdout, verify.stdout[-3000:]
+
     # A proxy registry is read-only: a push is refused at its first request.
     upload = requests.post(f"{cache_api}/v2/library/cached/blobs/uploads/", timeout=10)
     assert upload.status_code == 405 and "UNSUPPORTED" in upload.text, (upload.status_code, upload.text)

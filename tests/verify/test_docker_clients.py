@@ -64,3 +64,15 @@ def test_docker_is_logged_in_when_the_registry_requires_it(docker_host, any_host
     assert (fleet.registry_address in auths) == wanted, auths
     if wanted:
         assert config.mode == 0o600 and config.user == "root"
+
+
+def test_docker_lists_the_pull_through_cache_as_a_mirror_exactly_when_it_runs(docker_host, inventory_host):
+    if docker_host is None:
+        return
+    settings = inventory_host.settings
+    mirrors = json.loads(docker_host.check_output("docker info --format '{{json .RegistryConfig.Mirrors}}'") or "[]")
+    listed = [m.rstrip("/") for m in mirrors or []]
+    if settings.proxy_mirror:
+        assert settings.proxy_mirror in listed, mirrors
+    for stale in settings.stale_mirrors:
+        assert stale not in listed, mirrors

@@ -6,7 +6,8 @@ import shlex
 import yaml
 
 from regdeploy import registry_files
-from regdeploy.registry_plan import DEBUG_PORT
+from regdeploy.registry_plan import DEBUG_PORT, SPEC_LABEL
+from regdeploy.settings import cache_settings
 
 
 def _registry(server_host, fleet):
@@ -96,3 +97,26 @@ def test_debug_endpoint_reports_health_and_metrics_on_loopback_unless_published(
     assert _status(server_host, f"http://{debug}/debug/health") == "200"
     metrics = server_host.check_output(f"curl -fsS http://{debug}/metrics")
     assert "# TYPE registry_" in metrics, metrics[:500]
+
+
+def test_the_pull_through_cache_runs_read_only_when_configured_and_not_otherwise(server_host, fleet):
+    settings = fleet.server.settings
+    cache = server_host.docker(settings.registry_proxy_container_name)
+    if not settings.registry_proxy_remote_url:
+        assert not cache.exists or cache.inspect()["Config"]["Labels"].get(SPEC_LABEL) is None, \
+            "a pull-through cache regdeploy made still runs though registry_proxy_remote_url is empty"
+        return
+    assert cache.is_running
+    config = yaml.safe_load(server_host.file(cache_settings(settings).registry_config_path).content_string)
+    assert config["proxy"]["remoteurl"] == settings.registry_proxy_remote_url
+    assert server_host.file(cache_settings(settings).registry_config_path).mode == 0o600
+    scheme = "https" if settings.registry_tls else "http"
+    ca = ["--cacert", shlex.quote(registry_files.client_ca_path(cache_settings(settings)))] \
+        if settings.registry_tls else []
+    url = f"{scheme}://{settings.registry_host}:{settings.registry_proxy_port}"
+    connect = ["--connect-to", shlex.quote(f"{settings.registry_host}:{settings.registry_proxy_port}:127.0.0.1:"
+                                           f"{settings.registry_proxy_port}")]
+    assert _status(server_host, f"{url}/v2/", *connect, *ca) == "200"
+    # A proxy refuses pushes.
+    assert server_host.check_output(f"curl -s -o /dev/null -w '%{{http_code}}' -X POST {' '.join(connect + ca)} "
+                                    f"{shlex.quote(url + '/v2/regdeploy/verify/blobs/uploads/')}") == "405"

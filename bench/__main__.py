@@ -118,16 +118,19 @@ def lab_memory_mb(lab: lab_config.Lab) -> float:
 
 
 # Where a sampled frame's file belongs, for the profile's summary ("ours" is what this repository runs).
-PROFILE_GROUPS = (("ours", ("/regdeploy/", "/tasks/", "deploy.py", "/lab/")), ("pyinfra", ("/pyinfra/",)),
-                  ("paramiko", ("/paramiko/",)), ("gevent", ("/gevent/",)), ("jinja2", ("/jinja2/",)),
-                  ("cryptography", ("/cryptography/", "/bcrypt/")), ("click", ("/click/",)))
+# py-spy names files relative to their sys.path entry ("gevent/hub.py", "regdeploy/facts.py").
+PROFILE_GROUPS = (("ours", ("(regdeploy/", "(tasks/", "(deploy.py", "(lab/")), ("pyinfra", ("(pyinfra/",)),
+                  ("paramiko", ("(paramiko/",)), ("gevent", ("(gevent/",)), ("jinja2", ("(jinja2/",)),
+                  ("cryptography", ("(cryptography/", "(bcrypt/")), ("click", ("(click/",)),
+                  ("import", ("(<frozen importlib",)))
 
 
 def profile_noop(clients: int) -> dict:
-    """One no-op deploy under py-spy (sampling, 200 Hz): where the controller's time goes, by package —
-    own time (the frame on top) and inclusive time of this repository's code."""
+    """One no-op deploy under py-spy (200 Hz, samples taken only while Python holds the GIL, i.e.
+    the controller's Python CPU time, not its waiting): where it goes, by package — own time (the
+    frame on top) and inclusive time of this repository's code."""
     raw = RESULTS_DIR / f"profile-1+{clients}.txt"
-    subprocess.run(["py-spy", "record", "--format", "raw", "--rate", "200", "--output", str(raw), "--",
+    subprocess.run([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "200", "--gil", "--output", str(raw), "--",
                     PYINFRA, "-y", str(BENCH_LAB.inventory_path), "deploy.py"], cwd=REPO_ROOT, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     own: dict[str, int] = {}

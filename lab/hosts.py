@@ -233,6 +233,30 @@ def close_ssh_master(lab: config.Lab, hostname: str) -> None:
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
+REMOVE_BATCH = 16
+
+
+def _remove_when_released(kind: str, names: list[str], limit: float = 60) -> None:
+    """`docker KIND rm NAMES`, retried while Docker still releases what the removed containers held:
+    with dozens of hosts, `docker rm -f` returns before every network endpoint is gone ("has active
+    endpoints")."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            docker(kind, "rm", *names)
+            return
+        except SystemExit as exc:
+            if "active endpoints" in str(exc) and time.monotonic() > deadline:
+                raise SystemExit(f"{exc}\nDocker kept endpoints of removed containers (moby issues 17217, 42119); "
+                                 "restarting dockerd clears them. Then run the command again.") from None
+            if ("active endpoints" not in str(exc) and "in use" not in str(exc)) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+            names = [n for n in names if inspect(kind, n) is not None]
+            if not names:
+                return
+
+
 def down(lab: config.Lab) -> list[str]:
     """Remove every container, network and volume carrying this lab's label, and the lab's VMs with
     what they use (lab/vm.py), and nothing else."""
@@ -240,13 +264,15 @@ def down(lab: config.Lab) -> list[str]:
     _close_ssh_masters(lab)
     removed = vm.down(lab)
     containers = labelled("container", label)
-    if containers:
-        docker("rm", "-f", "-v", *containers)
-        removed += containers
+    # In batches: one `docker rm -f` of dozens of busy hosts has left stale network endpoints behind
+    # here (the network then cannot be removed until dockerd restarts; moby issues 17217, 42119).
+    for start in range(0, len(containers), REMOVE_BATCH):
+        docker("rm", "-f", "-v", *containers[start:start + REMOVE_BATCH])
+    removed += containers
     for kind in ("network", "volume"):
         names = labelled(kind, label)
         if names:
-            docker(kind, "rm", *names)
+            _remove_when_released(kind, names)
             removed += names
     for generated in (lab.inventory_path, lab.hosts_path, lab.ssh_config_path):
         if generated.exists():

@@ -51,15 +51,18 @@ def packages_to_check(settings: Settings) -> list[str]:
     return packages_for(settings) + (["docker.io"] if settings.docker_install_source == "docker-ce" else [])
 
 
-def missing_packages(settings: Settings, state: dict) -> list[str]:
-    """The packages this host still needs (from the DockerHostState fact read before any change)."""
-    return [name for name in packages_for(settings, state["os"], state["apparmor"]) if not state["packages"].get(name)]
+def missing_packages(settings: Settings, state: dict, wanted: list[str] | None = None) -> list[str]:
+    """The packages this host still needs (from the DockerHostState fact read before any change);
+    `wanted`: packages_for() of this host, if already known."""
+    wanted = packages_for(settings, state["os"], state["apparmor"]) if wanted is None else wanted
+    return [name for name in wanted if not state["packages"].get(name)]
 
 
 @deploy("Install Docker")
 def install_docker(settings: Settings, state: dict) -> None:
     """`state` is the host's DockerHostState fact (read before anything was installed)."""
-    missing = missing_packages(settings, state)
+    wanted = packages_for(settings, state["os"], state["apparmor"])
+    missing = missing_packages(settings, state, wanted)
     # Only missing packages trigger an apt update: a converged host costs nothing here.
     if missing:
         if settings.docker_install_source == "docker-ce":
@@ -73,7 +76,7 @@ def install_docker(settings: Settings, state: dict) -> None:
             add_docker_ce_repository(settings)
         # One name on every host (pyinfra shows one name per operation); which packages, per host.
         host.log(f"Will install {', '.join(missing)}")
-        apt.packages(name="Install Docker's packages", packages=packages_for(settings, state["os"], state["apparmor"]), update=True)
+        apt.packages(name="Install Docker's packages", packages=wanted, update=True)
 
     if missing or not (state["active"] and state["enabled"]):
         systemd.service(
@@ -83,8 +86,7 @@ def install_docker(settings: Settings, state: dict) -> None:
             enabled=True,
         )
     else:
-        host.noop(f"Docker ({', '.join(packages_for(settings, state['os'], state['apparmor'])) or 'installed by hand'}) runs and starts "
-                  "at boot")
+        host.noop(f"Docker ({', '.join(wanted) or 'installed by hand'}) runs and starts at boot")
 
 
 def add_docker_ce_repository(settings: Settings) -> None:

@@ -9,11 +9,16 @@ from regdeploy import pki
 from regdeploy.rendering import render
 
 
+def matches(found: str | None, content: str, mode: str) -> bool:
+    """Whether the fact's "SHA256 MODE OWNER" for a file says it holds `content` with `mode`, owned by root."""
+    return found == f"{pki.sha256(content)} {mode} root"
+
+
 def put_if_changed(path: str, content: str, found: str | None, name: str, mode: str = "644",
                    secret: bool = False, dir_mode: str = "") -> bool:
     """`found`: the fact's "SHA256 MODE OWNER" for `path` (None: absent). A `secret` travels on the
     command's stdin, never in its text (the process list, pyinfra's output). True if it is written."""
-    if found == f"{pki.sha256(content)} {mode} root":
+    if matches(found, content, mode):
         return False
     host.log(f"Will {'replace' if found else 'create'} {path}")
     server.shell(name=name, commands=[render("put-file.sh.j2", path=path, mode=mode, dir_mode=dir_mode,

@@ -11,6 +11,7 @@ from regdeploy import pki, registry_files
 from regdeploy.registry_files import GC_FILES, GC_SCRIPT, GC_TIMER_HOLDER, GC_UNIT
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from tasks.host_files import matches
 
 MODES = {"gc_script": "700", "gc_service": "644", "gc_timer": "644"}
 
@@ -29,7 +30,7 @@ def plan_gc_schedule(schedule: str, wanted: dict[str, str], found: dict[str, str
     """"install", "remove" or "none", from the fact's "SHA256 MODE OWNER" per file (None: absent)."""
     if not schedule:
         return "remove" if any(found.get(label) for label in GC_FILES) else "none"
-    differs = any(found.get(label) != f"{pki.sha256(content)} {MODES[label]} root" for label, content in wanted.items())
+    differs = not all(matches(found.get(label), content, MODES[label]) for label, content in wanted.items())
     # Enabled: the link in timers.target.wants exists and leads to this very timer (the fact hashes
     # what a link leads to; its mode is the link's own).
     enabled = (found.get("gc_enabled") or "").split(" ")[0] == pki.sha256(wanted["gc_timer"])

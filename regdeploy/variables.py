@@ -135,6 +135,8 @@ HOST_NAME = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9]
              r"|\[[0-9a-fA-F:]+\]")
 HTTP_URL = r"https?://[^\s/]+\S*"
 INSTALL_SOURCES = ("distro", "docker-ce", "none")
+# Docker's container names.
+CONTAINER_NAME = Text("a container name", pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", refusal="is not a valid container name")
 # htpasswd user names: no colon (the file's separator), nothing a shell or YAML would need quoted.
 USER_NAME = r"[A-Za-z0-9][A-Za-z0-9._@-]*"
 
@@ -165,9 +167,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_image_archive_sha256", "",
              Text("64 hex digits, or empty", pattern=r"|[0-9a-f]{64}", refusal="must be 64 hex digits", lower=True),
              "Expected SHA-256 of `registry_image_archive`, checked on the controller and the server."),
-    Variable("registry_container_name", "registry",
-             Text("a container name", pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", refusal="is not a valid container name"),
-             "Name of the registry container."),
+    Variable("registry_container_name", "registry", CONTAINER_NAME, "Name of the registry container."),
     Variable("registry_data_dir", "/var/lib/registry", AbsolutePath("an absolute path"),
              "Host directory holding the registry's storage."),
     Variable("registry_config_dir", "/etc/regdeploy", AbsolutePath("an absolute path"),
@@ -194,8 +194,7 @@ VARIABLES: tuple[Variable, ...] = (
              "`REGDEPLOY_PROXY_PASSWORD` in the environment, else the first line of `registry_proxy_password_file`."),
     Variable("registry_proxy_password_file", ".regdeploy/proxy-password", Kind("a file on the controller"),
              "Untracked file (mode 0600) whose first line is `registry_proxy_username`'s password; the environment wins."),
-    Variable("registry_proxy_container_name", "registry-cache",
-             Text("a container name", pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", refusal="is not a valid container name"),
+    Variable("registry_proxy_container_name", "registry-cache", CONTAINER_NAME,
              "Name of the pull-through cache's container."),
     Variable("registry_proxy_data_dir", "/var/lib/registry-cache", AbsolutePath("an absolute path"),
              "Host directory holding the pull-through cache's storage (kept when the cache is removed)."),

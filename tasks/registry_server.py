@@ -50,7 +50,7 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
         files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
                         path=settings.registry_data_dir, mode="755")
     if observed.config_sha256 != config_sha256:
-        if security.proxy_credentials(settings) and settings.serves_cache:
+        if settings.serves_cache and security.proxy_credentials(settings):
             # It holds the upstream's password: neither read back nor shown.
             host.log(f"Will write {config_path} (it holds the upstream's credentials: not shown)")
         else:

@@ -1,8 +1,9 @@
 """regdeploy: `pyinfra inventory.py deploy.py`.
 
 Every host gets Docker and trusts the registry (the server too, so `<server>:<port>/...` names
-work on it); the host in `registry_servers` also runs the registry. All inventory data is
-validated for every host before any operation is generated, so bad data changes nothing.
+work on it); the host in `registry_servers` also runs the registry, or each of several replicas on
+shared storage does, behind haproxy on the `registry_lb` host. All inventory data is validated for
+every host before any operation is generated, so bad data changes nothing.
 """
 
 from pyinfra import host, inventory, logger
@@ -16,6 +17,7 @@ from tasks.docker_engine import install_docker, packages_to_check
 from tasks.registry_login import log_in_to_registry
 from tasks.registry_cache import cache_facts, run_registry_cache
 from tasks.registry_gc import schedule_gc
+from tasks.registry_lb import run_load_balancer
 from tasks.registry_security import install_registry_secrets, remove_unused_secrets
 from tasks.registry_seed import seed_registry
 from tasks.registry_server import registry_facts, run_registry
@@ -43,12 +45,14 @@ if lock and not lock["held"]:
                       "has finished.")
 if lock and lock["waited"]:
     host.log(f"waited {lock['waited']} s for another regdeploy run on this host to finish", log_func=logger.warning)
-# Which runtimes on this host must trust the registry (client_runtimes, or what is there).
-host_runtimes = runtimes.resolve(settings.client_runtimes, settings.docker_install_source, state["tools"])
+# Which runtimes on this host must trust the registry (client_runtimes, or what is there); none on a
+# host that is only the load balancer.
+host_runtimes = runtimes.resolve(settings.client_runtimes, settings.docker_install_source, state["tools"]) \
+    if settings.uses_registry else []
 if settings.is_server and "docker" not in host_runtimes:
     raise DeployError(f"host {host.name!r} is the registry server: it needs Docker (client_runtimes={host_runtimes}, "
                       f"docker_install_source={settings.docker_install_source!r}); nothing was changed")
-if not host_runtimes:
+if settings.uses_registry and not host_runtimes:
     raise DeployError(f"host {host.name!r} has no container runtime regdeploy knows (Docker, containerd, Podman) and "
                       "docker_install_source is 'none': install one, or let regdeploy install Docker; nothing was changed")
 if "docker" in host_runtimes:
@@ -58,6 +62,9 @@ if "containerd" in host_runtimes:
     trust_registry_containerd(settings, state)
 if "podman" in host_runtimes:
     trust_registry_podman(settings, state)
+# The load balancer first: a replica being replaced waits until haproxy sends it requests again.
+if settings.is_lb:
+    run_load_balancer(settings, state)
 if settings.is_server:
     install_registry_secrets(settings, state)
     run_registry(settings, state["registry"])
@@ -67,5 +74,7 @@ if "docker" in host_runtimes:
     log_in_to_registry(settings, state)
 if settings.is_server:
     remove_unused_secrets(settings, state)
-    seed_registry(settings)
+    if settings.first_replica:
+        # Replicas share their storage: one pushes the seed images for all.
+        seed_registry(settings)
     schedule_gc(settings, state)

@@ -9,7 +9,9 @@ To try regdeploy without machines of your own, use the lab: `python -m lab demo`
 .lab/regdeploy-lab/inventory.py.
 """
 
-# Exactly one registry server. It is also configured as a Docker client of itself.
+# One registry server (also configured as a Docker client of itself), or several replicas on a shared
+# S3 bucket (registry_storage="s3", registry_s3_*) with a host in `registry_lb` below: README,
+# "Several replicas on shared storage".
 registry_servers = [
     ("registry.example.com", {
         "ssh_user": "root",
@@ -17,6 +19,9 @@ registry_servers = [
         # "registry_image_archive": "images/registry-2.tar",
     }),
 ]
+
+# With several replicas: the host that runs haproxy in front of them; clients use its name.
+# registry_lb = [("registry-lb.example.com", {"ssh_user": "root"})]
 
 # Every machine that pushes to or pulls from the registry. Add a host here and run
 # `pyinfra inventory.py deploy.py --limit NEW-HOST` to provision just that one.

@@ -30,10 +30,13 @@ def main(ctx: click.Context, name: str | None) -> None:
                    "bookworm,trixie,sid:containerd-store,trixie:podman.")
 @click.option("--vm", "vms", is_flag=True,
               help="Boot the hosts as qemu virtual machines (own kernel, real reboot) instead of containers.")
+@click.option("--replicas", default=0, show_default=True,
+              help="Registry replicas (registry1..N) on a one-node Ceph S3 store (host store) behind haproxy "
+                   "(host lb), instead of the one server.")
 @click.pass_obj
-def up(lab: config.Lab, clients: int, rebuild: bool, os_spec: str, vms: bool) -> None:
+def up(lab: config.Lab, clients: int, rebuild: bool, os_spec: str, vms: bool, replicas: int) -> None:
     """Start (or grow) the lab and write its inventory."""
-    started = hosts.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec, vms=vms)
+    started = hosts.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec, vms=vms, replicas=replicas)
     click.echo(f"lab {lab.name}: {', '.join(started)} answer SSH")
     click.echo(f"  pyinfra inventory: {lab.inventory_path}")
     click.echo(f"  testinfra hosts:   --hosts={lab.hosts_path.read_text().strip()} "

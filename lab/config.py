@@ -65,12 +65,15 @@ HOST_PACKAGES = [
     "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2",
     "ca-certificates", "curl", "procps", "iputils-ping", "gnupg",
 ]
+# The lab's S3 store (registry_storage=s3): a one-node Ceph with its RADOS gateway, from Debian.
+CEPH_PACKAGES = ["ceph-mon", "ceph-osd", "radosgw", "ceph-common"]
 # Downloaded (not installed) into each host's apt cache at image build time: every host then
 # installs Docker (or the runtime it plays) without fetching it from the mirror, N hosts never
 # download it N times. From trixie on, docker.io only recommends the `docker` command (docker-cli).
 # apparmor: what a host whose kernel enforces AppArmor (the VM tier's) also gets with Docker.
+# bookworm also precaches haproxy (the registry_lb host) and the lab's one-node Ceph (the store host).
 PRECACHED_PACKAGES = {
-    "bookworm": ["docker.io", "apparmor"],
+    "bookworm": ["docker.io", "apparmor", "haproxy", *CEPH_PACKAGES],
     "trixie": ["docker.io", "docker-cli", "containerd", "podman", "apparmor"],
     "sid": ["docker.io", "docker-cli", "containerd", "podman", "apparmor"],
 }
@@ -81,7 +84,8 @@ PRECACHED_PACKAGES = {
 #   new Docker 29 install has it (set before Docker is installed, so Docker starts with it);
 # - containerd: containerd installed and running, no Docker (a Kubernetes or CI node);
 # - podman: Podman installed, no Docker.
-ROLES = ("docker", "containerd-store", "containerd", "podman")
+# - ceph: the store of a lab with replicas (not in the inventory): Ceph with RGW, a bucket, a key.
+ROLES = ("docker", "containerd-store", "containerd", "podman", "ceph")
 # Roles whose hosts get no Docker from regdeploy (docker_install_source=none in the lab inventory).
 WITHOUT_DOCKER = ("containerd", "podman")
 
@@ -101,6 +105,8 @@ class HostSpec:
             raise ValueError(f"unknown release {spec.suite!r} in {text!r}: use one of {', '.join(SUITES)}")
         if spec.role not in ROLES:
             raise ValueError(f"unknown role {spec.role!r} in {text!r}: use one of {', '.join(ROLES)}")
+        if spec.role == "ceph" and spec.suite != "bookworm":
+            raise ValueError(f"{text!r}: the lab precaches Ceph for bookworm only")
         if spec.role in WITHOUT_DOCKER and spec.suite == "bookworm":
             raise ValueError(f"{text!r}: the lab precaches containerd and Podman for trixie and sid only")
         return spec
@@ -153,6 +159,15 @@ class Lab:
     @property
     def subnet(self) -> str:
         return f"{self.subnet_prefix}.0/24"
+
+    @property
+    def s3_secret_path(self) -> Path:
+        """The store's S3 secret key (a lab with replicas), 0600: the inventory names the file."""
+        return self.state_dir / "s3-secret"
+
+    @property
+    def http_secret_path(self) -> Path:
+        return self.state_dir / "http-secret"
 
     @property
     def ssh_key(self) -> Path:
@@ -212,5 +227,21 @@ def default_lab(name: str | None = None) -> Lab:
     return Lab(name=name, subnet_prefix=subnet)
 
 
-def hostnames(clients: int) -> list[str]:
-    return ["registry"] + [f"client{i}" for i in range(1, clients + 1)]
+LB_HOST = "lb"
+STORE_HOST = "store"
+STORE_BUCKET = "registry"
+STORE_PORT = 7480  # radosgw's beast frontend
+STORE_ACCESS_KEY = "REGDEPLOYLAB"  # its secret key: Lab.s3_secret_path
+
+
+def hostnames(clients: int, replicas: int = 0) -> list[str]:
+    """The lab's hosts in address order: `registry` and the clients; with `replicas`, registry1..N on
+    the lab's S3 store, the load balancer and the store itself before the clients."""
+    servers = ["registry"] if not replicas else [f"registry{i}" for i in range(1, replicas + 1)] + [LB_HOST, STORE_HOST]
+    return servers + [f"client{i}" for i in range(1, clients + 1)]
+
+
+def host_order(hostname: str) -> tuple:
+    """Sort key giving hostnames()'s order."""
+    role = 0 if hostname.startswith("registry") else {LB_HOST: 1, STORE_HOST: 2}.get(hostname, 3)
+    return role, len(hostname), hostname

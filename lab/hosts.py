@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import secrets
+import shlex
 import subprocess
 import sys
 import time
@@ -44,7 +46,7 @@ def container_hosts(lab: config.Lab) -> list[str]:
     """Hostnames of this lab's host containers, server first."""
     names = labelled("container", f"{config.LAB_LABEL}={lab.name}")
     hosts = [n[len(lab.name) + 1:] for n in names if n.startswith(lab.name + "-")]
-    return sorted(hosts, key=lambda h: (h != "registry", len(h), h))
+    return sorted(hosts, key=config.host_order)
 
 
 SPEC_LABEL = f"{config.LAB_LABEL}.os"
@@ -54,25 +56,33 @@ STORES = {"podman": ("/var/lib/containers",), "containerd": ("/var/lib/container
 
 
 def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = "",
-       vms: bool = False) -> list[str]:
+       vms: bool = False, replicas: int = 0) -> list[str]:
     """Create the lab (or grow it to `clients` clients) and wait until every host answers SSH.
 
     `os_spec` gives each host's release and role (config.host_specs: `bookworm,trixie,sid:podman`...);
     a host that already runs keeps the one it was made with. `vms`: the hosts are virtual machines
-    (lab/vm.py) instead of containers."""
+    (lab/vm.py) instead of containers. `replicas`: that many registry servers on the lab's S3 store
+    (a one-node Ceph, host `store`) behind a load balancer (host `lb`)."""
     require_engine()
+    if replicas and (vms or os_spec):
+        raise SystemExit("--replicas makes bookworm containers: leave out --vm and --os")
     if vms:
         return vm.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec)
     if vm.is_vm_lab(lab):
         raise SystemExit(f"lab {lab.name} runs as VMs: `python -m lab --name {lab.name} down` first, or add --vm")
     if not 0 <= clients <= 200:
         raise SystemExit("--clients must be between 0 and 200")
-    wanted = config.hostnames(clients)
+    wanted = config.hostnames(clients, replicas)
     try:
         specs = dict(zip(wanted, config.host_specs(os_spec, len(wanted))))
     except ValueError as exc:
         raise SystemExit(f"--os: {exc}") from None
+    if replicas:
+        specs[config.STORE_HOST] = config.HostSpec(role="ceph")
     existing = set(container_hosts(lab))
+    if existing and (config.STORE_HOST in existing) != bool(replicas):
+        raise SystemExit(f"lab {lab.name} was made {'with' if config.STORE_HOST in existing else 'without'} "
+                         "replicas: `python -m lab down` first, or keep --replicas as it was")
     for hostname in existing & set(wanted):
         specs[hostname] = config.HostSpec.parse(
             docker("inspect", "-f", f'{{{{index .Config.Labels "{SPEC_LABEL}"}}}}', lab.container_name(hostname))
@@ -90,6 +100,8 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
                 docker("start", lab.container_name(hostname))
             else:
                 _start_host(lab, hostname, index, specs[hostname])
+    if replicas:
+        _ensure_secrets(lab)
     inventory.write(lab, wanted, specs)
     with step("wait for SSH on every host"):
         wait_for_ssh(lab, wanted)
@@ -112,7 +124,33 @@ ROLE_SETUP = {
 
 
 def prepare_role(lab: config.Lab, hostname: str, spec: config.HostSpec) -> None:
+    if spec.role == "ceph":
+        prepare_store(lab, hostname)
+        return
     run_on(lab, hostname, ROLE_SETUP[spec.role], f"prepare it as {spec}")
+
+
+STORE_SCRIPT = Path(__file__).with_name("ceph-store.sh")
+
+
+def prepare_store(lab: config.Lab, hostname: str) -> None:
+    """Ceph with RGW on the store host (lab/ceph-store.sh): the bucket and key the inventory names."""
+    remote = f"sh -c {shlex.quote(STORE_SCRIPT.read_text())} store {config.STORE_ACCESS_KEY} {config.STORE_BUCKET} " \
+             f"{config.STORE_PORT}"
+    # The secret goes on stdin, never on a command line.
+    result = subprocess.run(ssh_command(lab, hostname, remote), capture_output=True, text=True,
+                            input=lab.s3_secret_path.read_text().splitlines()[0] + "\n")
+    if result.returncode != 0:
+        raise SystemExit(f"{hostname}: could not make the Ceph store: {result.stderr.strip()[-1500:]}")
+
+
+def _ensure_secrets(lab: config.Lab) -> None:
+    """The store's S3 secret key and the replicas' http.secret: made once per lab, 0600."""
+    for path in (lab.s3_secret_path, lab.http_secret_path):
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(20) + "\n")
 
 
 def run_on(lab: config.Lab, hostname: str, command: str, what: str) -> str:

@@ -23,6 +23,29 @@ docker_clients = [
 '''
 
 
+REPLICAS_TEMPLATE = '''"""The lab's hosts, written by `python -m lab up --replicas N`: regenerated on every `up`, do not edit.
+
+{replicas} registry replicas on the lab's S3 store (Ceph RGW on host `store`, which regdeploy does not
+manage), behind haproxy on `lb`; clients use the registry at lb:5000."""
+
+_ssh = {ssh!r}
+# Every host agrees on the storage (the secrets are files of the lab, 0600, never in this file).
+_shared = {{**_ssh, **{shared!r}}}
+# Docker Hub is unreachable from the lab: the registry:2 stand-in is loaded from an archive.
+_image = {{"registry_image_archive": {archive!r}, "registry_image_archive_sha256": {archive_sha!r}}}
+
+registry_servers = [
+{servers}]
+
+registry_lb = [
+    ({lb!r}, {{**_shared, "ssh_hostname": {lb_ip!r}}}),
+]
+
+docker_clients = [
+{clients}]
+'''
+
+
 def write(lab: config.Lab, hostnames: list[str], specs: dict | None = None) -> None:
     ssh = {
         "ssh_user": "root",
@@ -32,6 +55,9 @@ def write(lab: config.Lab, hostnames: list[str], specs: dict | None = None) -> N
         "ssh_known_hosts_file": "/dev/null",
     }
     addresses = {h: lab.address(i) for i, h in enumerate(hostnames)}
+    if config.STORE_HOST in hostnames:
+        _write_replicas(lab, hostnames, addresses, ssh)
+        return
     server, clients = hostnames[0], hostnames[1:]
     lab.inventory_path.write_text(INVENTORY_TEMPLATE.format(
         ssh=ssh, server=server, server_ip=addresses[server],
@@ -53,3 +79,31 @@ def _role_data(spec) -> str:
 def _comment(spec) -> str:
     return f"  # {spec}" if spec is not None and str(spec) != config.DEBIAN_SUITE else ""
 
+
+
+def _write_replicas(lab: config.Lab, hostnames: list[str], addresses: dict[str, str], ssh: dict) -> None:
+    servers = [h for h in hostnames if h.startswith("registry")]
+    clients = [h for h in hostnames if h.startswith("client")]
+    shared = {
+        "registry_storage": "s3",
+        "registry_s3_endpoint": f"http://{addresses[config.STORE_HOST]}:{config.STORE_PORT}",
+        "registry_s3_bucket": config.STORE_BUCKET,
+        "registry_s3_access_key": config.STORE_ACCESS_KEY,
+        "registry_s3_secret_file": str(lab.s3_secret_path),
+        "registry_http_secret_file": str(lab.http_secret_path),
+    }
+    lab.inventory_path.write_text(REPLICAS_TEMPLATE.format(
+        ssh=ssh, shared=shared, replicas=len(servers), archive=str(lab.registry_archive),
+        archive_sha=archive_sha256(str(lab.registry_archive)), lb=config.LB_HOST, lb_ip=addresses[config.LB_HOST],
+        servers="".join(f'    ({h!r}, {{**_shared, **_image, "ssh_hostname": {addresses[h]!r}}}),\n' for h in servers),
+        clients="".join(f'    ({h!r}, {{**_shared, "ssh_hostname": {addresses[h]!r}}}),\n' for h in clients),
+    ))
+    lab.hosts_path.write_text(",".join(f"ssh://{h}" for h in hostnames if h != config.STORE_HOST) + "\n")
+    write_ssh_config(load_fleet(str(lab.inventory_path)), lab.ssh_config_path)
+    # The store is no inventory host (regdeploy does not manage it), but the lab reaches it too.
+    text = lab.ssh_config_path.read_text()
+    first = text.split("\n\n")[0]
+    block = "\n".join(f"Host {config.STORE_HOST}" if line.startswith("Host ") else
+                      f"  HostName {addresses[config.STORE_HOST]}" if line.strip().startswith("HostName ") else line
+                      for line in first.splitlines())
+    lab.ssh_config_path.write_text(text.rstrip("\n") + "\n\n" + block + "\n")

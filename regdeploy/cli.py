@@ -186,10 +186,22 @@ def copy(ctx: Context, source: str, target: str | None, on_host: str | None) -> 
     click.echo(json.dumps({"source": src.familiar, "target": dest_name, "digest": digest, "host": worker.name}))
 
 
+def _require_disk_storage(ctx: Context, what: str) -> None:
+    """backup, restore and gc copy or collect registry_data_dir: on S3 a backup would be an empty
+    archive, and a collection on one replica would delete layers the others are being pushed."""
+    storage = ctx.fleet.server.settings.registry_storage
+    if storage != "filesystem":
+        raise click.ClickException(
+            f"regdeploy {what} works on a registry stored on its server's disk; this one is stored in S3 "
+            f"(registry_storage={storage}): use the store's own tools (bucket versioning, snapshots, "
+            "replication). Nothing was done")
+
+
 def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout, **extra) -> int:
     """Render a templates/ script for the inventory's registry server and run it there over SSH;
     its stderr (messages) goes to ours."""
     fleet = ctx.fleet
+    _require_disk_storage(ctx, what)
     script = registry_files.server_script(fleet.server.settings, template, deploy_lock.holder(f"regdeploy {what}"),
                                           **extra)
     with tempfile.TemporaryDirectory() as tmp:
@@ -211,6 +223,7 @@ def backup(ctx: Context, archive: str) -> None:
     host's deploy lock, so no deploy runs at the same time. The archive records every tag and its
     manifest digest; `regdeploy restore` checks them.
     """
+    _require_disk_storage(ctx, "backup")
     partial = Path(archive + ".partial")
     with open(partial, "wb") as out:
         status = _run_on_server(ctx, "backup", "registry-backup.sh.j2", stdin=subprocess.DEVNULL, stdout=out)

@@ -19,6 +19,8 @@ import bcrypt
 
 ENV_PREFIX = "REGDEPLOY_PASSWORD_"
 PROXY_ENV = "REGDEPLOY_PROXY_PASSWORD"  # the pull-through cache's upstream password
+S3_ENV = "REGDEPLOY_S3_SECRET"  # the S3 secret key (registry_storage=s3)
+HTTP_SECRET_ENV = "REGDEPLOY_HTTP_SECRET"  # the replicas' shared http.secret
 # bcrypt's work factor. The registry accepts any; 10 costs ~60 ms per hash or check here, and a
 # deploy checks each (password, hash) pair once per run (verify() is cached).
 BCRYPT_ROUNDS = 10
@@ -85,20 +87,26 @@ def load_passwords(users: tuple[str, ...], path: str, environ: Mapping[str, str]
     return found
 
 
+def load_secret(env: str, path: str, variable: str, what: str, environ: Mapping[str, str] = os.environ) -> str:
+    """A one-line secret: the environment variable `env`, else the first line of the controller file
+    `path` (the inventory's `variable`), refused if others may read it. `what` names it in errors."""
+    secret = environ.get(env)
+    if secret is None:
+        text = _private_text(path, variable)
+        secret = text.splitlines()[0] if text else ""
+    if not secret:
+        raise CredentialError(f"no {what}: set {env} in the environment or put it on the first line of {path} "
+                              "(mode 0600, kept out of git)")
+    if "\n" in secret:
+        raise CredentialError(f"{env} must be one line")
+    return secret
+
+
 def load_proxy_password(user: str, path: str, environ: Mapping[str, str] = os.environ) -> str:
     """The pull-through cache's upstream password for `user`: REGDEPLOY_PROXY_PASSWORD, else the first
     line of `path` (registry_proxy_password_file)."""
-    password = environ.get(PROXY_ENV)
-    if password is None:
-        text = _private_text(path, "registry_proxy_password_file")
-        password = text.splitlines()[0] if text else ""
-    if not password:
-        raise CredentialError(f"no password for the upstream account {user!r} (registry_proxy_username): set "
-                              f"{PROXY_ENV} in the environment or put it on the first line of {path} "
-                              "(mode 0600, kept out of git)")
-    if "\n" in password:
-        raise CredentialError(f"{PROXY_ENV} must be one line")
-    return password
+    return load_secret(PROXY_ENV, path, "registry_proxy_password_file",
+                       f"password for the upstream account {user!r} (registry_proxy_username)", environ)
 
 
 def hash_password(password: str) -> str:

@@ -14,7 +14,7 @@ from pyinfra.context import ctx_state
 from pyinfra_cli import util as pyinfra_cli_util
 from pyinfra_cli.inventory import make_inventory
 
-from .settings import CLIENT_GROUP, SERVER_GROUP, Settings, validate_hosts
+from .settings import CLIENT_GROUP, LB_GROUP, SERVER_GROUP, Settings, validate_hosts
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,16 @@ class InventoryHost:
 
 @dataclass(frozen=True)
 class Fleet:
-    server: InventoryHost
+    server: InventoryHost  # the first (or only) registry server
     clients: tuple[InventoryHost, ...]
+    # Every registry server (replicas on shared storage: several) and the registry_lb host, if any.
+    servers: tuple[InventoryHost, ...] = ()
+    lb: InventoryHost | None = None
 
     @property
     def hosts(self) -> tuple[InventoryHost, ...]:
-        return (self.server, *self.clients)
+        servers = self.servers or (self.server,)
+        return (*servers, *((self.lb,) if self.lb and self.lb not in self.clients else ()), *self.clients)
 
     @property
     def registry_address(self) -> str:
@@ -50,8 +54,10 @@ class Fleet:
 
     @property
     def registry_api_address(self) -> str:
-        """host:port the controller uses for the registry API: the server's SSH address."""
-        return f"{self.server.address}:{self.server.settings.registry_port}"
+        """host:port the controller uses for the registry API: the load balancer's SSH address, else
+        the server's."""
+        front = self.lb or self.server
+        return f"{front.address}:{self.server.settings.registry_port}"
 
 
 def load_fleet(path: str, check_files: bool = False) -> Fleet:
@@ -66,9 +72,10 @@ def load_fleet(path: str, check_files: bool = False) -> Fleet:
     raw = [(h.name, h.data.dict(), set(h.groups)) for h in inventory]
     settings = validate_hosts(raw, check_files=check_files)
     hosts = {name: InventoryHost(name, frozenset(groups), data, settings[name]) for name, data, groups in raw}
-    server = next(h for h in hosts.values() if SERVER_GROUP in h.groups)
-    clients = tuple(h for h in hosts.values() if CLIENT_GROUP in h.groups and h is not server)
-    return Fleet(server=server, clients=clients)
+    servers = tuple(h for h in hosts.values() if SERVER_GROUP in h.groups)
+    clients = tuple(h for h in hosts.values() if CLIENT_GROUP in h.groups and h not in servers)
+    lb = next((h for h in hosts.values() if LB_GROUP in h.groups), None)
+    return Fleet(server=servers[0], clients=clients, servers=servers, lb=lb)
 
 
 def write_ssh_config(fleet: Fleet, path: Path) -> Path:

@@ -12,7 +12,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from . import runtime_config, security
+from . import load_balancer, runtime_config, security
 from .deploy_lock import LOCK_PATH
 from .registry_plan import CONFIG_TARGET, DEBUG_PORT
 from .rendering import render
@@ -70,6 +70,8 @@ def fact_checks(settings) -> tuple:
     host's CA and `docker login`, containerd's and Podman's files, and on the server its TLS files, htpasswd and API credentials."""
     address = settings.registry_address
     hosts_dir = runtime_config.containerd_hosts_dir(address)
+    if not settings.uses_registry:
+        return (("file", "haproxy_cfg", load_balancer.CONFIG_PATH),)
     checks = [("file", "ca", client_ca_path(settings)),
               ("stamp", "login", LOGIN_STAMP, DOCKER_CONFIG, f'"{address}"'),
               # containerd and Podman, whether or not the host has them (a test of a path costs nothing).
@@ -77,6 +79,8 @@ def fact_checks(settings) -> tuple:
               ("lines", "containerd_config", runtime_config.CONTAINERD_CONFIG),
               ("file", "podman_conf", runtime_config.PODMAN_DROPIN),
               ("file", "podman_ca", runtime_config.podman_ca_path(address))]
+    if settings.is_lb:
+        checks.append(("file", "haproxy_cfg", load_balancer.CONFIG_PATH))
     cache = cache_settings(settings)
     if settings.proxy_mirror:
         checks.append(("file", "proxy_ca", client_ca_path(cache)))
@@ -116,7 +120,35 @@ def registry_config(settings, readonly: bool = False) -> str:
                   allow_delete=settings.registry_allow_delete, tls=settings.registry_tls,
                   auth=settings.registry_auth, tls_dir=tls_dir(settings), auth_dir=auth_dir(settings),
                   certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT,
-                  proxy=proxy_config(settings))
+                  proxy=proxy_config(settings), s3=s3_config(settings), http_secret=security.http_secret(settings))
+
+
+@dataclass(frozen=True)
+class S3Config:
+    endpoint: str
+    region: str
+    bucket: str
+    access_key: str
+    secret_key: str
+
+    @property
+    def secure(self) -> bool:
+        return not self.endpoint.startswith("http://")
+
+
+def s3_config(settings) -> S3Config | None:
+    """The `storage.s3` section (registry_storage=s3); None on filesystem storage."""
+    if settings.registry_storage != "s3":
+        return None
+    return S3Config(settings.registry_s3_endpoint, settings.registry_s3_region, settings.registry_s3_bucket,
+                    settings.registry_s3_access_key, security.s3_secret(settings))
+
+
+def holds_secrets(settings) -> bool:
+    """Whether the registry's config file holds a secret (the upstream's password, the S3 key, the
+    shared http.secret): then it is root's only (0600), and neither read back nor diffed."""
+    return bool(settings.serves_cache and security.proxy_credentials(settings)) or \
+        settings.registry_storage == "s3" or settings.several_replicas
 
 
 @dataclass(frozen=True)

@@ -330,3 +330,19 @@ def _migration(desired: DesiredContainer, observed: ServerState, storage: Storag
         )
     return Migration(source=storage, target=desired.data_dir, repositories=observed.storage_repositories,
                      bytes=observed.storage_bytes, redo_partial=observed.data_dir == "partial")
+
+
+def check_storage_switch(storage: str, data_dir: str, observed: ServerState, plan: RegistryPlan) -> None:
+    """Raise PlanError where a registry on S3 would start on a server whose images live on its disk:
+    it would serve the bucket without them. regdeploy does not copy a registry into a bucket (yet); the
+    disk's copy is never touched, and the operator moves the images first."""
+    if storage != "s3":
+        return
+    found = plan.migration.source.describe() if plan.migration else \
+        data_dir if observed.data_dir in ("data", "partial") else ""
+    if found:
+        raise PlanError(
+            f"registry_storage=s3, but {found} holds a registry's images: the registry on the bucket would not "
+            f"serve them. Copy its docker/ tree into the bucket (e.g. `rclone copy {data_dir}/docker "
+            "REMOTE:BUCKET/docker`), check every tag and digest through the API, then move it aside (or set "
+            "registry_data_dir to an empty directory) and deploy again. Nothing was changed")

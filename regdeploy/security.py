@@ -60,6 +60,30 @@ def proxy_credentials(settings) -> tuple[str, str] | None:
     return settings.registry_proxy_username, _passwords[key][settings.registry_proxy_username]
 
 
+def s3_secret(settings) -> str | None:
+    """The S3 secret key (registry_storage=s3); None on filesystem storage. Raises CredentialError."""
+    if settings.registry_storage != "s3":
+        return None
+    return _secret(credentials.S3_ENV, settings.registry_s3_secret_file, "registry_s3_secret_file",
+                   f"S3 secret key for the access key {settings.registry_s3_access_key!r}")
+
+
+def http_secret(settings) -> str | None:
+    """The http.secret every replica shares; None with one server (the registry makes its own).
+    Raises CredentialError."""
+    if len(settings.replicas) < 2:
+        return None
+    return _secret(credentials.HTTP_SECRET_ENV, settings.registry_http_secret_file, "registry_http_secret_file",
+                   "http.secret for the registry replicas (`openssl rand -hex 32`)")
+
+
+def _secret(env: str, path: str, variable: str, what: str) -> str:
+    key = ("secret", env, path)
+    if key not in _passwords:
+        _passwords[key] = {"": credentials.load_secret(env, path, variable, what)}
+    return _passwords[key][""]
+
+
 def login(settings) -> tuple[str, str] | None:
     """(user, password) regdeploy and Docker use on the hosts; None unless registry_auth."""
     if not settings.registry_auth:

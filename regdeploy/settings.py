@@ -19,6 +19,8 @@ VARIABLES_BY_NAME = {v.name: v for v in VARIABLES}
 
 SERVER_GROUP = "registry_servers"
 CLIENT_GROUP = "docker_clients"
+# The load balancer in front of several replicas (haproxy): at most one host, not also a server.
+LB_GROUP = "registry_lb"
 
 
 class ConfigError(Exception):
@@ -65,24 +67,43 @@ class _Derived:
         return tuple(dict.fromkeys(n for n in names if n))
 
     @property
+    def several_replicas(self) -> bool:
+        return len(self.replicas) > 1
+
+    @property
+    def first_replica(self) -> bool:
+        """The server that does what must happen once per registry, not per replica (seeding)."""
+        return bool(self.replicas) and self.replicas[0][0] == self.host_name
+
+    @property
+    def lb_stats_url(self) -> str:
+        """haproxy's status page (CSV) on the registry_lb host; empty without one."""
+        return f"http://{self.lb[1]}:{self.registry_lb_stats_port}/stats;csv" if self.lb else ""
+
+    @property
     def login_user(self) -> str:
         return self.registry_login_user or (self.registry_users[0] if self.registry_users else "")
 
 
 # The validated settings for one host: one typed field per variable (lists are tuples), plus the
-# host's name, whether it is the registry server, and the server's inventory name and SSH address.
+# host's name, its roles (a registry server, the load balancer, a host that uses the registry), the
+# names and addresses certificates cover, every replica's and the load balancer's (name, address).
 Settings = make_dataclass(
     "Settings",
     [("host_name", str)] + [(v.name, v.kind.type) for v in VARIABLES]
     + [("is_server", bool, field(default=False)), ("server_names", tuple, field(default=())),
-       ("serves_cache", bool, field(default=False))],
+       ("serves_cache", bool, field(default=False)), ("is_lb", bool, field(default=False)),
+       ("uses_registry", bool, field(default=True)), ("replicas", tuple, field(default=())),
+       ("lb", tuple, field(default=()))],
     bases=(_Derived,), frozen=True,
 )
 
 # Variables every host must agree on, since they all talk to the same registry.
 SHARED = ("registry_tls", "registry_auth", "registry_users", "registry_login_user", "registry_tls_dir",
           "registry_tls_cert", "registry_tls_key", "registry_tls_ca", "registry_tls_names", "registry_password_file",
-          "registry_proxy_remote_url", "registry_proxy_port")
+          "registry_proxy_remote_url", "registry_proxy_port", "registry_storage", "registry_s3_endpoint",
+          "registry_s3_region", "registry_s3_bucket", "registry_s3_access_key", "registry_s3_secret_file",
+          "registry_http_secret_file", "registry_lb_stats_port")
 
 
 def cache_settings(settings: Settings) -> Settings:
@@ -91,6 +112,7 @@ def cache_settings(settings: Settings) -> Settings:
     deletes. The deploy, its fact and its run script then treat it as they treat the registry."""
     return dataclasses.replace(
         settings, serves_cache=True, registry_container_name=settings.registry_proxy_container_name,
+        registry_storage="filesystem",
         registry_port=settings.registry_proxy_port, registry_data_dir=settings.registry_proxy_data_dir,
         registry_metrics_port=0, registry_auth=False, registry_allow_delete=False, registry_gc_schedule="",
         registry_seed_images=(), registry_seed_archives=())
@@ -132,12 +154,14 @@ def archive_sha256(path: str) -> str:
 
 
 def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
-                   errors: list[str], check_files: bool = True, server_address: str = "") -> Settings:
+                   errors: list[str], check_files: bool = True, server_address: str = "", *,
+                   replicas: tuple = (), lb: tuple = (), is_lb: bool = False, uses_registry: bool = True) -> Settings:
     """Settings for one host from its data; problems are appended to `errors` (nothing raised).
 
     Every variable is parsed by its kind (variables.py); a refused value is reported and replaced
     by its default so the other checks still run. `check_files` checks the controller-side archives
-    (existence, SHA-256): a deploy needs them, a catalog listing does not.
+    (existence, SHA-256): a deploy needs them, a catalog listing does not. `replicas` and `lb`: every
+    server's and the load balancer's (name, address) (default: the one server).
     """
     where = f"host {host_name!r}"
     values: dict[str, Any] = {}
@@ -150,11 +174,13 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
 
     # What depends on more than one value, or on the controller's files.
     if not values["registry_host"]:
+        # Clients reach several replicas through the load balancer, one server directly.
+        default_host = lb[0] if lb else server_name
         try:
-            values["registry_host"] = VARIABLES_BY_NAME["registry_host"].kind.parse("registry_host", server_name)
+            values["registry_host"] = VARIABLES_BY_NAME["registry_host"].kind.parse("registry_host", default_host)
         except Invalid as exc:
             errors.append(f"{where}: {exc}")
-            values["registry_host"] = server_name
+            values["registry_host"] = default_host
     archive, expected_sha = values["registry_image_archive"], values["registry_image_archive_sha256"]
     if is_server and archive and check_files:
         if not os.path.isfile(archive):
@@ -173,9 +199,36 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
                       "the registry and its metrics need a port each")
     if values["registry_proxy_remote_url"]:
         errors.extend(f"{where}: {problem}" for problem in _cache_problems(values))
+    replicas = replicas or ((server_name, server_address or server_name),)
+    errors.extend(f"{where}: {problem}" for problem in _storage_problems(values, len(replicas)))
+    if lb and values["registry_lb_stats_port"] == values["registry_port"]:
+        errors.append(f"{where}: registry_lb_stats_port={values['registry_port']} is also registry_port: the load "
+                      "balancer needs a port for each")
 
-    return Settings(host_name=host_name, is_server=is_server, server_names=(server_name, server_address),
-                    **values)
+    names = (server_name, server_address) if len(replicas) == 1 else tuple(n for r in replicas for n in r)
+    return Settings(host_name=host_name, is_server=is_server, server_names=names, replicas=tuple(replicas),
+                    lb=tuple(lb), is_lb=is_lb, uses_registry=uses_registry, **values)
+
+
+def _storage_problems(values: dict[str, Any], replicas: int) -> list[str]:
+    """What the storage variables cannot mean, alone or with `replicas` servers."""
+    problems = []
+    if values["registry_storage"] == "s3":
+        problems += [f"registry_storage=s3 needs {name}" for name in ("registry_s3_bucket", "registry_s3_access_key")
+                     if not values[name]]
+    if replicas > 1:
+        if values["registry_storage"] != "s3":
+            problems.append(f"{replicas} hosts in {SERVER_GROUP!r} with registry_storage="
+                            f"{values['registry_storage']!r}: each replica would keep its own images, and a pull "
+                            "would miss what was pushed to another. Set registry_storage=s3 (a bucket they all "
+                            "share), or keep one server")
+        if values["registry_gc_schedule"]:
+            problems.append("registry_gc_schedule with several replicas: a collection on one would delete "
+                            "layers another is being pushed; collect by hand with every replica read-only")
+        if values["registry_proxy_remote_url"]:
+            problems.append("registry_proxy_remote_url with several replicas: the pull-through cache runs "
+                            "on a single server only")
+    return problems
 
 
 def _cache_problems(values: dict[str, Any]) -> list[str]:
@@ -215,25 +268,41 @@ def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
 def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool = True) -> dict[str, Settings]:
     """Validate every (name, data, groups) host; return their settings or raise one ConfigError.
 
-    Exactly one host must be in `registry_servers`. Every host's registry address must agree,
-    since they all talk to the same registry.
+    One host in `registry_servers`, or several replicas on shared storage with a load balancer (one
+    host in `registry_lb`, or the operator's own as registry_host). Every host's registry address
+    must agree, since they all talk to the same registry.
     """
     hosts = list(hosts)
     servers = [name for name, _, groups in hosts if SERVER_GROUP in groups]
+    lbs = [name for name, _, groups in hosts if LB_GROUP in groups]
     errors: list[str] = []
-    if len(servers) != 1:
-        found = ", ".join(servers) if servers else "none"
+    if not servers:
         raise ConfigError(
-            f"the inventory must have exactly one host in the group {SERVER_GROUP!r} (found: {found}); "
-            "put the registry server there and the other machines in 'docker_clients'"
+            f"the inventory has no host in the group {SERVER_GROUP!r}; put the registry server there (or "
+            f"several replicas, with registry_storage=s3 and a host in {LB_GROUP!r}) and the other machines "
+            "in 'docker_clients'"
         )
+    if len(lbs) > 1 or set(lbs) & set(servers):
+        raise ConfigError(f"the group {LB_GROUP!r} takes one host, not also in {SERVER_GROUP!r} (both listen on "
+                          f"registry_port); found: {', '.join(lbs)}")
+    data_of = {name: data for name, data, _ in hosts}
+
+    def address(name: str) -> str:
+        return str(_get(data_of[name], "ssh_hostname") or name)
+
+    replicas = tuple((name, address(name)) for name in servers)
+    lb = (lbs[0], address(lbs[0])) if lbs else ()
     server = servers[0]
-    server_data = next(data for name, data, _ in hosts if name == server)
-    server_address = str(_get(server_data, "ssh_hostname") or "")
+    server_address = str(_get(data_of[server], "ssh_hostname") or "")
     settings = {
-        name: build_settings(name, data, server, SERVER_GROUP in groups, errors, check_files, server_address)
+        name: build_settings(name, data, server, SERVER_GROUP in groups, errors, check_files, server_address,
+                             replicas=replicas, lb=lb, is_lb=LB_GROUP in groups,
+                             uses_registry=not (groups & {LB_GROUP}) or bool(groups & {SERVER_GROUP, CLIENT_GROUP}))
         for name, data, groups in hosts
     }
+    if len(servers) > 1 and not lbs and not errors and not _get(data_of[server], "registry_host"):
+        errors.append(f"{len(servers)} hosts in {SERVER_GROUP!r} need one address for clients: put a host in "
+                      f"{LB_GROUP!r} (regdeploy runs haproxy there), or set registry_host to your own load balancer")
     addresses = {s.registry_address for s in settings.values()}
     if not errors and len(addresses) > 1:
         errors.append(f"hosts disagree on the registry address ({', '.join(sorted(addresses))}); "
@@ -268,10 +337,11 @@ def _secure_material_problems(settings: Settings) -> list[str]:
         security.passwords(settings)
     except CredentialError as exc:
         problems.append(str(exc))
-    try:
-        security.proxy_credentials(settings)
-    except CredentialError as exc:
-        problems.append(str(exc))
+    for secret in (security.proxy_credentials, security.s3_secret, security.http_secret):
+        try:
+            secret(settings)
+        except CredentialError as exc:
+            problems.append(str(exc))
     return problems
 
 

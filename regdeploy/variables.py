@@ -135,6 +135,7 @@ HOST_NAME = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9]
              r"|\[[0-9a-fA-F:]+\]")
 HTTP_URL = r"https?://[^\s/]+\S*"
 INSTALL_SOURCES = ("distro", "docker-ce", "none")
+STORAGE_KINDS = ("filesystem", "s3")
 # Docker's container names.
 CONTAINER_NAME = Text("a container name", pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", refusal="is not a valid container name")
 # htpasswd user names: no colon (the file's separator), nothing a shell or YAML would need quoted.
@@ -153,7 +154,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_host", "", Text("a host name or IP address, or empty", pattern=f"|{HOST_NAME}",
                                        refusal="is not a host name or IP address; set it to the name clients "
                                                "use to reach the registry server"),
-             "Name clients use to reach the registry. Empty: the server's inventory name."),
+             "Name clients use to reach the registry. Empty: the `registry_lb` host's inventory name, else "
+             "the server's."),
     Variable("registry_port", 5000, Integer("1..65535", low=1, high=65535),
              "Port the registry is published on (host side)."),
     Variable("registry_metrics_port", 0, Integer("0..65535", low=0, high=65535),
@@ -198,6 +200,31 @@ VARIABLES: tuple[Variable, ...] = (
              "Name of the pull-through cache's container."),
     Variable("registry_proxy_data_dir", "/var/lib/registry-cache", AbsolutePath("an absolute path"),
              "Host directory holding the pull-through cache's storage (kept when the cache is removed)."),
+    Variable("registry_storage", "filesystem", Choice(", ".join(STORAGE_KINDS), options=STORAGE_KINDS),
+             "Where the registry keeps images: `filesystem` (`registry_data_dir` on its one server) or `s3` "
+             "(a bucket every replica in `registry_servers` shares: Ceph RGW, MinIO, AWS S3)."),
+    Variable("registry_s3_endpoint", "",
+             Text("an http(s):// URL, or empty", pattern=f"|{HTTP_URL}", refusal="must be an http(s):// URL", strip="/"),
+             "The S3 service's URL (`http://rgw.example.com:7480`). Empty: AWS S3 in `registry_s3_region`."),
+    Variable("registry_s3_region", "us-east-1", Text("a region name", pattern=r"[A-Za-z0-9-]+",
+                                                     refusal="is not a region name"),
+             "The bucket's region (Ceph and MinIO accept any; `us-east-1` is their default)."),
+    Variable("registry_s3_bucket", "", Text("a bucket name, or empty", pattern=r"|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
+                                            refusal="is not an S3 bucket name (3-63 of a-z 0-9 . -)"),
+             "The bucket (it must exist; regdeploy does not create or empty buckets)."),
+    Variable("registry_s3_access_key", "", Text("an access key id, or empty", pattern=r"|[A-Za-z0-9+/=_.-]+",
+                                                refusal="is not an access key id"),
+             "The S3 access key id. Its secret never goes in the inventory: `REGDEPLOY_S3_SECRET` in the "
+             "environment, else the first line of `registry_s3_secret_file`."),
+    Variable("registry_s3_secret_file", ".regdeploy/s3-secret", Kind("a file on the controller"),
+             "Untracked file (mode 0600) whose first line is the S3 secret key; the environment wins."),
+    Variable("registry_http_secret_file", ".regdeploy/http-secret", Kind("a file on the controller"),
+             "With several replicas: untracked file (mode 0600) whose first line is the `http.secret` they "
+             "share (an upload begun on one replica goes on on another); `REGDEPLOY_HTTP_SECRET` wins. Make "
+             "one with `openssl rand -hex 32`."),
+    Variable("registry_lb_stats_port", 8404, Integer("1..65535", low=1, high=65535),
+             "Port of haproxy's read-only status page on the `registry_lb` host: a replica being replaced "
+             "waits there until the load balancer sends it requests again before the next one goes."),
     Variable("registry_seed_images", [], ListOf("list of image references", item=ImageReference("")),
              "Images the registry must hold after a deploy: pulled on the server, pushed to it."),
     Variable("registry_seed_archives", [], ListOf("list of paths on the controller", item=Kind("")),

@@ -8,7 +8,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, server, systemd
 
-from regdeploy import runtimes
+from regdeploy import load_balancer, runtimes
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
 
@@ -47,8 +47,11 @@ def packages_for(settings: Settings, os_release: dict[str, str] | None = None,
 
 def packages_to_check(settings: Settings) -> list[str]:
     """What the DockerHostState fact asks dpkg about: the packages to install and, for docker-ce,
-    Debian's docker.io (a host that runs it is not switched under its containers)."""
-    return packages_for(settings) + (["docker.io"] if settings.docker_install_source == "docker-ce" else [])
+    Debian's docker.io (a host that runs it is not switched under its containers); the load
+    balancer's on the registry_lb host (which gets no Docker unless it also uses the registry)."""
+    docker = packages_for(settings) + (["docker.io"] if settings.docker_install_source == "docker-ce" else []) \
+        if settings.uses_registry else []
+    return docker + (list(load_balancer.PACKAGES) if settings.is_lb else [])
 
 
 def missing_packages(settings: Settings, state: dict, wanted: list[str] | None = None) -> list[str]:

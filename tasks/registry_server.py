@@ -26,6 +26,7 @@ from regdeploy.changes import text_diff
 from regdeploy.registry_plan import (
     CONFIG_TARGET, CONTAINER_PORT, DEBUG_PORT, SPEC_LABEL, DesiredContainer, PlanError, ServerState,
 )
+from regdeploy.load_balancer import LB_BACKEND, server_name
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
 
@@ -43,6 +44,7 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
 
     try:
         plan = registry_plan.plan_registry(desired, observed, config_sha256)
+        registry_plan.check_storage_switch(settings.registry_storage, settings.registry_data_dir, observed, plan)
     except PlanError as exc:
         raise DeployError(f"host {host.name!r}: {exc}") from None
 
@@ -50,9 +52,9 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
         files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
                         path=settings.registry_data_dir, mode="755")
     if observed.config_sha256 != config_sha256:
-        if settings.serves_cache and security.proxy_credentials(settings):
-            # It holds the upstream's password: neither read back nor shown.
-            host.log(f"Will write {config_path} (it holds the upstream's credentials: not shown)")
+        if registry_files.holds_secrets(settings):
+            # It holds a password or key: neither read back nor shown.
+            host.log(f"Will write {config_path} (it holds credentials: not shown)")
         else:
             # The content is read only when it differs (the fact gave its hash), to show the diff.
             on_host = host.get_fact(FileContents, path=config_path) if observed.config_sha256 else None
@@ -60,9 +62,10 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
             for line in text_diff("\n".join(on_host) + "\n" if on_host is not None else None, config_text,
                                   config_path):
                 host.log(f"  {line}")
-        # The cache's file may hold a password: root only.
+        # A file that may hold a password or key: root only.
+        private = settings.serves_cache or registry_files.holds_secrets(settings)
         files.put(name=f"Write the {'cache' if settings.serves_cache else 'registry'} configuration {config_path}",
-                  src=StringIO(config_text), dest=config_path, mode="600" if settings.serves_cache else "644")
+                  src=StringIO(config_text), dest=config_path, mode="600" if private else "644")
 
     if settings.registry_image_archive:
         # A new container may mean a new archive: upload (a no-op if identical) and load if it differs.
@@ -86,7 +89,10 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
     if notice:
         # Said before the run (and by --dry), where every operator sees it: what is kept, and where.
         host.log(notice, log_func=logger.warning)
-    server.shell(name=plan.summary(name), commands=[run_script(settings, plan, desired, aside, notice)])
+    # Several replicas are replaced one at a time (pyinfra's _serial): each script returns only once the
+    # load balancer sends its replica requests again, so the others serve all along.
+    server.shell(name=plan.summary(name), commands=[run_script(settings, plan, desired, aside, notice)],
+                 _serial=settings.several_replicas)
 
 
 def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: DesiredContainer,
@@ -101,7 +107,9 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
                   storage_target=registry_plan.STORAGE_TARGET, restart_policy=desired.restart_policy,
                   spec_label=f"{SPEC_LABEL}={desired.spec_hash}", pull_never=bool(settings.registry_image_archive),
                   timeout=settings.registry_ready_timeout, marker=registry_plan.MIGRATION_MARKER,
-                  aside_suffix=registry_plan.ASIDE_SUFFIX)
+                  aside_suffix=registry_plan.ASIDE_SUFFIX,
+                  lb_stats_url="" if settings.serves_cache else settings.lb_stats_url,
+                  lb_server=server_name(settings.host_name), lb_backend=LB_BACKEND)
 
 
 def registry_facts(settings: Settings) -> tuple:

@@ -175,13 +175,14 @@ def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None) 
 
 
 @contextlib.contextmanager
-def own_lab(request, lab: lab_config.Lab, clients: int, workdir: Path) -> Iterator[Access]:
+def own_lab(request, lab: lab_config.Lab, clients: int, workdir: Path, replicas: int = 0) -> Iterator[Access]:
     """A lab of a test module's own (adoption, drills, docker-ce), created fresh for it and removed
-    after it unless --keep-lab; skipped when --inventory points at the user's hosts."""
+    after it unless --keep-lab; skipped when --inventory points at the user's hosts. `replicas`:
+    registry replicas on the lab's Ceph store behind a load balancer (lab.hosts.up)."""
     if request.config.getoption("--inventory"):
         pytest.skip("lab-only test: --inventory points at your own hosts")
     lab_hosts.down(lab)
-    lab_hosts.up(lab, clients=clients)
+    lab_hosts.up(lab, clients=clients, replicas=replicas)
     try:
         yield Access.load(lab.inventory_path, workdir)
     finally:

@@ -25,7 +25,8 @@ def test_settings_has_one_typed_field_per_variable_and_nothing_else():
     from regdeploy.variables import VARIABLES
 
     fields = Settings.__dataclass_fields__
-    assert list(fields) == ["host_name", *(v.name for v in VARIABLES), "is_server", "server_names", "serves_cache"]
+    assert list(fields) == ["host_name", *(v.name for v in VARIABLES), "is_server", "server_names", "serves_cache",
+                            "is_lb", "uses_registry", "replicas", "lb"]
     for variable in VARIABLES:
         assert fields[variable.name].type is variable.kind.type, variable.name
         # Every default passes its own check, as the value it stands for.

@@ -18,11 +18,20 @@ from tests.access import Access
 
 
 def pytest_generate_tests(metafunc):
+    """Per-host tests over every host that uses the registry (not a host that is only the load
+    balancer: test_load_balancer.py checks it), server tests over every registry server (replicas:
+    each), load balancer tests over the registry_lb host (none: not generated)."""
+    inventory = metafunc.config.getoption("--inventory")
+    fleet = load_fleet(inventory) if inventory else None
     if "inventory_host_name" in metafunc.fixturenames:
-        inventory = metafunc.config.getoption("--inventory")
-        names = ([h.name for h in load_fleet(inventory).hosts] if inventory
+        names = ([h.name for h in fleet.hosts if h.settings.uses_registry] if fleet
                  else lab_config.hostnames(lab_config.TEST_LAB_CLIENTS))
         metafunc.parametrize("inventory_host_name", names)
+    if "server_name" in metafunc.fixturenames:
+        metafunc.parametrize("server_name", [h.name for h in fleet.servers] if fleet else ["registry"])
+    if "lb_name" in metafunc.fixturenames:
+        metafunc.parametrize("lb_name", [fleet.lb.name] if fleet and fleet.lb else [pytest.param(
+            None, marks=pytest.mark.skip(reason="this inventory has no registry_lb host (one server needs none)"))])
 
 
 @pytest.fixture(scope="session")
@@ -40,9 +49,10 @@ def fleet(access):
     return access.fleet
 
 
-@pytest.fixture(scope="session")
-def server_host(access, fleet):
-    return access.host(fleet.server)
+@pytest.fixture
+def server_host(access, server_name):
+    """testinfra's host for each registry server in turn (one, or every replica)."""
+    return access.host(server_name)
 
 
 @pytest.fixture

@@ -41,6 +41,9 @@ def test_registry_storage_is_the_host_directory(server_host, fleet):
     assert mounts["/var/lib/registry"]["Type"] == "bind"
     assert mounts["/var/lib/registry"]["Source"] == settings.registry_data_dir
     assert server_host.file(settings.registry_data_dir).is_directory
+    if settings.registry_storage == "s3":
+        # Everything is in the bucket: nothing may land on a replica's disk.
+        assert server_host.check_output(f"ls -A {shlex.quote(settings.registry_data_dir)}") == ""
 
 
 def test_registry_config_says_what_the_settings_say(server_host, fleet):
@@ -49,6 +52,15 @@ def test_registry_config_says_what_the_settings_say(server_host, fleet):
     assert config["storage"]["delete"]["enabled"] == settings.registry_allow_delete
     assert ("tls" in config["http"]) == settings.registry_tls
     assert ("auth" in config) == settings.registry_auth
+    storage = config["storage"]
+    if settings.registry_storage == "s3":
+        assert (storage["s3"]["bucket"], storage["s3"].get("regionendpoint", "")) == \
+            (settings.registry_s3_bucket, settings.registry_s3_endpoint)
+        assert storage["redirect"]["disable"] is True and "cache" not in storage and "filesystem" not in storage
+    else:
+        assert storage["filesystem"]["rootdirectory"] == "/var/lib/registry" and "s3" not in storage
+    # Replicas share one http.secret (an upload may go on on another replica); one server makes its own.
+    assert ("secret" in config["http"]) == settings.several_replicas
 
 
 def test_registry_api_answers_with_the_deploys_credentials(server_host, fleet):
@@ -74,7 +86,9 @@ def test_secret_files_are_root_only(server_host, fleet):
     settings = fleet.server.settings
     secrets = ([registry_files.tls_key_path(settings)] if settings.registry_tls else []) + (
         [registry_files.htpasswd_path(settings), registry_files.api_credentials_path(settings)]
-        if settings.registry_auth else [])
+        if settings.registry_auth else []) + (
+        # The S3 key and the shared http.secret are in config.yml.
+        [settings.registry_config_path] if registry_files.holds_secrets(settings) else [])
     for path in secrets:
         file = server_host.file(path)
         assert (file.is_file, file.mode, file.user) == (True, 0o600, "root"), path

@@ -1,0 +1,218 @@
+"""Several registry replicas on shared object storage behind a load balancer, on a lab of its own
+(regdeploy-scale): three replicas on the lab's one-node Ceph (RGW, host `store`), haproxy on `lb`, two
+clients. Pushes go through the load balancer and every host pulls them; a replica whose machine dies
+costs no pull; a rolling change replaces the replicas one at a time with pulls going on, and every
+image and digest survives all replicas being recreated.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lab import config as lab_config
+from lab import hosts as lab_hosts
+from lab.docker import docker
+from regdeploy import load_balancer
+from regdeploy.registry_api import RegistryClient, base_url
+from tests.access import REPO_ROOT, own_lab, run_deploy
+
+SCALE_LAB = lab_config.default_lab("regdeploy-scale")
+REPLICAS = 3
+# Pull, record the outcome, remove the image (so the next pull fetches every layer again), until told
+# to stop: on the client itself, so the controller's timing never decides what counts.
+PULL_LOOP = """
+rm -f /tmp/pulls.log /tmp/pulls.stop
+while [ ! -e /tmp/pulls.stop ]; do
+    if out=$(docker pull -q {ref} 2>&1); then echo "ok $(date +%s.%N)"; else echo "FAIL $(date +%s.%N) $out"; fi
+    docker image rm -f {ref} >/dev/null 2>&1
+done >> /tmp/pulls.log
+"""
+
+
+@pytest.fixture(scope="module")
+def scale(request, tmp_path_factory):
+    work = tmp_path_factory.mktemp("scale")
+    with own_lab(request, SCALE_LAB, 2, work, replicas=REPLICAS) as access:
+        first = run_deploy(access.inventory)
+        assert first.returncode == 0, first.stderr[-4000:]
+        yield access, first
+
+
+def registry_client(access) -> RegistryClient:
+    """The registry API as clients reach it: through the load balancer."""
+    return RegistryClient(base_url(access.fleet.registry_api_address))
+
+
+def push(access, client: str, reference: str, archive: Path) -> str:
+    access.load_image_archive(client, archive)
+    output = access.ssh(client, f"docker tag {lab_config.TEST_IMAGE} {reference} && docker push {reference}")
+    return re.findall(r"sha256:[0-9a-f]{64}", output)[-1]
+
+
+class PullLoops:
+    """Pull loops on every client while something happens to the replicas."""
+
+    def __init__(self, access, reference: str):
+        self.access, self.reference = access, reference
+        self.clients = [c.name for c in access.fleet.clients]
+        self.processes: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "PullLoops":
+        for client in self.clients:
+            self.processes.append(subprocess.Popen(
+                ["ssh", "-F", str(self.access.ssh_config), "-o", "ControlPath=none", client,
+                 PULL_LOOP.format(ref=self.reference)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for client in self.clients:
+            self.access.ssh(client, "touch /tmp/pulls.stop")
+        for process in self.processes:
+            process.wait(timeout=120)
+
+    def outcomes(self) -> dict[str, list[str]]:
+        return {client: self.access.ssh(client, "cat /tmp/pulls.log").splitlines() for client in self.clients}
+
+
+def lb_status(access) -> dict[str, str]:
+    settings = access.fleet.lb.settings
+    page = access.ssh(access.fleet.lb, f"curl -fsS 'http://127.0.0.1:{settings.registry_lb_stats_port}/stats;csv'")
+    return {row.split(",")[1]: row.split(",")[17] for row in page.splitlines()
+            if row.startswith(load_balancer.LB_BACKEND + ",") and row.split(",")[1] not in ("BACKEND", "FRONTEND")}
+
+
+def wait_for_lb(access, wanted: dict[str, str], limit: float = 90) -> None:
+    deadline = time.monotonic() + limit
+    while (status := lb_status(access)) != wanted:
+        assert time.monotonic() < deadline, f"the load balancer reports {status}, not {wanted}"
+        time.sleep(0.5)
+
+
+def assert_no_failed_pull(outcomes: dict[str, list[str]], at_least: int) -> None:
+    failed = {client: [line for line in lines if not line.startswith("ok ")] for client, lines in outcomes.items()}
+    assert not any(failed.values()), failed
+    counts = {client: len(lines) for client, lines in outcomes.items()}
+    assert all(count >= at_least for count in counts.values()), f"too few pulls to count: {counts}"
+
+
+def test_replicas_deploy_behind_the_load_balancer_and_a_second_run_changes_nothing(scale):
+    access, first = scale
+    fleet = access.fleet
+    assert [s.name for s in fleet.servers] == [f"registry{i}" for i in range(1, REPLICAS + 1)]
+    assert fleet.registry_address == f"{lab_config.LB_HOST}:5000"
+    # The load balancer host runs haproxy, not Docker.
+    assert "lb" not in {h for op in first.output["results"]["operations"] if "Docker" in op["name"]
+                        for h in op["success"]}
+    # Neither the S3 secret nor the shared http.secret in pyinfra's output.
+    for secret_file in (SCALE_LAB.s3_secret_path, SCALE_LAB.http_secret_path):
+        assert secret_file.read_text().strip() not in first.stderr
+    again = run_deploy(access.inventory)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert again.changed_hosts() == set(), again.changes()
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+
+
+def test_a_push_through_the_load_balancer_is_pulled_on_every_host(scale, test_image_archive):
+    access, _ = scale
+    reference = f"{access.fleet.registry_address}/team/busybox:1"
+    digest = push(access, access.fleet.clients[0].name, reference, test_image_archive)
+    for host in access.fleet.hosts:
+        if host.settings.uses_registry:
+            assert digest in access.ssh(host, f"docker pull -q {reference} >/dev/null && docker image inspect -f "
+                                              f"'{{{{range .RepoDigests}}}}{{{{.}}}} {{{{end}}}}' {reference}"), host.name
+    # The bytes are in the bucket, not on any replica's disk.
+    for server in access.fleet.servers:
+        assert access.ssh(server, "ls -A /var/lib/registry") == "", server.name
+    assert registry_client(access).manifests()[("team/busybox", "1")] == digest
+
+
+def test_a_dead_replica_costs_no_pull(scale, test_image_archive):
+    access, _ = scale
+    reference = f"{access.fleet.registry_address}/team/busybox:1"
+    if ("team/busybox", "1") not in registry_client(access).manifests():
+        push(access, access.fleet.clients[0].name, reference, test_image_archive)
+    victim = "registry2"
+    with PullLoops(access, reference) as loops:
+        time.sleep(3)
+        # The whole machine goes, at once: no graceful stop, its address stops answering.
+        docker("kill", SCALE_LAB.container_name(victim))
+        wait_for_lb(access, {"registry1": "UP", "registry2": "DOWN", "registry3": "UP"}, limit=30)
+        time.sleep(8)
+    assert_no_failed_pull(loops.outcomes(), at_least=3)
+    # It comes back by itself once its machine does (restart policy, nothing on its disk to lose).
+    docker("start", SCALE_LAB.container_name(victim))
+    lab_hosts.wait_for_ssh(SCALE_LAB, [victim])
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+
+
+def test_a_rolling_change_replaces_one_replica_at_a_time_and_keeps_every_image(scale, test_image_archive):
+    access, _ = scale
+    fleet = access.fleet
+    client = fleet.clients[0].name
+    for tag in ("2", "3"):
+        push(access, client, f"{fleet.registry_address}/team/busybox:{tag}", test_image_archive)
+    before = registry_client(access).manifests()
+    assert len(before) >= 3
+    ids = {s.name: access.ssh(s, "docker inspect -f '{{.Id}}' registry") for s in fleet.servers}
+    since = access.ssh(fleet.lb, "date '+%Y-%m-%d %H:%M:%S'")
+    with PullLoops(access, f"{fleet.registry_address}/team/busybox:1") as loops:
+        time.sleep(2)
+        # A change to every replica's config.yml: each is recreated.
+        changed = run_deploy(access.inventory, "--data", "registry_allow_delete=true")
+        time.sleep(2)
+    assert changed.returncode == 0, changed.stderr[-4000:]
+    assert_no_failed_pull(loops.outcomes(), at_least=5)
+    assert {s.name: access.ssh(s, "docker inspect -f '{{.Id}}' registry") != ids[s.name]
+            for s in fleet.servers} == {s.name: True for s in fleet.servers}
+    # One at a time: haproxy's own log never has two replicas out of rotation at once. (A replica back
+    # within two health checks is never marked DOWN: its few refused connections were sent again.)
+    journal = access.ssh(fleet.lb, f"journalctl -u haproxy --since {since!r} -o cat")
+    events = re.findall(rf"Server {load_balancer.LB_BACKEND}/(\S+) is (UP|DOWN)", journal)
+    assert {name for name, state in events if state == "DOWN"} <= {s.name for s in fleet.servers}
+    assert any(state == "DOWN" for _, state in events), journal[-3000:]
+    down: set[str] = set()
+    for name, state in events:
+        (down.add if state == "DOWN" else down.discard)(name)
+        assert len(down) <= 1, events
+    # Every replica recreated: every image and digest is still there, and pulls.
+    assert registry_client(access).manifests() == before
+    assert before[("team/busybox", "3")] in access.ssh(
+        fleet.clients[1], f"docker pull -q {fleet.registry_address}/team/busybox:3 >/dev/null && docker image inspect "
+                          f"-f '{{{{range .RepoDigests}}}}{{{{.}}}} {{{{end}}}}' {fleet.registry_address}/team/busybox:3")
+    again = run_deploy(access.inventory, "--data", "registry_allow_delete=true")
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+
+
+def test_the_verify_suite_passes_against_the_replicas(scale, test_image_archive):
+    access, _ = scale
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
+                             f"--inventory={access.inventory}", f"--test-image-archive={test_image_archive}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert re.search(r"(\d+) passed", result.stdout) and " skipped" not in result.stdout, result.stdout[-1500:]
+
+
+def test_a_replica_whose_disk_holds_images_stops_the_deploy_and_keeps_them(scale):
+    """A server that ran a registry on its disk, now listed as a replica on S3: the bucket would be served
+    without those images, so the deploy stops before touching any host, and they stay where they are."""
+    access, _ = scale
+    server = access.fleet.servers[0]
+    kept = "/var/lib/registry/docker/registry/v2/repositories/old/app/_manifests/tags/1/current/link"
+    access.ssh(server, f"mkdir -p {kept.rsplit('/', 1)[0]} && echo sha256:{'0' * 64} > {kept}")
+    container = access.ssh(server, "docker inspect -f '{{.Id}}' registry")
+    try:
+        refused = run_deploy(access.inventory)
+        assert refused.returncode != 0
+        assert "registry_storage=s3, but /var/lib/registry holds a registry's images" in refused.stderr
+        assert refused.output is None or not refused.changed_hosts(), refused.changes()
+        assert access.ssh(server, f"cat {kept}") == f"sha256:{'0' * 64}"
+        assert access.ssh(server, "docker inspect -f '{{.Id}}' registry") == container
+    finally:
+        access.ssh(server, "rm -rf /var/lib/registry/docker")

@@ -1,0 +1,189 @@
+"""Several replicas on shared S3 storage behind a load balancer, decided without a host: which
+inventories are refused, what each replica's config.yml and the load balancer's haproxy.cfg become,
+what the LB-only host is asked and given, and when a switch to S3 must stop."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from regdeploy import credentials, load_balancer, registry_plan, security
+from regdeploy.registry_files import fact_checks, holds_secrets, registry_config
+from regdeploy.registry_plan import Migration, PlanError, RegistryPlan, ServerState, Storage
+from regdeploy.settings import ConfigError, validate_hosts
+from tasks.docker_engine import packages_to_check
+
+S3 = {"registry_storage": "s3", "registry_s3_endpoint": "http://rgw.lan:7480", "registry_s3_bucket": "images",
+      "registry_s3_access_key": "AK1"}
+SECRETS = {credentials.S3_ENV: "s3-secret: 'quoted' #not a comment", credentials.HTTP_SECRET_ENV: "shared-http-secret"}
+
+
+@pytest.fixture(autouse=True)
+def secrets_in_the_environment(monkeypatch):
+    security._passwords.clear()
+    for name, value in SECRETS.items():
+        monkeypatch.setenv(name, value)
+    yield
+    security._passwords.clear()
+
+
+def hosts(shared=None, servers=("reg1", "reg2", "reg3"), lb=("lb1",), clients=("c1",), extra=None):
+    data = {**S3, **(shared or {})}
+    entries = [(name, {**data, "ssh_hostname": f"10.0.0.{i + 1}"}, {"registry_servers"})
+               for i, name in enumerate(servers)]
+    entries += [(name, {**data, "ssh_hostname": "10.0.0.100"}, {"registry_lb"}) for name in lb]
+    entries += [(name, data, {"docker_clients"}) for name in clients]
+    return entries + list(extra or [])
+
+
+def test_replicas_behind_the_load_balancer_share_its_address():
+    settings = validate_hosts(hosts(), check_files=False)
+    assert {s.registry_address for s in settings.values()} == {"lb1:5000"}
+    assert settings["reg1"].replicas == (("reg1", "10.0.0.1"), ("reg2", "10.0.0.2"), ("reg3", "10.0.0.3"))
+    assert settings["c1"].lb == ("lb1", "10.0.0.100")
+    assert settings["reg1"].first_replica and not settings["reg2"].first_replica
+    assert settings["reg2"].several_replicas and settings["reg2"].is_server
+    # The load balancer alone uses no registry: no Docker, no trust; a client that is also the LB does.
+    assert settings["lb1"].is_lb and not settings["lb1"].uses_registry and settings["c1"].uses_registry
+    # The certificate covers every replica by name and address besides the load balancer's name.
+    assert set(settings["reg1"].tls_names) == {"lb1", "reg1", "10.0.0.1", "reg2", "10.0.0.2", "reg3", "10.0.0.3"}
+    assert settings["reg1"].lb_stats_url == "http://10.0.0.100:8404/stats;csv"
+
+
+def test_an_operators_own_load_balancer_is_registry_host():
+    settings = validate_hosts(hosts(shared={"registry_host": "registry.lan"}, lb=()), check_files=False)
+    assert settings["c1"].registry_address == "registry.lan:5000" and settings["reg1"].lb_stats_url == ""
+
+
+@pytest.mark.parametrize("entries,expected", [
+    # Several replicas on their own disks: a pull would miss what was pushed to another.
+    (hosts(shared={"registry_storage": "filesystem"}), "each replica would keep its own images"),
+    (hosts(lb=()), "need one address for clients: put a host in 'registry_lb'"),
+    (hosts(lb=("lb1", "lb2")), "the group 'registry_lb' takes one host"),
+    (hosts(lb=(), extra=[("reg1", {}, {"registry_lb"})]), "not also in 'registry_servers'"),
+    (hosts(shared={"registry_s3_bucket": ""}), "registry_storage=s3 needs registry_s3_bucket"),
+    (hosts(shared={"registry_s3_access_key": ""}), "registry_storage=s3 needs registry_s3_access_key"),
+    (hosts(shared={"registry_s3_bucket": "Not_A_Bucket"}), "is not an S3 bucket name"),
+    (hosts(shared={"registry_storage": "nfs"}), "registry_storage='nfs' is unknown"),
+    (hosts(shared={"registry_lb_stats_port": 5000}), "registry_lb_stats_port=5000 is also registry_port"),
+    # A collection on one replica deletes layers another is being pushed.
+    (hosts(shared={"registry_gc_schedule": "daily"}), "registry_gc_schedule with several replicas"),
+    (hosts(shared={"registry_proxy_remote_url": "https://up.example"}), "runs on a single server only"),
+    ([*hosts(clients=()), ("c1", {**S3, "registry_s3_bucket": "other"}, {"docker_clients"})],
+     "hosts disagree on registry_s3_bucket"),
+])
+def test_shapes_that_would_lose_or_split_images_are_refused(entries, expected):
+    with pytest.raises(ConfigError, match=expected):
+        validate_hosts(entries, check_files=False)
+
+
+@pytest.mark.parametrize("missing,expected", [
+    (credentials.HTTP_SECRET_ENV, "no http.secret for the registry replicas"),
+    (credentials.S3_ENV, "no S3 secret key for the access key 'AK1'"),
+])
+def test_a_missing_secret_is_refused_before_any_host_is_touched(monkeypatch, tmp_path, missing, expected):
+    monkeypatch.delenv(missing)
+    files = {"registry_s3_secret_file": str(tmp_path / "s3"), "registry_http_secret_file": str(tmp_path / "http")}
+    with pytest.raises(ConfigError, match=expected):
+        validate_hosts(hosts(shared=files), check_files=True)
+
+
+def test_a_secret_file_others_may_read_is_refused(monkeypatch, tmp_path):
+    monkeypatch.delenv(credentials.HTTP_SECRET_ENV)
+    path = tmp_path / "http"
+    path.write_text("from-the-file\n")
+    path.chmod(0o644)
+    with pytest.raises(ConfigError, match="has mode 644"):
+        validate_hosts(hosts(shared={"registry_http_secret_file": str(path)}), check_files=True)
+    path.chmod(0o600)
+    assert security.http_secret(validate_hosts(hosts(shared={"registry_http_secret_file": str(path)}))["reg1"]) \
+        == "from-the-file"
+
+
+def test_each_replica_serves_the_bucket_with_the_shared_secret():
+    settings = validate_hosts(hosts(), check_files=False)["reg2"]
+    config = yaml.safe_load(registry_config(settings))
+    storage = config["storage"]
+    assert storage["s3"] == {"accesskey": "AK1", "secretkey": SECRETS[credentials.S3_ENV], "region": "us-east-1",
+                             "regionendpoint": "http://rgw.lan:7480", "forcepathstyle": True, "secure": False,
+                             "v4auth": True, "bucket": "images", "rootdirectory": "/"}
+    # Clients may not reach the store: layers come through the registry. No per-replica cache.
+    assert storage["redirect"] == {"disable": True} and "cache" not in storage and "filesystem" not in storage
+    assert config["http"]["secret"] == SECRETS[credentials.HTTP_SECRET_ENV]
+    assert config["http"]["draintimeout"] == "20s"
+    # Every replica's file is the same; it holds secrets: 0600 and never diffed.
+    assert {registry_config(s) for s in validate_hosts(hosts(), check_files=False).values() if s.is_server} == \
+        {registry_config(settings)}
+    assert holds_secrets(settings)
+
+
+def test_one_server_on_its_disk_keeps_its_config():
+    settings = validate_hosts([("reg1", {}, {"registry_servers"})], check_files=False)["reg1"]
+    config = yaml.safe_load(registry_config(settings))
+    assert config["storage"]["filesystem"] == {"rootdirectory": "/var/lib/registry"}
+    assert "secret" not in config["http"] and "draintimeout" not in config["http"] and not holds_secrets(settings)
+    # One server on S3 (AWS: no endpoint) makes its own http.secret; its key still makes the file private.
+    aws = validate_hosts([("reg1", {**S3, "registry_s3_endpoint": ""}, {"registry_servers"})], check_files=False)
+    s3 = yaml.safe_load(registry_config(aws["reg1"]))["storage"]["s3"]
+    assert "regionendpoint" not in s3 and s3["secure"] is True and holds_secrets(aws["reg1"])
+
+
+@pytest.mark.parametrize("shared,mode,check", [
+    ({}, "mode http", "check inter 500ms fall 2 rise 2"),
+    # TLS passes through to the replicas, which hold the certificate; checks speak TLS to them.
+    ({"registry_tls": True}, "mode tcp", "check inter 500ms fall 2 rise 2 check-ssl verify none"),
+])
+def test_haproxy_sends_to_every_replica_and_checks_each(shared, mode, check):
+    settings = validate_hosts(hosts(shared=shared), check_files=False)["lb1"]
+    config = load_balancer.haproxy_config(settings)
+    servers = [line.split() for line in config.splitlines() if line.strip().startswith("server ")]
+    assert [(s[1], s[2]) for s in servers] == [("reg1", "10.0.0.1:5000"), ("reg2", "10.0.0.2:5000"),
+                                               ("reg3", "10.0.0.3:5000")]
+    assert all(" ".join(s[3:]) == check for s in servers)
+    assert mode in config and "bind :5000" in config and "bind :8404" in config
+    assert ("retry-on conn-failure empty-response 503" in config) == (mode == "mode http")
+    assert "option redispatch 1" in config and "option httpchk GET /v2/" in config
+
+
+def test_the_load_balancer_host_is_asked_about_haproxy_only():
+    settings = validate_hosts(hosts(), check_files=False)
+    assert packages_to_check(settings["lb1"]) == ["haproxy", "curl"]
+    assert fact_checks(settings["lb1"]) == (("file", "haproxy_cfg", load_balancer.CONFIG_PATH),)
+    assert "haproxy" not in packages_to_check(settings["reg1"])
+    assert ("file", "haproxy_cfg", load_balancer.CONFIG_PATH) not in fact_checks(settings["c1"])
+    # A client that is also the load balancer gets both.
+    both = validate_hosts(hosts(lb=(), extra=[("c2", S3, {"docker_clients", "registry_lb"})]), check_files=False)["c2"]
+    assert both.uses_registry and "docker.io" in packages_to_check(both) and "haproxy" in packages_to_check(both)
+
+
+def test_a_replaced_replica_waits_until_the_load_balancer_sends_it_requests():
+    from tasks.registry_server import desired_container, run_script
+
+    settings = validate_hosts(hosts(), check_files=False)["reg2"]
+    desired = desired_container(settings, settings.registry_config_path, "0" * 64)
+    script = run_script(settings, RegistryPlan(action="recreate"), desired, "registry.regdeploy-old")
+    assert "'http://10.0.0.100:8404/stats;csv'" in script and "-v s=reg2" in script
+    one = validate_hosts([("reg1", {}, {"registry_servers"})], check_files=False)["reg1"]
+    assert "stats;csv" not in run_script(one, RegistryPlan(action="recreate"),
+                                         desired_container(one, one.registry_config_path, "0" * 64), "x")
+
+
+@pytest.mark.parametrize("storage,data_dir,migration,refused", [
+    ("s3", "data", False, True),  # a registry on this disk: the bucket would be served without it
+    ("s3", "partial", False, True),
+    ("s3", "empty", True, True),  # a hand-started registry's volume holds images
+    ("s3", "empty", False, False),
+    ("s3", "absent", False, False),
+    ("filesystem", "data", False, False),
+    ("filesystem", "empty", True, False),  # moved onto the disk by the adoption path, as before
+])
+def test_switching_to_s3_stops_where_images_would_be_left_behind(storage, data_dir, migration, refused):
+    move = Migration(Storage("volume", "/var/lib/docker/volumes/x/_data", "x"), "/var/lib/registry", 2, 10, False)
+    plan = RegistryPlan(action="adopt", migration=move if migration else None)
+    check = lambda: registry_plan.check_storage_switch(storage, "/var/lib/registry", ServerState(data_dir=data_dir),  # noqa: E731
+                                                       plan)
+    if refused:
+        with pytest.raises(PlanError, match="would not serve them.*Nothing was changed"):
+            check()
+    else:
+        check()

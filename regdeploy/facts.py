@@ -7,7 +7,7 @@ import json
 from pyinfra.api import FactBase
 
 from .daemon_config import INSECURE_REGISTRIES_FORMAT
-from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, SPEC_LABEL, ServerState
+from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LABEL, ServerState
 
 
 class DockerHostState(FactBase):
@@ -53,7 +53,8 @@ class DockerHostState(FactBase):
         return render("docker-host-state.sh.j2", path=path, packages=packages, lock=lock, holder=holder,
                       checks=checks,
                       lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
-                      servers=servers, also=cache_name, marker=MIGRATION_MARKER, aside_suffix=ASIDE_SUFFIX,
+                      servers=servers, also=cache_name, marker=MIGRATION_MARKER, moved_marker=MOVED_MARKER,
+                      aside_suffix=ASIDE_SUFFIX,
                       spec_label=SPEC_LABEL)
 
     def process(self, output: list[str]) -> dict:

@@ -144,6 +144,12 @@ def s3_config(settings) -> S3Config | None:
                     settings.registry_s3_access_key, security.s3_secret(settings))
 
 
+def bucket_url(settings) -> str:
+    """The bucket's URL, path style (`<endpoint>/<bucket>`; AWS: its regional endpoint)."""
+    endpoint = settings.registry_s3_endpoint or f"https://s3.{settings.registry_s3_region}.amazonaws.com"
+    return f"{endpoint}/{settings.registry_s3_bucket}"
+
+
 def holds_secrets(settings) -> bool:
     """Whether the registry's config file holds a secret (the upstream's password, the S3 key, the
     shared http.secret): then it is root's only (0600), and neither read back nor diffed."""

@@ -17,6 +17,7 @@ Data safety rules decided here:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,9 @@ DEBUG_PORT = 5001  # its debug endpoint: /debug/health, Prometheus /metrics (con
 # Marker regdeploy writes into registry_data_dir while it copies data there: a directory holding it
 # has an unfinished copy of regdeploy's own, which the next run may clear and redo.
 MIGRATION_MARKER = ".regdeploy-migration-incomplete"
+# Written into registry_data_dir once its images were copied into the S3 bucket and served from there:
+# the directory is then a stale copy (the fact reports data_dir=moved), never copied again.
+MOVED_MARKER = ".regdeploy-moved-to-s3"
 # Our previous container while its replacement starts (removed once the new one answers).
 ASIDE_SUFFIX = ".regdeploy-old"
 # An adopted container (not regdeploy's) is kept, stopped, under this name plus a timestamp.
@@ -80,7 +84,7 @@ class ServerState:
     """The registry side of the server's DockerHostState fact: its files, image, container and port."""
 
     config_sha256: str | None = None
-    data_dir: str = "absent"  # absent | empty | partial (our unfinished copy) | data
+    data_dir: str = "absent"  # absent | empty | partial (our unfinished copy) | moved (to S3) | data
     image_id: str | None = None
     port_holders: tuple[str, ...] = ()
     aside_left: bool = False  # a previous run's `<name>.regdeploy-old` still exists
@@ -133,6 +137,9 @@ class RegistryPlan:
     # The running container before the change: its restart policy to put back on a rollback.
     previous_restart: str = ""
     clear_aside: bool = False
+    # registry_storage=s3 on a server whose registry_data_dir holds images: copy them into the (empty)
+    # bucket and verify them through the API before the registry on the bucket starts.
+    to_bucket: str = ""  # the data directory to copy, empty: none
 
     @property
     def adopts(self) -> bool:
@@ -151,6 +158,8 @@ class RegistryPlan:
         details = list(self.reasons)
         if self.migration:
             details.append(self.migration.describe())
+        if self.to_bucket:
+            details.append(f"copy the images in {self.to_bucket} into the S3 bucket")
         return head + (f": {'; '.join(details)}" if details else "")
 
 
@@ -163,10 +172,13 @@ class RegistryPlan:
             source = self.migration.source
             where = source.describe() + ("" if source.describe() == source.source else f" ({source.source})")
             parts.append(f"the previous data stays in {where}")
+        if self.to_bucket:
+            parts.append(f"the images copied into the bucket stay in {self.to_bucket} too (marked {MOVED_MARKER})")
         if not parts:
             return None
         removal = ([f"docker rm {kept_as}"] if self.adopts else []) + (
-            [self.migration.source.removal_hint()] if self.migration else [])
+            [self.migration.source.removal_hint()] if self.migration else []) + (
+            [f"rm -r {self.to_bucket}/docker"] if self.to_bucket else [])
         return ("; ".join(parts) + ". regdeploy never deletes either; once you no longer need them: "
                 + " && ".join(removal))
 
@@ -332,17 +344,25 @@ def _migration(desired: DesiredContainer, observed: ServerState, storage: Storag
                      bytes=observed.storage_bytes, redo_partial=observed.data_dir == "partial")
 
 
-def check_storage_switch(storage: str, data_dir: str, observed: ServerState, plan: RegistryPlan) -> None:
-    """Raise PlanError where a registry on S3 would start on a server whose images live on its disk:
-    it would serve the bucket without them. regdeploy does not copy a registry into a bucket (yet); the
-    disk's copy is never touched, and the operator moves the images first."""
-    if storage != "s3":
-        return
-    found = plan.migration.source.describe() if plan.migration else \
-        data_dir if observed.data_dir in ("data", "partial") else ""
-    if found:
+def plan_storage(storage: str, data_dir: str, observed: ServerState, plan: RegistryPlan) -> RegistryPlan:
+    """`plan` where the registry's storage kind changes: a registry_data_dir holding images, on its way
+    to S3, is copied into the bucket first (the plan's `to_bucket`); PlanError where images would be left
+    behind (a copy elsewhere than registry_data_dir, an unfinished one) or a stale copy would be served
+    again (back to the disk after a move to S3)."""
+    if storage == "filesystem":
+        if observed.data_dir == "moved":
+            raise PlanError(
+                f"{data_dir} holds images that were copied into the S3 bucket ({MOVED_MARKER}): a registry on it "
+                "would serve that old copy without what was pushed since. Copy the bucket's docker/ tree back "
+                f"into an empty {data_dir} first (or point registry_data_dir at one). Nothing was changed")
+        return plan
+    if plan.migration or observed.data_dir == "partial":
+        found = plan.migration.source.describe() if plan.migration else f"an unfinished copy in {data_dir}"
         raise PlanError(
             f"registry_storage=s3, but {found} holds a registry's images: the registry on the bucket would not "
-            f"serve them. Copy its docker/ tree into the bucket (e.g. `rclone copy {data_dir}/docker "
-            "REMOTE:BUCKET/docker`), check every tag and digest through the API, then move it aside (or set "
-            "registry_data_dir to an empty directory) and deploy again. Nothing was changed")
+            "serve them. Deploy once with registry_storage=filesystem (regdeploy moves them into "
+            f"{data_dir} and verifies them), then switch to s3 (regdeploy copies {data_dir} into the bucket). "
+            "Nothing was changed")
+    if observed.data_dir == "data" and plan.action in ("create", "recreate", "adopt"):
+        return dataclasses.replace(plan, to_bucket=data_dir)
+    return plan

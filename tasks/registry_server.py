@@ -21,7 +21,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import FileContents
 from pyinfra.operations import files, server
 
-from regdeploy import registry_files, registry_plan, security
+from regdeploy import credentials, registry_files, registry_plan, security
 from regdeploy.changes import text_diff
 from regdeploy.registry_plan import (
     CONFIG_TARGET, CONTAINER_PORT, DEBUG_PORT, SPEC_LABEL, DesiredContainer, PlanError, ServerState,
@@ -43,8 +43,8 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
     desired = desired_container(settings, config_path, config_sha256, tls.cert_sha256 if tls else "")
 
     try:
-        plan = registry_plan.plan_registry(desired, observed, config_sha256)
-        registry_plan.check_storage_switch(settings.registry_storage, settings.registry_data_dir, observed, plan)
+        plan = registry_plan.plan_storage(settings.registry_storage, settings.registry_data_dir, observed,
+                                          registry_plan.plan_registry(desired, observed, config_sha256))
     except PlanError as exc:
         raise DeployError(f"host {host.name!r}: {exc}") from None
 
@@ -91,8 +91,11 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
         host.log(notice, log_func=logger.warning)
     # Several replicas are replaced one at a time (pyinfra's _serial): each script returns only once the
     # load balancer sends its replica requests again, so the others serve all along.
+    # A copy into the bucket needs the S3 key: on the script's stdin, never in its text.
+    s3 = registry_files.s3_config(settings) if plan.to_bucket else None
     server.shell(name=plan.summary(name), commands=[run_script(settings, plan, desired, aside, notice)],
-                 _serial=settings.several_replicas)
+                 _serial=settings.several_replicas,
+                 _stdin=credentials.curl_config(s3.access_key, s3.secret_key) if s3 else None)
 
 
 def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: DesiredContainer,
@@ -109,7 +112,9 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
                   timeout=settings.registry_ready_timeout, marker=registry_plan.MIGRATION_MARKER,
                   aside_suffix=registry_plan.ASIDE_SUFFIX,
                   lb_stats_url="" if settings.serves_cache else settings.lb_stats_url,
-                  lb_server=server_name(settings.host_name), lb_backend=LB_BACKEND)
+                  lb_server=server_name(settings.host_name), lb_backend=LB_BACKEND,
+                  bucket=registry_files.bucket_url(settings) if plan.to_bucket else "",
+                  s3_region=settings.registry_s3_region, moved_marker=registry_plan.MOVED_MARKER)
 
 
 def registry_facts(settings: Settings) -> tuple:

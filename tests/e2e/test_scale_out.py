@@ -18,8 +18,9 @@ import pytest
 from lab import config as lab_config
 from lab import hosts as lab_hosts
 from lab.docker import docker
-from regdeploy import load_balancer
+from regdeploy import credentials, load_balancer
 from regdeploy.registry_api import RegistryClient, base_url
+from regdeploy.settings import archive_sha256
 from tests.access import REPO_ROOT, own_lab, run_deploy
 
 SCALE_LAB = lab_config.default_lab("regdeploy-scale")
@@ -133,6 +134,15 @@ def test_a_push_through_the_load_balancer_is_pulled_on_every_host(scale, test_im
     assert registry_client(access).manifests()[("team/busybox", "1")] == digest
 
 
+def test_the_verify_suite_passes_against_the_replicas(scale, test_image_archive):
+    access, _ = scale
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
+                             f"--inventory={access.inventory}", f"--test-image-archive={test_image_archive}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]
+    assert re.search(r"(\d+) passed", result.stdout) and " skipped" not in result.stdout, result.stdout[-1500:]
+
+
 def test_a_dead_replica_costs_no_pull(scale, test_image_archive):
     access, _ = scale
     reference = f"{access.fleet.registry_address}/team/busybox:1"
@@ -190,29 +200,77 @@ def test_a_rolling_change_replaces_one_replica_at_a_time_and_keeps_every_image(s
     assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
 
 
-def test_the_verify_suite_passes_against_the_replicas(scale, test_image_archive):
-    access, _ = scale
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
-                             f"--inventory={access.inventory}", f"--test-image-archive={test_image_archive}"],
-                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stdout[-4000:]
-    assert re.search(r"(\d+) passed", result.stdout) and " skipped" not in result.stdout, result.stdout[-1500:]
-
-
-def test_a_replica_whose_disk_holds_images_stops_the_deploy_and_keeps_them(scale):
-    """A server that ran a registry on its disk, now listed as a replica on S3: the bucket would be served
-    without those images, so the deploy stops before touching any host, and they stay where they are."""
+def test_a_replica_whose_disk_holds_images_is_never_merged_into_the_bucket(scale):
+    """A server that ran a registry on its disk, listed as a replica of a bucket that already holds a
+    registry: regdeploy does not merge registries, so its replacement stops, the replica's previous
+    container runs again, and the images on its disk stay where they are."""
     access, _ = scale
     server = access.fleet.servers[0]
     kept = "/var/lib/registry/docker/registry/v2/repositories/old/app/_manifests/tags/1/current/link"
     access.ssh(server, f"mkdir -p {kept.rsplit('/', 1)[0]} && echo sha256:{'0' * 64} > {kept}")
     container = access.ssh(server, "docker inspect -f '{{.Id}}' registry")
     try:
-        refused = run_deploy(access.inventory)
+        # A change that recreates every replica (the one before this test allowed deletes).
+        refused = run_deploy(access.inventory, "--data", "registry_allow_delete=false")
         assert refused.returncode != 0
-        assert "registry_storage=s3, but /var/lib/registry holds a registry's images" in refused.stderr
-        assert refused.output is None or not refused.changed_hosts(), refused.changes()
+        assert "already holds a registry (docker/...): regdeploy does not merge registries" in refused.stderr
         assert access.ssh(server, f"cat {kept}") == f"sha256:{'0' * 64}"
-        assert access.ssh(server, "docker inspect -f '{{.Id}}' registry") == container
+        assert access.ssh(server, "docker inspect -f '{{.Id}} {{.State.Running}}' registry") == f"{container} true"
     finally:
         access.ssh(server, "rm -rf /var/lib/registry/docker")
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+
+
+def store_s3(command: str, *curl_args: str) -> str:
+    """curl against the lab store's S3 API, on the store, with the lab's key (from stdin)."""
+    key = SCALE_LAB.s3_secret_path.read_text().splitlines()[0]
+    result = subprocess.run(
+        lab_hosts.ssh_command(SCALE_LAB, lab_config.STORE_HOST,
+                              "curl -fsS -K - --aws-sigv4 aws:amz:us-east-1:s3 -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "
+                              + " ".join(curl_args) + f" http://127.0.0.1:{lab_config.STORE_PORT}/{command}"),
+        input=credentials.curl_config(lab_config.STORE_ACCESS_KEY, key), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_a_single_server_moves_onto_the_bucket_with_every_image_and_never_back(scale, tmp_path, test_image_archive):
+    """One server on its disk with images, switched to S3: the images are copied into the (empty)
+    bucket and verified before the registry on the bucket starts; the disk's copy stays, marked, and a
+    switch back to the disk (whose copy lacks what was pushed since) is refused."""
+    access, _ = scale
+    host = "client2"
+    image = {"registry_image_archive": str(SCALE_LAB.registry_archive),
+             "registry_image_archive_sha256": archive_sha256(str(SCALE_LAB.registry_archive))}
+    on_disk = access.single_server_inventory(host, tmp_path / "disk.py", **image)
+    first = run_deploy(on_disk)
+    assert first.returncode == 0, first.stderr[-4000:]
+    access.load_image_archive(host, test_image_archive)
+    for name in ("team/a:1", "team/b:2", "other/c:3"):
+        access.ssh(host, f"docker tag {lab_config.TEST_IMAGE} {host}:5000/{name} && docker push -q {host}:5000/{name}")
+    api = RegistryClient(base_url(f"{access.fleet.clients[1].address}:5000"))
+    before = api.manifests()
+    assert len(before) == 3
+    store_s3("moved", "-X PUT")
+    s3 = {key: value for key, value in access.fleet.server.data.items() if key.startswith("registry_s3_")}
+    on_s3 = access.single_server_inventory(host, tmp_path / "s3.py", **{
+        **image, **s3, "registry_storage": "s3", "registry_s3_bucket": "moved"})
+    moved = run_deploy(on_s3)
+    assert moved.returncode == 0, moved.stderr[-4000:]
+    assert any("copy the images in /var/lib/registry into the S3 bucket" in name
+               for name in moved.changed_operations(host)), moved.changes()
+    # Served from the bucket now: every tag, same digest; the layers are objects in the bucket.
+    assert api.manifests() == before
+    assert "docker/registry/v2/blobs/sha256/" in store_s3("moved?prefix=docker%2Fregistry%2Fv2%2Fblobs%2F")
+    # Every local copy gone, so the layers come from the bucket.
+    access.ssh(host, f"docker image rm {host}:5000/team/a:1 {host}:5000/team/b:2 {host}:5000/other/c:3 "
+                     f"{lab_config.TEST_IMAGE} && docker pull -q {host}:5000/other/c:3")
+    # The disk's copy stays, marked; the next run copies nothing.
+    assert set(access.ssh(host, "ls /var/lib/registry/docker/registry/v2/repositories").split()) == {"other", "team"}
+    assert set(access.ssh(host, "ls -A /var/lib/registry").split()) == {".regdeploy-moved-to-s3", "docker"}
+    again = run_deploy(on_s3)
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+    # Back to the disk would serve the old copy without what was pushed since: refused, nothing changed.
+    access.ssh(host, f"docker tag {host}:5000/other/c:3 {host}:5000/team/new:1 && docker push -q {host}:5000/team/new:1")
+    back = run_deploy(on_disk)
+    assert back.returncode != 0 and "copied into the S3 bucket" in back.stderr, back.stderr[-2000:]
+    assert ("team/new", "1") in api.manifests()

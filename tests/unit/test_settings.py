@@ -32,7 +32,7 @@ def test_registry_address_is_host_colon_port():
 
 @pytest.mark.parametrize("servers,expected", [
     ([], "no host in the group 'registry_servers'"),
-    # Several servers only as replicas on shared storage (tests/unit/test_scale_out.py).
+    # Several servers only as replicas on shared storage (tests/unit/test_replicas.py).
     ([SERVER, ("reg2", {}, {"registry_servers"})], "each replica would keep its own images"),
 ])
 def test_one_registry_server_unless_replicas_share_storage(servers, expected):

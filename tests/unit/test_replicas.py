@@ -9,7 +9,7 @@ import yaml
 
 from regdeploy import credentials, load_balancer, registry_plan, security
 from regdeploy.registry_files import fact_checks, holds_secrets, registry_config
-from regdeploy.registry_plan import Migration, PlanError, RegistryPlan, ServerState, Storage
+from regdeploy.registry_plan import MOVED_MARKER as MOVED, Migration, PlanError, RegistryPlan, ServerState, Storage
 from regdeploy.settings import ConfigError, validate_hosts
 from tasks.docker_engine import packages_to_check
 
@@ -168,22 +168,49 @@ def test_a_replaced_replica_waits_until_the_load_balancer_sends_it_requests():
                                          desired_container(one, one.registry_config_path, "0" * 64), "x")
 
 
-@pytest.mark.parametrize("storage,data_dir,migration,refused", [
-    ("s3", "data", False, True),  # a registry on this disk: the bucket would be served without it
-    ("s3", "partial", False, True),
-    ("s3", "empty", True, True),  # a hand-started registry's volume holds images
-    ("s3", "empty", False, False),
-    ("s3", "absent", False, False),
-    ("filesystem", "data", False, False),
-    ("filesystem", "empty", True, False),  # moved onto the disk by the adoption path, as before
+@pytest.mark.parametrize("storage,data_dir,migration,action,outcome", [
+    # regdeploy's own registry on this disk, switched to S3: its images are copied into the bucket first.
+    ("s3", "data", False, "recreate", "/var/lib/registry"),
+    ("s3", "data", False, "create", "/var/lib/registry"),
+    ("s3", "data", False, "adopt", "/var/lib/registry"),  # started by hand on registry_data_dir
+    ("s3", "data", False, "none", ""),  # already on S3: the directory is not the registry's
+    ("s3", "moved", False, "recreate", ""),  # copied before: a stale copy, never copied again
+    ("s3", "empty", False, "recreate", ""),
+    ("s3", "absent", False, "create", ""),
+    # Images elsewhere, or an unfinished copy: they would be left behind.
+    ("s3", "empty", True, "adopt", "refused: would not serve them"),
+    ("s3", "partial", False, "recreate", "refused: would not serve them"),
+    # Back to the disk after a move: the disk's copy lacks what was pushed since.
+    ("filesystem", "moved", False, "recreate", "refused: old copy without what was pushed since"),
+    ("filesystem", "data", False, "recreate", ""),
+    ("filesystem", "empty", True, "adopt", ""),  # the adoption path moves it onto the disk, as before
 ])
-def test_switching_to_s3_stops_where_images_would_be_left_behind(storage, data_dir, migration, refused):
+def test_a_switch_of_storage_copies_into_the_bucket_or_stops_where_images_would_be_lost(
+        storage, data_dir, migration, action, outcome):
     move = Migration(Storage("volume", "/var/lib/docker/volumes/x/_data", "x"), "/var/lib/registry", 2, 10, False)
-    plan = RegistryPlan(action="adopt", migration=move if migration else None)
-    check = lambda: registry_plan.check_storage_switch(storage, "/var/lib/registry", ServerState(data_dir=data_dir),  # noqa: E731
-                                                       plan)
-    if refused:
-        with pytest.raises(PlanError, match="would not serve them.*Nothing was changed"):
-            check()
-    else:
-        check()
+    plan = RegistryPlan(action=action, migration=move if migration else None)
+    if outcome.startswith("refused: "):
+        with pytest.raises(PlanError, match=outcome[len("refused: "):] + ".*Nothing was changed"):
+            registry_plan.plan_storage(storage, "/var/lib/registry", ServerState(data_dir=data_dir), plan)
+        return
+    decided = registry_plan.plan_storage(storage, "/var/lib/registry", ServerState(data_dir=data_dir), plan)
+    assert decided.to_bucket == outcome
+    assert (decided.action, decided.migration) == (plan.action, plan.migration)
+
+
+def test_the_copy_into_the_bucket_is_checked_before_the_swap_and_the_key_stays_off_the_command_line():
+    from tasks.registry_server import desired_container, run_script
+
+    settings = validate_hosts(hosts(), check_files=False)["reg1"]
+    desired = desired_container(settings, settings.registry_config_path, "0" * 64)
+    plan = RegistryPlan(action="recreate", to_bucket="/var/lib/registry")
+    script = run_script(settings, plan, desired, "registry.regdeploy-old", plan.notice("registry", "x"))
+    # The order that keeps the images: stop, refuse a bucket holding a registry, copy, verify, swap, mark.
+    steps = ["docker stop", "already holds a registry", "s3 -o /dev/null -T", "verify_copy\n",
+             'docker rename "$name" "$aside"', "docker run -d --name \"$name\"", MOVED]
+    positions = [script.index(step) for step in steps]
+    assert positions == sorted(positions), dict(zip(steps, positions))
+    assert "bucket=http://rgw.lan:7480/images\n" in script and "--aws-sigv4 aws:amz:us-east-1:s3 " in script
+    assert SECRETS[credentials.S3_ENV] not in script and 'cat > "$cred"' in script
+    assert "rm -r /var/lib/registry/docker" in plan.notice("registry", "x")
+    assert "copy the images in /var/lib/registry into the S3 bucket" in plan.summary("registry")

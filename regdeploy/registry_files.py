@@ -68,20 +68,21 @@ def tls_key_path(settings) -> str:
 def fact_checks(settings) -> tuple:
     """What the host's DockerHostState fact reads about these files (its `checks` argument): every
     host's CA and `docker login`, containerd's and Podman's files, and on the server its TLS files, htpasswd and API credentials."""
+    # The load balancer's config; a host that is only the load balancer has nothing else to check.
+    lb = [("file", "haproxy_cfg", load_balancer.CONFIG_PATH)] if settings.is_lb else []
+    if not settings.uses_registry:
+        return tuple(lb)
     address = settings.registry_address
     hosts_dir = runtime_config.containerd_hosts_dir(address)
-    if not settings.uses_registry:
-        return (("file", "haproxy_cfg", load_balancer.CONFIG_PATH),)
-    checks = [("file", "ca", client_ca_path(settings)),
+    checks = [*lb, ("file", "ca", client_ca_path(settings)),
               ("stamp", "login", LOGIN_STAMP, DOCKER_CONFIG, f'"{address}"'),
               # containerd and Podman, whether or not the host has them (a test of a path costs nothing).
               ("file", "containerd_hosts", f"{hosts_dir}/hosts.toml"), ("file", "containerd_ca", f"{hosts_dir}/ca.crt"),
               ("lines", "containerd_config", runtime_config.CONTAINERD_CONFIG),
               ("file", "podman_conf", runtime_config.PODMAN_DROPIN),
               ("file", "podman_ca", runtime_config.podman_ca_path(address))]
-    if settings.is_lb:
-        checks.append(("file", "haproxy_cfg", load_balancer.CONFIG_PATH))
-    cache = cache_settings(settings)
+    # The cache seen as a registry (a dataclasses.replace of every field): only where it is needed.
+    cache = cache_settings(settings) if settings.proxy_mirror or settings.is_server else None
     if settings.proxy_mirror:
         checks.append(("file", "proxy_ca", client_ca_path(cache)))
     if settings.is_server:

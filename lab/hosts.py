@@ -284,10 +284,11 @@ def _remove_when_released(kind: str, names: list[str], limit: float = 60) -> Non
             docker(kind, "rm", *names)
             return
         except SystemExit as exc:
-            if "active endpoints" in str(exc) and time.monotonic() > deadline:
-                raise SystemExit(f"{exc}\nDocker kept endpoints of removed containers (moby issues 17217, 42119); "
-                                 "restarting dockerd clears them. Then run the command again.") from None
-            if ("active endpoints" not in str(exc) and "in use" not in str(exc)) or time.monotonic() > deadline:
+            endpoints = "active endpoints" in str(exc)
+            if not (endpoints or "in use" in str(exc)) or time.monotonic() > deadline:
+                if endpoints:
+                    raise SystemExit(f"{exc}\nDocker kept endpoints of removed containers (moby issues 17217, "
+                                     "42119); restarting dockerd clears them. Then run the command again.") from None
                 raise
             time.sleep(0.5)
             names = [n for n in names if inspect(kind, n) is not None]

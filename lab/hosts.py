@@ -138,10 +138,7 @@ def prepare_store(lab: config.Lab, hostname: str) -> None:
     remote = f"sh -c {shlex.quote(STORE_SCRIPT.read_text())} store {config.STORE_ACCESS_KEY} {config.STORE_BUCKET} " \
              f"{config.STORE_PORT}"
     # The secret goes on stdin, never on a command line.
-    result = subprocess.run(ssh_command(lab, hostname, remote), capture_output=True, text=True,
-                            input=lab.s3_secret_path.read_text().splitlines()[0] + "\n")
-    if result.returncode != 0:
-        raise SystemExit(f"{hostname}: could not make the Ceph store: {result.stderr.strip()[-1500:]}")
+    run_on(lab, hostname, remote, "make the Ceph store", stdin=lab.s3_secret_path.read_text().splitlines()[0] + "\n")
 
 
 def _ensure_secrets(lab: config.Lab) -> None:
@@ -153,12 +150,12 @@ def _ensure_secrets(lab: config.Lab) -> None:
                 handle.write(secrets.token_hex(20) + "\n")
 
 
-def run_on(lab: config.Lab, hostname: str, command: str, what: str) -> str:
-    """Run `command` on a lab host over SSH: its output, or SystemExit saying it could not `what`."""
-    result = subprocess.run(ssh_command(lab, hostname, command), capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL)
+def run_on(lab: config.Lab, hostname: str, command: str, what: str, stdin: str = "") -> str:
+    """Run `command` on a lab host over SSH, `stdin` its input: its output, or SystemExit saying it
+    could not `what`."""
+    result = subprocess.run(ssh_command(lab, hostname, command), capture_output=True, text=True, input=stdin)
     if result.returncode != 0:
-        raise SystemExit(f"{hostname}: could not {what}: {result.stderr.strip()[-800:]}")
+        raise SystemExit(f"{hostname}: could not {what}: {result.stderr.strip()[-1500:]}")
     return result.stdout.strip()
 
 

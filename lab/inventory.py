@@ -99,11 +99,6 @@ def _write_replicas(lab: config.Lab, hostnames: list[str], addresses: dict[str, 
         clients="".join(f'    ({h!r}, {{**_shared, "ssh_hostname": {addresses[h]!r}}}),\n' for h in clients),
     ))
     lab.hosts_path.write_text(",".join(f"ssh://{h}" for h in hostnames if h != config.STORE_HOST) + "\n")
-    write_ssh_config(load_fleet(str(lab.inventory_path)), lab.ssh_config_path)
     # The store is no inventory host (regdeploy does not manage it), but the lab reaches it too.
-    text = lab.ssh_config_path.read_text()
-    first = text.split("\n\n")[0]
-    block = "\n".join(f"Host {config.STORE_HOST}" if line.startswith("Host ") else
-                      f"  HostName {addresses[config.STORE_HOST]}" if line.strip().startswith("HostName ") else line
-                      for line in first.splitlines())
-    lab.ssh_config_path.write_text(text.rstrip("\n") + "\n\n" + block + "\n")
+    write_ssh_config(load_fleet(str(lab.inventory_path)), lab.ssh_config_path,
+                     extra=((config.STORE_HOST, addresses[config.STORE_HOST], ssh),))

@@ -78,24 +78,27 @@ def load_fleet(path: str, check_files: bool = False) -> Fleet:
     return Fleet(server=servers[0], clients=clients, servers=servers, lb=lb)
 
 
-def write_ssh_config(fleet: Fleet, path: Path) -> Path:
-    """An ssh_config for every inventory host, from the same data pyinfra connects with."""
-    blocks = []
-    for h in fleet.hosts:
-        data = h.data
-        lines = [f"Host {h.name}", f"  HostName {h.address}"]
-        if data.get("ssh_user"):
-            lines.append(f"  User {data['ssh_user']}")
-        if data.get("ssh_port"):
-            lines.append(f"  Port {data['ssh_port']}")
-        if data.get("ssh_key"):
-            lines += [f"  IdentityFile {os.path.expanduser(str(data['ssh_key']))}", "  IdentitiesOnly yes"]
-        if str(data.get("ssh_strict_host_key_checking", "")).lower() == "no":
-            lines += ["  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  LogLevel ERROR"]
-        # One master connection per host: every testinfra check reuses it. Keepalives end a master
-        # whose host went away (a removed lab host) instead of hanging the next connection.
-        lines += ["  ControlMaster auto", "  ControlPath /tmp/regdeploy-ssh-%C", "  ControlPersist 120s",
-                  "  ServerAliveInterval 5", "  ServerAliveCountMax 3"]
-        blocks.append("\n".join(lines) + "\n")
-    path.write_text("\n".join(blocks))
+def write_ssh_config(fleet: Fleet, path: Path, extra: tuple[tuple[str, str, dict], ...] = ()) -> Path:
+    """An ssh_config for every inventory host, from the same data pyinfra connects with; `extra`:
+    (name, address, data) of hosts outside the inventory reached alike (the lab's store)."""
+    hosts = [(h.name, h.address, h.data) for h in fleet.hosts] + list(extra)
+    path.write_text("\n".join(ssh_config_block(*host) for host in hosts))
     return path
+
+
+def ssh_config_block(name: str, address: str, data: dict[str, Any]) -> str:
+    """One host's ssh_config block from its pyinfra connection data."""
+    lines = [f"Host {name}", f"  HostName {address}"]
+    if data.get("ssh_user"):
+        lines.append(f"  User {data['ssh_user']}")
+    if data.get("ssh_port"):
+        lines.append(f"  Port {data['ssh_port']}")
+    if data.get("ssh_key"):
+        lines += [f"  IdentityFile {os.path.expanduser(str(data['ssh_key']))}", "  IdentitiesOnly yes"]
+    if str(data.get("ssh_strict_host_key_checking", "")).lower() == "no":
+        lines += ["  StrictHostKeyChecking no", "  UserKnownHostsFile /dev/null", "  LogLevel ERROR"]
+    # One master connection per host: every testinfra check reuses it. Keepalives end a master
+    # whose host went away (a removed lab host) instead of hanging the next connection.
+    lines += ["  ControlMaster auto", "  ControlPath /tmp/regdeploy-ssh-%C", "  ControlPersist 120s",
+              "  ServerAliveInterval 5", "  ServerAliveCountMax 3"]
+    return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -58,11 +59,16 @@ class Series:
                 "max_rss_mb": round(max(s.max_rss_mb for s in self.samples), 1)}
 
 
+# As an operator's shell runs it: Python's bytecode cache on (some CI and agent sessions turn it off
+# with PYTHONDONTWRITEBYTECODE; deploy.py then compiles regdeploy's modules on every run).
+OPERATOR_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
 def timed(argv: list[str]) -> Sample:
     """Run argv under GNU time: wall seconds and peak RSS of the process tree's largest process."""
     stats = Path("/tmp/regdeploy-bench-time")
     result = subprocess.run(["/usr/bin/time", "-o", str(stats), "-f", "%e %M", *argv], cwd=REPO_ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=OPERATOR_ENV)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} failed:\n{result.stderr[-3000:]}")
     seconds, rss_kb = stats.read_text().split()[-2:]
@@ -131,7 +137,7 @@ def profile_noop(clients: int) -> dict:
     frame on top) and inclusive time of this repository's code."""
     raw = RESULTS_DIR / f"profile-1+{clients}.txt"
     subprocess.run([str(Path(sys.executable).parent / "py-spy"), "record", "--format", "raw", "--rate", "200", "--gil", "--output", str(raw), "--",
-                    PYINFRA, "-y", str(BENCH_LAB.inventory_path), "deploy.py"], cwd=REPO_ROOT, check=True,
+                    PYINFRA, "-y", str(BENCH_LAB.inventory_path), "deploy.py"], cwd=REPO_ROOT, check=True, env=OPERATOR_ENV,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     own: dict[str, int] = {}
     functions: dict[str, int] = {}

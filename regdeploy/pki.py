@@ -17,11 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from .lazy import lazy_import
+
+# Loaded on first use: a deploy without TLS never pays for `cryptography`.
+x509 = lazy_import("cryptography.x509")
+exceptions = lazy_import("cryptography.exceptions")
+hashes = lazy_import("cryptography.hazmat.primitives.hashes")
+serialization = lazy_import("cryptography.hazmat.primitives.serialization")
+ec = lazy_import("cryptography.hazmat.primitives.asymmetric.ec")
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 CERT_VALIDITY = datetime.timedelta(days=365)
@@ -91,7 +94,7 @@ def _issued_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
         return True
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, exceptions.InvalidSignature):
         return False
 
 
@@ -128,8 +131,8 @@ def _cert_pem(cert: x509.Certificate) -> str:
 
 def make_ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = _key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "regdeploy registry CA"),
-                      x509.NameAttribute(NameOID.ORGANIZATION_NAME, "regdeploy")])
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "regdeploy registry CA"),
+                      x509.NameAttribute(x509.oid.NameOID.ORGANIZATION_NAME, "regdeploy")])
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + CA_VALIDITY)
@@ -149,13 +152,13 @@ def issue(ca: x509.Certificate, ca_key, names: list[str], now: datetime.datetime
     key = _key()
     entries = [general_name(n) for n in names]
     cert = (x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0].strip("[]"))]))
+            .subject_name(x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, names[0].strip("[]"))]))
             .issuer_name(ca.subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + validity)
             .add_extension(x509.SubjectAlternativeName(entries), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
     return cert, key

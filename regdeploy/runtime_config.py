@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import tomlkit
-from tomlkit.exceptions import TOMLKitError
+from .lazy import lazy_import
+
+# Loaded on first use: only containerd hosts need it.
+tomlkit = lazy_import("tomlkit")
 
 CONTAINERD_CONFIG = "/etc/containerd/config.toml"
 CONTAINERD_CERTS_DIR = "/etc/containerd/certs.d"
@@ -74,7 +76,7 @@ def plan_containerd_config(current: str | None, containerd_major: int | None, wh
                                                              f"config_path only (layout version {version})")
     try:
         document = tomlkit.parse(current)
-    except TOMLKitError as exc:
+    except tomlkit.exceptions.TOMLKitError as exc:
         raise RuntimeConfigError(f"{where}: {CONTAINERD_CONFIG} is not valid TOML ({exc}); fix it by hand "
                                  "(regdeploy leaves it untouched)") from None
     version = document.get("version")

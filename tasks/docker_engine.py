@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pyinfra import host
-from pyinfra.api import deploy
+import posixpath
+from dataclasses import dataclass
+
+import gevent
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, server, systemd
@@ -61,9 +65,64 @@ def missing_packages(settings: Settings, state: dict, wanted: list[str] | None =
     return [name for name in wanted if not state["packages"].get(name)]
 
 
+@dataclass(frozen=True)
+class Preload:
+    """A file for the host to receive while the fleet installs Docker, and the command that uses it once
+    Docker runs (the registry server's image archive and its `docker load`)."""
+    src: str
+    dest: str
+    then: str
+    what: str  # for the log: "registry:2 from /var/cache/regdeploy/registry-2.tar"
+
+
+@operation()
+def install_and_start(packages: list[str], preload: Preload | None = None):
+    """apt-get update and install, then start Docker and enable it at boot, in one operation: each
+    operation waits for every host, so one more would cost the whole fleet a round trip. `preload`:
+    sent while apt runs, used once Docker runs."""
+    # A random name in the login user's temporary directory: none another user could have prepared.
+    upload = BackgroundUpload(preload.src, host.get_temp_filename()) if preload else None
+    if upload:
+        yield FunctionCommand(upload.start, (), {})
+    yield from apt.packages._inner(packages=packages, update=True)
+    # Debian's docker.io starts and enables Docker itself; docker-ce's packages may not (policy-rc.d).
+    # Asked first: `systemctl enable` runs Debian's SysV sync script, half a second even when enabled.
+    yield "systemctl is-active -q docker && systemctl is-enabled -q docker || systemctl enable --now docker"
+    if upload and preload:
+        yield FunctionCommand(upload.finish, (), {})
+        directory = posixpath.dirname(preload.dest)
+        yield StringCommand("mkdir", "-p", QuoteString(directory), "&&", "mv", "-f",
+                            QuoteString(upload.temp), QuoteString(preload.dest), "&&", "chown", "0:0",
+                            QuoteString(preload.dest), "&&", "chmod", "600", QuoteString(preload.dest))
+        yield preload.then
+
+
+class BackgroundUpload:
+    """A file sent over its own SFTP channel while the operation's commands run on the same connection
+    (pyinfra runs a host's commands one at a time; its connections are gevent-friendly): the registry
+    image archive travels during the server's apt-get, as it would beside a by-hand install. It goes
+    to the login user's temporary directory (SFTP never runs through sudo); a command moves it."""
+
+    def __init__(self, src: str, temp: str):
+        self.src, self.temp = src, temp
+        self._greenlet: gevent.Greenlet | None = None
+
+    def start(self, state, host) -> bool:
+        self._greenlet = gevent.spawn(host.put_file, self.src, self.temp)
+        return True
+
+    def finish(self, state, host) -> bool:
+        assert self._greenlet is not None
+        if not self._greenlet.get():
+            host.log(f"could not upload {self.src} to {self.temp}", log_func=logger.error)
+            return False
+        return True
+
+
 @deploy("Install Docker")
-def install_docker(settings: Settings, state: dict) -> None:
-    """`state` is the host's DockerHostState fact (read before anything was installed)."""
+def install_docker(settings: Settings, state: dict, preload: Preload | None = None) -> bool:
+    """`state` is the host's DockerHostState fact (read before anything was installed). Returns whether
+    `preload` went with the install (only a host that installs something takes it)."""
     wanted = packages_for(settings, state["os"], state["apparmor"])
     missing = missing_packages(settings, state, wanted)
     # Only missing packages trigger an apt update: a converged host costs nothing here.
@@ -78,10 +137,11 @@ def install_docker(settings: Settings, state: dict) -> None:
                     "again; or keep docker_install_source='distro'.")
             add_docker_ce_repository(settings)
         # One name on every host (pyinfra shows one name per operation); which packages, per host.
-        host.log(f"Will install {', '.join(missing)}")
-        apt.packages(name="Install Docker's packages", packages=wanted, update=True)
+        host.log(f"Will install {', '.join(missing)}" + (f", then load {preload.what}" if preload else ""))
+        install_and_start(name="Install Docker's packages and start Docker", packages=wanted, preload=preload)
+        return bool(preload)
 
-    if missing or not (state["active"] and state["enabled"]):
+    if not (state["active"] and state["enabled"]):
         systemd.service(
             name="Start Docker and enable it at boot",
             service="docker",
@@ -90,6 +150,7 @@ def install_docker(settings: Settings, state: dict) -> None:
         )
     else:
         host.noop(f"Docker ({', '.join(wanted) or 'installed by hand'}) runs and starts at boot")
+    return False
 
 
 def add_docker_ce_repository(settings: Settings) -> None:

@@ -28,11 +28,12 @@ def cache_facts(settings: Settings) -> dict:
 
 
 @deploy("Run the pull-through cache")
-def run_registry_cache(settings: Settings, state: dict) -> None:
-    """`state`: the server's DockerHostState fact."""
+def run_registry_cache(settings: Settings, state: dict, preloaded: bool = False) -> None:
+    """`state`: the server's DockerHostState fact; `preloaded`: the image archive came with the Docker
+    install (the cache runs the registry's image)."""
     cache = cache_settings(settings)
     if settings.registry_proxy_remote_url:
-        run_registry(cache, state["cache"] or ServerState())
+        run_registry(cache, state["cache"] or ServerState(), preloaded)
         return
     registry: ServerState = state["registry"] or ServerState()
     config_left = "cache_config" in state["files"]

@@ -12,14 +12,15 @@ from __future__ import annotations
 import hashlib
 import json
 import posixpath
+import shlex
 import time
-from io import StringIO
+from dataclasses import dataclass
 
 from pyinfra import host, logger
-from pyinfra.api import deploy
+from pyinfra.api import QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.files import FileContents
-from pyinfra.operations import files, server
+from pyinfra.operations import files
 
 from regdeploy import credentials, registry_files, registry_plan, security
 from regdeploy.changes import text_diff
@@ -29,13 +30,46 @@ from regdeploy.registry_plan import (
 from regdeploy.load_balancer import LB_BACKEND, server_name
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
+from tasks.docker_engine import Preload
 
 ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
 
 
+@dataclass(frozen=True)
+class RegistrySteps:
+    """What the server's one registry operation does, in this order (plan_steps decides)."""
+    create_dir: bool = False
+    write_config: bool = False
+    # Upload the image archive (nothing is sent when the server's copy is identical), then load it if
+    # it was sent or the image is absent.
+    load_archive: bool = False
+    pull: bool = False
+    run: bool = False  # the run-registry script: the plan's action
+
+    def __bool__(self) -> bool:
+        return any((self.create_dir, self.write_config, self.load_archive, self.pull, self.run))
+
+
+def plan_steps(observed: ServerState, action: str, config_sha256: str, archive: bool,
+               preloaded: bool = False) -> RegistrySteps:
+    """The steps for `action` (registry_plan's) on a server whose registry side is `observed`; `archive`:
+    the image comes from an archive (else a pull), `preloaded`: it was loaded with the Docker install."""
+    # A new container may mean a new archive; a pull happens only when the image is absent: an
+    # explicit tag is the operator's pin (no re-pull on every run).
+    needs_image = not observed.image_id or action in ("recreate", "adopt", "create")
+    return RegistrySteps(
+        create_dir=observed.data_dir == "absent",
+        write_config=observed.config_sha256 != config_sha256,
+        load_archive=archive and needs_image and not preloaded,
+        pull=not archive and not observed.image_id,
+        run=action != "none",
+    )
+
+
 @deploy("Run the Docker registry")
-def run_registry(settings: Settings, observed: ServerState) -> None:
-    """`observed` is the server's registry side, read by its DockerHostState fact (registry_facts())."""
+def run_registry(settings: Settings, observed: ServerState, preloaded: bool = False) -> None:
+    """`observed` is the server's registry side, read by its DockerHostState fact (registry_facts());
+    `preloaded`: the image archive was loaded with the Docker install (image_preload())."""
     config_text = registry_files.registry_config(settings)
     config_path = settings.registry_config_path
     config_sha256 = hashlib.sha256(config_text.encode()).hexdigest()
@@ -47,11 +81,16 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
                                           registry_plan.plan_registry(desired, observed, config_sha256))
     except PlanError as exc:
         raise DeployError(f"host {host.name!r}: {exc}") from None
+    steps = plan_steps(observed, plan.action, config_sha256, bool(settings.registry_image_archive), preloaded)
+    name = settings.registry_container_name
+    if not steps.run:
+        host.noop(f"registry container {name!r} runs and matches its spec")
+    if not steps:
+        return
 
-    if observed.data_dir == "absent":
-        files.directory(name=f"Create the registry storage directory {settings.registry_data_dir}",
-                        path=settings.registry_data_dir, mode="755")
-    if observed.config_sha256 != config_sha256:
+    # A file that may hold a password or key: root only.
+    private = settings.serves_cache or registry_files.holds_secrets(settings)
+    if steps.write_config:
         if registry_files.holds_secrets(settings):
             # It holds a password or key: neither read back nor shown.
             host.log(f"Will write {config_path} (it holds credentials: not shown)")
@@ -62,40 +101,90 @@ def run_registry(settings: Settings, observed: ServerState) -> None:
             for line in text_diff("\n".join(on_host) + "\n" if on_host is not None else None, config_text,
                                   config_path):
                 host.log(f"  {line}")
-        # A file that may hold a password or key: root only.
-        private = settings.serves_cache or registry_files.holds_secrets(settings)
-        files.put(name=f"Write the {'cache' if settings.serves_cache else 'registry'} configuration {config_path}",
-                  src=StringIO(config_text), dest=config_path, mode="600" if private else "644")
-
-    if settings.registry_image_archive:
-        # A new container may mean a new archive: upload (a no-op if identical) and load if it differs.
-        if not observed.image_id or plan.action in ("recreate", "adopt", "create"):
-            _load_image_archive(settings, image_present=bool(observed.image_id))
-    elif not observed.image_id:
-        # Pull only when absent: an explicit tag is the operator's pin (no re-pull on every run).
-        server.shell(name=f"Pull {settings.registry_image}",
-                     commands=[f"docker pull -q {settings.registry_image}"])
-
-    if plan.action == "none":
-        host.noop(f"registry container {settings.registry_container_name!r} runs and matches its spec")
-        return
-    name = settings.registry_container_name
-    host.log(f"Will {plan.action} the registry container {name!r}" + (":" if plan.reasons or plan.migration else ""))
-    for line in plan.reasons + ((plan.migration.describe(),) if plan.migration else ()):
-        host.log(f"  {line}")
-    aside = f"{name}{registry_plan.KEPT_SUFFIX}-{time.strftime('%Y%m%d%H%M%S')}" if plan.adopts \
-        else name + registry_plan.ASIDE_SUFFIX
-    notice = plan.notice(name, aside)
-    if notice:
-        # Said before the run (and by --dry), where every operator sees it: what is kept, and where.
-        host.log(notice, log_func=logger.warning)
+    archive = archive_upload(settings)
+    aside = notice = None
+    if steps.run:
+        host.log(f"Will {plan.action} the registry container {name!r}" + (":" if plan.reasons or plan.migration else ""))
+        for line in plan.reasons + ((plan.migration.describe(),) if plan.migration else ()):
+            host.log(f"  {line}")
+        aside = f"{name}{registry_plan.KEPT_SUFFIX}-{time.strftime('%Y%m%d%H%M%S')}" if plan.adopts \
+            else name + registry_plan.ASIDE_SUFFIX
+        notice = plan.notice(name, aside)
+        if notice:
+            # Said before the run (and by --dry), where every operator sees it: what is kept, and where.
+            host.log(notice, log_func=logger.warning)
+    # A copy into the bucket needs the S3 key: on the script's stdin, never in its text.
+    s3 = registry_files.s3_config(settings) if steps.run and plan.to_bucket else None
+    # One operation, so the server costs the fleet one step here, not one per file and command.
     # Several replicas are replaced one at a time (pyinfra's _serial): each script returns only once the
     # load balancer sends its replica requests again, so the others serve all along.
-    # A copy into the bucket needs the S3 key: on the script's stdin, never in its text.
-    s3 = registry_files.s3_config(settings) if plan.to_bucket else None
-    server.shell(name=plan.summary(name), commands=[run_script(settings, plan, desired, aside, notice)],
-                 _serial=settings.several_replicas,
-                 _stdin=credentials.curl_config(s3.access_key, s3.secret_key) if s3 else None)
+    start_registry(
+        name=plan.summary(name) if steps.run else steps_summary(steps, settings, archive),
+        data_dir=settings.registry_data_dir if steps.create_dir else "",
+        config=(config_text, config_path, "600" if private else "644", registry_files.holds_secrets(settings))
+        if steps.write_config else None,
+        archive=archive if steps.load_archive else None, image_present=bool(observed.image_id),
+        pull=f"docker pull -q {shlex.quote(settings.registry_image)}" if steps.pull else "",
+        script=run_script(settings, plan, desired, aside, notice) if steps.run else "",
+        script_stdin=credentials.curl_config(s3.access_key, s3.secret_key) if s3 else None,
+        _serial=settings.several_replicas)
+
+
+@operation()
+def start_registry(data_dir: str = "", config: tuple[str, str, str, bool] | None = None,
+                   archive: Preload | None = None, image_present: bool = True, pull: str = "", script: str = "",
+                   script_stdin: str | None = None):
+    """The server's registry steps (RegistrySteps), in order: `data_dir` to create, `config` (text, path,
+    mode, secret?) to write, `archive` to upload and load, `pull`, and the run-registry `script` (with
+    `script_stdin`, a secret for it)."""
+    if data_dir:
+        yield StringCommand("mkdir", "-p", "-m", "755", QuoteString(data_dir))
+    if config:
+        # One command, the content already known to differ (the fact's hash): staged with its mode from
+        # its creation and renamed into place; one holding a secret travels on stdin.
+        text, path, mode, secret = config
+        yield StringCommand(render("put-file.sh.j2", path=path, mode=mode, content=None if secret else text).strip(),
+                            _stdin=text if secret else None)
+    if archive:
+        sent = list(files.put._inner(src=archive.src, dest=archive.dest, mode="600"))
+        yield from sent
+        if sent or not image_present:
+            yield archive.then
+    if pull:
+        yield StringCommand(pull)
+    if script:
+        yield StringCommand(script.strip(), _stdin=script_stdin)
+
+
+def steps_summary(steps: RegistrySteps, settings: Settings, archive: Preload | None) -> str:
+    """The operation's name when the container itself stays as it is."""
+    parts = []
+    if steps.create_dir:
+        parts.append(f"Create the registry storage directory {settings.registry_data_dir}")
+    if steps.write_config:
+        parts.append(f"Write the registry configuration {settings.registry_config_path}")
+    if steps.load_archive and archive:
+        parts.append(f"Load {archive.what} (no pull)")
+    if steps.pull:
+        parts.append(f"Pull {settings.registry_image}")
+    return "; ".join(parts)
+
+
+def image_preload(settings: Settings, observed: ServerState | None) -> Preload | None:
+    """The image archive for a server whose Docker is being installed to take with the install: its upload
+    then runs beside the other hosts' installs. None when the image is pulled or already there."""
+    return archive_upload(settings) if settings.registry_image_archive and not (observed and observed.image_id) \
+        else None
+
+
+def archive_upload(settings: Settings) -> Preload | None:
+    """The image archive's upload to the server and its load (never a pull); None without an archive."""
+    if not settings.registry_image_archive:
+        return None
+    remote = posixpath.join(ARCHIVE_CACHE_DIR, posixpath.basename(settings.registry_image_archive))
+    return Preload(src=settings.registry_image_archive, dest=remote, what=f"{settings.registry_image} from {remote}",
+                   then=render("load-image-archive.sh.j2", archive=remote, sha256=image_archive_sha256(settings),
+                               image=settings.registry_image))
 
 
 def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: DesiredContainer,
@@ -164,16 +253,3 @@ def image_archive_sha256(settings: Settings) -> str:
     if not settings.registry_image_archive:
         return ""
     return settings.registry_image_archive_sha256 or archive_sha256(settings.registry_image_archive)
-
-
-def _load_image_archive(settings: Settings, image_present: bool) -> None:
-    remote = posixpath.join(ARCHIVE_CACHE_DIR, posixpath.basename(settings.registry_image_archive))
-    sha256 = image_archive_sha256(settings)
-    upload = files.put(name=f"Upload the registry image archive to {remote}",
-                       src=settings.registry_image_archive, dest=remote, mode="600")
-    server.shell(
-        name=f"Load {settings.registry_image} from {remote} (no pull)",
-        commands=[render("load-image-archive.sh.j2", archive=remote, sha256=sha256,
-                         image=settings.registry_image)],
-        _if=lambda: not image_present or upload.did_change(),
-    )

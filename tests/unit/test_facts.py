@@ -53,7 +53,7 @@ def test_docker_host_state_reports_the_deploy_lock(line, lock):
 ])
 def test_docker_host_state_tells_what_daemon_json_is(tmp_path, setup, kind, detail, content):
     command = DockerHostState().command(path=str(tmp_path / "daemon.json"))
-    result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup}\ndocker() {{ return 1; }}\n{command}"],
+    result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup}\ndocker() {{ return 1; }}\ncurl() {{ return 1; }}\n{command}"],
                             capture_output=True, text=True, check=True, timeout=10)
     state = DockerHostState().process(result.stdout.splitlines())
     assert (state["daemon_json_kind"], state["daemon_json_detail"], state["daemon_json"]) == (kind, detail, content)
@@ -102,10 +102,11 @@ def test_the_servers_fact_parses_the_registry_side_too():
     ("mkdir -p data/docker && touch data/.regdeploy-migration-incomplete", "partial"),
 ])
 def test_the_servers_fact_reads_the_registry_data_directory(tmp_path, setup, expected):
-    # `docker` answers nothing here (a function shadows it): no image, no container, no holder.
+    # `docker` and `curl` (Docker's API) answer nothing here (functions shadow them): no image, no
+    # container, no holder, whatever this machine's own Docker holds.
     registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
     command = DockerHostState().command(path=str(tmp_path / "daemon.json"), registry=registry)
-    result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup or 'true'}\ndocker() {{ return 1; }}\n{command}"],
+    result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup or 'true'}\ndocker() {{ return 1; }}\ncurl() {{ return 1; }}\n{command}"],
                             capture_output=True, text=True, check=True)
     host_state = DockerHostState().process(result.stdout.splitlines())
     state = host_state["registry"]
@@ -156,3 +157,51 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
     assert state["lines"] == {"htpasswd": ["ci:$2b$10$abc", "ops:$2b$10$def"]}
     # A stamp counts only while the credential it stands for is there.
     assert state["stamps"] == {"login": "ci $2b$10$hash 600"}
+
+
+@pytest.mark.parametrize("running, ports, holders", [
+    # The container runs and publishes the port on every address: it is the port's only holder, and
+    # `docker ps` is not asked (a docker command costs ~50 ms of the server's CPU on every run).
+    ("true", " 0.0.0.0:5000 127.0.0.1:32768 ", ("registry",)),
+    ("true", " 127.0.0.1:32768 0.0.0.0:5000 :::5000 ", ("registry",)),
+    # Stopped, or published elsewhere: who holds the port is asked.
+    ("false", " ", ("web",)),
+    ("true", " 127.0.0.1:5000 ", ("web",)),
+    ("true", " 10.0.0.0:5000 ", ("web",)),
+    ("true", " 0.0.0.0:15000 ", ("web",)),
+])
+def test_the_servers_fact_asks_for_the_ports_holders_only_when_the_container_does_not_hold_it(
+        tmp_path, running, ports, holders):
+    inspect = {"Name": "/registry", "State": {"Running": running == "true"}}
+    # Stand-ins for Docker's CLI and API, with what each would answer for this server.
+    docker = (f"docker() {{ case \"$1 $2\" in\n"
+              f"  'container inspect') printf '%s\\n' 'mounted=/registry {tmp_path}/data running={running} ports={ports}'"
+              f" '{json.dumps(inspect)}' ;;\n"
+              f"  'ps --filter') echo holder=web ;;\n"
+              f"  *) return 1 ;;\n"
+              f"esac; }}\n"
+              f"curl() {{ echo '{{\"Id\":\"sha256:{'e' * 64}\",\"RepoTags\":[\"registry:2\"]}}'; }}\n")
+    registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
+    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), registry=registry)
+    # The API is asked through its socket only where there is one (this machine's, if any, is never used:
+    # `curl` is the stand-in above).
+    command = command.replace("[ -S /var/run/docker.sock ]", "true")
+    result = subprocess.run(["sh", "-c", f"mkdir -p {tmp_path}/data\n{docker}{command}"],
+                            capture_output=True, text=True, check=True)
+    state = DockerHostState().process(result.stdout.splitlines())["registry"]
+    assert state.port_holders == holders
+    assert state.image_id == "sha256:" + "e" * 64
+    assert state.container == inspect and state.storage_entries == 0
+
+
+def test_the_servers_fact_reads_the_image_with_docker_where_curl_is_missing(tmp_path):
+    registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
+    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), registry=registry)
+    docker = ("docker() { case \"$1 $2\" in\n"
+              "  'image inspect') echo sha256:cli ;;\n"
+              "  *) return 1 ;;\n"
+              "esac; }\n")
+    # No curl on this server: `command -v curl` fails, the docker CLI answers.
+    result = subprocess.run(["sh", "-c", f"{docker}{command.replace('command -v curl', 'false')}"],
+                            capture_output=True, text=True, check=True)
+    assert DockerHostState().process(result.stdout.splitlines())["registry"].image_id == "sha256:cli"

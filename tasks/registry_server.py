@@ -89,9 +89,10 @@ def run_registry(settings: Settings, observed: ServerState, preloaded: bool = Fa
         return
 
     # A file that may hold a password or key: root only.
-    private = settings.serves_cache or registry_files.holds_secrets(settings)
+    secret = registry_files.holds_secrets(settings)
+    private = settings.serves_cache or secret
     if steps.write_config:
-        if registry_files.holds_secrets(settings):
+        if secret:
             # It holds a password or key: neither read back nor shown.
             host.log(f"Will write {config_path} (it holds credentials: not shown)")
         else:
@@ -121,8 +122,7 @@ def run_registry(settings: Settings, observed: ServerState, preloaded: bool = Fa
     start_registry(
         name=plan.summary(name) if steps.run else steps_summary(steps, settings, archive),
         data_dir=settings.registry_data_dir if steps.create_dir else "",
-        config=(config_text, config_path, "600" if private else "644", registry_files.holds_secrets(settings))
-        if steps.write_config else None,
+        config=(config_text, config_path, "600" if private else "644", secret) if steps.write_config else None,
         archive=archive if steps.load_archive else None, image_present=bool(observed.image_id),
         pull=f"docker pull -q {shlex.quote(settings.registry_image)}" if steps.pull else "",
         script=run_script(settings, plan, desired, aside, notice) if steps.run else "",

@@ -7,7 +7,12 @@ import json
 from pyinfra.api import FactBase
 
 from .daemon_config import INSECURE_REGISTRIES_FORMAT
-from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LABEL, ServerState
+from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LABEL, ServerState, storage_of
+
+
+# dpkg-query's answer, kept on each host with the mtime of dpkg's database it was read at (see
+# templates/docker-host-state.sh.j2); /var/cache: deleting it loses nothing but one query's time.
+DPKG_CACHE = "/var/cache/regdeploy/dpkg-query"
 
 
 class DockerHostState(FactBase):
@@ -38,14 +43,15 @@ class DockerHostState(FactBase):
 
     def command(self, path: str, packages: tuple[str, ...] = (), lock: str = "", holder: str = "",
                 lock_timeout: int = 0, registry: tuple | None = None, checks: tuple = (),
-                cache: tuple | None = None, cache_name: str = "") -> str:
+                cache: tuple | None = None, cache_name: str = "", dpkg_cache: str = DPKG_CACHE) -> str:
         """`lock`: the host's deploy lock file (empty: take none), `holder`: who takes it (shown to a
         deploy that has to wait), `lock_timeout`: how long to wait for it. `registry`, on the server:
         (config_path, data_dir, image, container, port) of the registry, read into `registry`; `cache`
         the same of the pull-through cache, read into `cache`; without one, `cache_name` is the
         container an earlier cache may have left (`cache_left`: whether regdeploy made it).
         `checks`: ("file", label, path), ("lines", label, path) or ("stamp", label, stamp path,
-        credential path, text the credential must contain or "") for the secure modes' files."""
+        credential path, text the credential must contain or "") for the secure modes' files.
+        `dpkg_cache`: where the host keeps dpkg-query's answer between runs."""
         from .rendering import render
 
         servers = [(prefix, (*spec[:4], int(spec[4]))) for prefix, spec in (("registry", registry), ("cache", cache))
@@ -54,7 +60,7 @@ class DockerHostState(FactBase):
                       checks=checks,
                       lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
                       servers=servers, also=cache_name, marker=MIGRATION_MARKER, moved_marker=MOVED_MARKER,
-                      aside_suffix=ASIDE_SUFFIX,
+                      aside_suffix=ASIDE_SUFFIX, dpkg_cache=dpkg_cache,
                       spec_label=SPEC_LABEL)
 
     def process(self, output: list[str]) -> dict:
@@ -165,6 +171,11 @@ def parse_server_state(lines: list[str]) -> ServerState:
     def number(key: str) -> int:
         return int(values.get(key) or 0)
 
+    # The figures about the container's storage count only if the host measured the path Docker gives.
+    storage = storage_of(container) if container is not None else None
+    unread = storage.source if storage and storage.kind in ("bind", "volume") \
+        and values.get("storage_source") != storage.source else ""
+
     return ServerState(
         config_sha256=values.get("config") or None,
         data_dir=values.get("data_dir", "absent"),
@@ -176,4 +187,5 @@ def parse_server_state(lines: list[str]) -> ServerState:
         storage_entries=number("storage_entries"),
         storage_repositories=number("storage_repositories"),
         storage_bytes=number("storage_bytes"),
+        storage_unread=unread,
     )

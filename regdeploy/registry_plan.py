@@ -94,6 +94,9 @@ class ServerState:
     storage_entries: int = 0
     storage_repositories: int = 0
     storage_bytes: int = 0
+    # The container's storage path when the host's shell read another one (so the three figures above
+    # are not that storage's): nothing may be decided about its data then.
+    storage_unread: str = ""
 
 
 @dataclass(frozen=True)
@@ -331,6 +334,11 @@ def _migration(desired: DesiredContainer, observed: ServerState, storage: Storag
             )
         raise PlanError(f"container {desired.name!r} keeps {STORAGE_TARGET} on {storage.kind} storage, "
                         "which does not survive a stop; nothing was changed. Move its data yourself first.")
+    if observed.storage_unread:
+        raise PlanError(
+            f"container {desired.name!r} keeps {STORAGE_TARGET} in {storage.describe()}, but the server's fact "
+            "could not read that path from Docker's answer, so how much data is there is unknown; nothing was "
+            "changed. Rename the directory (or volume) to a plain path and run the deploy again.")
     if observed.storage_entries == 0:
         return None  # nothing stored there: nothing to move
     if observed.data_dir == "data":

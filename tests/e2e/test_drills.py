@@ -124,6 +124,25 @@ def test_a_file_the_daemon_has_not_loaded_is_reloaded(lab_session, access):
     assert run_deploy(lab_session.inventory).totals["success"] == 0
 
 
+def test_docker_stopped_and_disabled_by_hand_is_started_and_enabled_again(lab_session, access):
+    # The fact calls Docker "running and enabled" without asking systemctl only for a dockerd in
+    # docker.service's cgroup under an enabled unit. Here neither holds (the socket too, so nothing
+    # wakes Docker up behind the test's back): systemctl is asked, and the run mends both.
+    access.ssh("client1", "systemctl disable --now docker.socket docker.service 2>/dev/null")
+    try:
+        assert access.ssh("client1", "systemctl is-enabled docker; systemctl is-active docker; true").split() \
+            == ["disabled", "inactive"]
+        result = run_deploy(lab_session.inventory)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "Start Docker and enable it at boot" in result.changed_operations("client1")
+        assert access.ssh("client1", "systemctl is-enabled docker; systemctl is-active docker").split() \
+            == ["enabled", "active"]
+        assert "registry:5000" in access.ssh("client1", DOCKER_STATE).split()
+    finally:
+        access.ssh("client1", "systemctl enable --now docker.socket docker.service 2>/dev/null")
+    assert run_deploy(lab_session.inventory).totals["success"] == 0
+
+
 # --- The registry process dies ------------------------------------------------------------------
 
 def test_the_registry_killed_with_sigkill_is_back_within_10_s_with_every_image(access, stored):

@@ -2,11 +2,17 @@
 
 import json
 import hashlib
+import shutil
 import subprocess
 
 import pytest
 
 from regdeploy.facts import DockerHostState, parse_catalog_lines
+
+
+def host_state_command(tmp_path, **kwargs) -> str:
+    """The fact's command, keeping dpkg-query's answer under tmp_path instead of this machine's /var/cache."""
+    return DockerHostState().command(dpkg_cache=str(tmp_path / "cache" / "dpkg-query"), **kwargs)
 
 
 def test_docker_host_state_parses_every_part_and_keeps_daemon_json_verbatim():
@@ -52,7 +58,7 @@ def test_docker_host_state_reports_the_deploy_lock(line, lock):
     ("true", "absent", "", None),
 ])
 def test_docker_host_state_tells_what_daemon_json_is(tmp_path, setup, kind, detail, content):
-    command = DockerHostState().command(path=str(tmp_path / "daemon.json"))
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"))
     result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup}\ndocker() {{ return 1; }}\ncurl() {{ return 1; }}\n{command}"],
                             capture_output=True, text=True, check=True, timeout=10)
     state = DockerHostState().process(result.stdout.splitlines())
@@ -69,7 +75,7 @@ def test_docker_host_state_reads_what_the_daemon_trusts():
 def test_docker_host_state_command_runs_in_sh_on_a_machine_without_docker(tmp_path):
     daemon_json = tmp_path / "daemon.json"
     daemon_json.write_text('{"debug": true}\n')
-    command = DockerHostState().command(path=str(daemon_json), packages=("no-such-package-x",))
+    command = host_state_command(tmp_path, path=str(daemon_json), packages=("no-such-package-x",))
     result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
                             check=True)
     state = DockerHostState().process(result.stdout.splitlines())
@@ -105,7 +111,7 @@ def test_the_servers_fact_reads_the_registry_data_directory(tmp_path, setup, exp
     # `docker` and `curl` (Docker's API) answer nothing here (functions shadow them): no image, no
     # container, no holder, whatever this machine's own Docker holds.
     registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
-    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), registry=registry)
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), registry=registry)
     result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup or 'true'}\ndocker() {{ return 1; }}\ncurl() {{ return 1; }}\n{command}"],
                             capture_output=True, text=True, check=True)
     host_state = DockerHostState().process(result.stdout.splitlines())
@@ -127,7 +133,7 @@ def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen
     daemon_json.write_text('{"insecure-registries": ["registry:5000"]}\n')
     if stamp:
         subprocess.run(f"sha256sum < {daemon_json} > {daemon_json}.regdeploy-confirmed", shell=True, check=True)
-    command = DockerHostState().command(path=str(daemon_json))
+    command = host_state_command(tmp_path, path=str(daemon_json))
     # A stand-in docker that says what it was asked: the fact must not ask it when the stamp matches.
     result = subprocess.run(["sh", "-c", f"docker() {{ echo registry:5000; }}\n{command}"], capture_output=True,
                             text=True, check=True)
@@ -147,7 +153,7 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
               ("lines", "htpasswd", str(tmp_path / "htpasswd")),
               ("stamp", "login", str(tmp_path / "login-stamp"), str(tmp_path / "config.json"), '"registry:5000"'),
               ("stamp", "gone", str(tmp_path / "login-stamp"), str(tmp_path / "other.json"), '"registry:5000"'))
-    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), checks=checks)
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), checks=checks)
     result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
                             check=True)
     state = DockerHostState().process(result.stdout.splitlines())
@@ -159,44 +165,133 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
     assert state["stamps"] == {"login": "ci $2b$10$hash 600"}
 
 
+def go_json(value) -> str:
+    """JSON as Docker writes it: compact, one line, and <, >, & escaped (Go's HTML-safe encoding)."""
+    text = json.dumps(value, separators=(",", ":"))
+    return text.replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
+
+
+def container(name, running=True, ports=(("0.0.0.0", "5000"),), storage=None, labels=None) -> dict:
+    """A container as `docker container inspect` (and Docker's API) describes it, in its field order."""
+    mounts = [{"Type": "bind", "Source": storage, "Destination": "/var/lib/registry", "Mode": "", "RW": True,
+               "Propagation": "rprivate"}] if storage else []
+    return {"Id": "f" * 64, "Name": f"/{name}", "State": {"Running": running}, "Mounts": mounts,
+            "Config": {"Labels": labels or {}},
+            "NetworkSettings": {"Ports": {"5000/tcp": [{"HostIp": ip, "HostPort": port} for ip, port in ports]}}}
+
+
+@pytest.fixture(params=["api", "cli"])
+def stand_in_docker(request, tmp_path):
+    """Run the server's fact against stand-ins for Docker: its API through curl (where curl and the socket
+    are there) or its CLI (where they are not), both answering from the same containers. This machine's
+    own Docker is never asked. Returns run(containers) -> the registry's ServerState."""
+    path = request.param
+
+    def run(containers, data_exists=True):
+        api = tmp_path / "api"
+        shutil.rmtree(api, ignore_errors=True)  # what an earlier call of this test made
+        (api / "images" / "registry:2").mkdir(parents=True, exist_ok=True)
+        (api / "images" / "registry:2" / "json").write_text(go_json({"Id": "sha256:" + "e" * 64}) + "\n")
+        cli = []
+        for c in containers:
+            name = c["Name"].lstrip("/")
+            (api / "containers" / name).mkdir(parents=True, exist_ok=True)
+            (api / "containers" / name / "json").write_text(go_json(c) + "\n")
+            storage = "".join(m["Source"] for m in c["Mounts"] if m["Destination"] == "/var/lib/registry")
+            ports = "".join(f" {b['HostIp']}:{b['HostPort']}" for b in c["NetworkSettings"]["Ports"]["5000/tcp"])
+            cli += [f"mounted=/{name} {storage} running={str(c['State']['Running']).lower()} ports={ports} ",
+                    go_json(c)]
+        (tmp_path / "cli-inspect").write_text("\n".join(cli) + "\n")
+        stand_ins = (
+            "curl() {\n"
+            "    w=\n"
+            "    while [ $# -gt 0 ]; do\n"
+            "        case \"$1\" in\n"
+            "            -s) shift ;;\n"
+            "            --unix-socket) shift 2 ;;\n"
+            "            -w) w=$2; shift 2 ;;\n"
+            f"            *) cat \"{api}${{1#http://docker}}\" 2>/dev/null || echo '{{\"message\":\"No such container\"}}'\n"
+            "               printf \"$w\"; shift ;;\n"
+            "        esac\n"
+            "    done\n"
+            "}\n"
+            "docker() { case \"$1 $2\" in\n"
+            f"    'container inspect') cat {tmp_path}/cli-inspect ;;\n"
+            f"    'image inspect') echo sha256:{'e' * 64} ;;\n"
+            "    'ps --filter') echo holder=web ;;\n"
+            "    *) return 1 ;;\n"
+            "esac; }\n")
+        registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
+        command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), registry=registry,
+                                     cache_name="registry-cache")
+        command = command.replace("[ -S /var/run/docker.sock ]", "true") if path == "api" \
+            else command.replace("command -v curl", "false")
+        setup = f"mkdir -p {tmp_path}/data\n" if data_exists else ""
+        result = subprocess.run(["sh", "-c", f"{setup}{stand_ins}{command}"], capture_output=True, text=True,
+                                check=True)
+        state = DockerHostState().process(result.stdout.splitlines())["registry"]
+        assert state.image_id == "sha256:" + "e" * 64
+        return state
+
+    return run
+
+
 @pytest.mark.parametrize("running, ports, holders", [
     # The container runs and publishes the port on every address: it is the port's only holder, and
     # `docker ps` is not asked (a docker command costs ~50 ms of the server's CPU on every run).
-    ("true", " 0.0.0.0:5000 127.0.0.1:32768 ", ("registry",)),
-    ("true", " 127.0.0.1:32768 0.0.0.0:5000 :::5000 ", ("registry",)),
+    (True, [("0.0.0.0", "5000"), ("127.0.0.1", "32768")], ("registry",)),
+    (True, [("127.0.0.1", "32768"), ("0.0.0.0", "5000"), ("::", "5000")], ("registry",)),
     # Stopped, or published elsewhere: who holds the port is asked.
-    ("false", " ", ("web",)),
-    ("true", " 127.0.0.1:5000 ", ("web",)),
-    ("true", " 10.0.0.0:5000 ", ("web",)),
-    ("true", " 0.0.0.0:15000 ", ("web",)),
+    (False, [("0.0.0.0", "5000")], ("web",)),
+    (True, [("127.0.0.1", "5000")], ("web",)),
+    (True, [("10.0.0.0", "5000")], ("web",)),
+    (True, [("0.0.0.0", "15000")], ("web",)),
 ])
 def test_the_servers_fact_asks_for_the_ports_holders_only_when_the_container_does_not_hold_it(
-        tmp_path, running, ports, holders):
-    inspect = {"Name": "/registry", "State": {"Running": running == "true"}}
-    # Stand-ins for Docker's CLI and API, with what each would answer for this server.
-    docker = (f"docker() {{ case \"$1 $2\" in\n"
-              f"  'container inspect') printf '%s\\n' 'mounted=/registry {tmp_path}/data running={running} ports={ports}'"
-              f" '{json.dumps(inspect)}' ;;\n"
-              f"  'ps --filter') echo holder=web ;;\n"
-              f"  *) return 1 ;;\n"
-              f"esac; }}\n"
-              f"curl() {{ echo '{{\"Id\":\"sha256:{'e' * 64}\",\"RepoTags\":[\"registry:2\"]}}'; }}\n")
-    registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
-    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), registry=registry)
-    # The API is asked through its socket only where there is one (this machine's, if any, is never used:
-    # `curl` is the stand-in above).
-    command = command.replace("[ -S /var/run/docker.sock ]", "true")
-    result = subprocess.run(["sh", "-c", f"mkdir -p {tmp_path}/data\n{docker}{command}"],
-                            capture_output=True, text=True, check=True)
-    state = DockerHostState().process(result.stdout.splitlines())["registry"]
+        tmp_path, stand_in_docker, running, ports, holders):
+    registry = container("registry", running=running, ports=ports, storage=str(tmp_path / "data"))
+    state = stand_in_docker([registry])
     assert state.port_holders == holders
-    assert state.image_id == "sha256:" + "e" * 64
-    assert state.container == inspect and state.storage_entries == 0
+    assert state.container == registry and state.storage_entries == 0 and not state.storage_unread
+    assert not state.aside_left and not state.cache_left
+
+
+def test_the_servers_fact_measures_storage_elsewhere_than_the_data_directory(tmp_path, stand_in_docker):
+    # A registry started by hand, its data in a directory with a space in its name.
+    elsewhere = tmp_path / "old data"
+    (elsewhere / "docker" / "registry" / "v2" / "repositories" / "lab" / "busybox" / "_manifests").mkdir(parents=True)
+    (elsewhere / "lost+found").mkdir()
+    state = stand_in_docker([container("registry", storage=str(elsewhere))])
+    assert (state.storage_entries, state.storage_repositories) == (1, 1) and state.storage_bytes > 0
+    assert not state.storage_unread
+
+
+def test_a_storage_path_docker_escapes_is_never_taken_as_measured(tmp_path, stand_in_docker, request):
+    # Go writes "&" as \u0026: a shell cutting the path from the JSON measures another path, and the
+    # controller says so instead of trusting "nothing there".
+    elsewhere = tmp_path / "a&b"
+    (elsewhere / "docker").mkdir(parents=True)
+    state = stand_in_docker([container("registry", storage=str(elsewhere))])
+    if request.node.callspec.params["stand_in_docker"] == "api":
+        assert state.storage_unread == str(elsewhere) and state.storage_entries == 0
+    else:  # Docker's CLI prints the path itself
+        assert not state.storage_unread and state.storage_entries == 1
+
+
+def test_the_servers_fact_sees_the_aside_container_and_an_earlier_cache(tmp_path, stand_in_docker):
+    containers = [container("registry", storage=str(tmp_path / "data")),
+                  container("registry.regdeploy-old", running=False, storage=str(tmp_path / "data")),
+                  container("registry-cache", labels={"regdeploy.spec-sha256": "0" * 64})]
+    state = stand_in_docker(containers)
+    assert state.aside_left and state.cache_left and state.container == containers[0]
+    # A container of that name that regdeploy did not make is not its cache.
+    assert not stand_in_docker([containers[0], container("registry-cache")]).cache_left
+    assert stand_in_docker([]).container is None
 
 
 def test_the_servers_fact_reads_the_image_with_docker_where_curl_is_missing(tmp_path):
     registry = (str(tmp_path / "config.yml"), str(tmp_path / "data"), "registry:2", "registry", 5000)
-    command = DockerHostState().command(path=str(tmp_path / "daemon.json"), registry=registry)
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), registry=registry)
     docker = ("docker() { case \"$1 $2\" in\n"
               "  'image inspect') echo sha256:cli ;;\n"
               "  *) return 1 ;;\n"
@@ -205,3 +300,68 @@ def test_the_servers_fact_reads_the_image_with_docker_where_curl_is_missing(tmp_
     result = subprocess.run(["sh", "-c", f"{docker}{command.replace('command -v curl', 'false')}"],
                             capture_output=True, text=True, check=True)
     assert DockerHostState().process(result.stdout.splitlines())["registry"].image_id == "sha256:cli"
+
+
+@pytest.fixture
+def fake_dpkg(tmp_path):
+    """A dpkg database (its status file's mtime is all the cache looks at) and a stand-in dpkg-query
+    that logs each call and answers like dpkg's: exit 1 for a package it never heard of."""
+    (tmp_path / "dpkg" / "updates").mkdir(parents=True)
+    (tmp_path / "dpkg" / "status").write_text("Package: docker.io\n")
+    (tmp_path / "bin").mkdir()
+    query = tmp_path / "bin" / "dpkg-query"
+    query.write_text(f"#!/bin/sh\nprintf '%s\\n' \"$*\" >> {tmp_path}/queries\n"
+                     "cat \"$(dirname \"$0\")/answer\"\nexit 1\n")
+    query.chmod(0o755)
+    (tmp_path / "bin" / "answer").write_text("dpkg=docker.io install ok installed 20.10.24\n")
+
+    def run(packages=("docker.io",)) -> dict:
+        command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), packages=packages)
+        command = command.replace("dpkg_status=/var/lib/dpkg/status", f"dpkg_status={tmp_path}/dpkg/status")
+        result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
+                                check=True, env={"PATH": f"{tmp_path}/bin:/usr/bin:/bin"})
+        return DockerHostState().process(result.stdout.splitlines())
+
+    def queries() -> int:
+        log = tmp_path / "queries"
+        return len(log.read_text().splitlines()) if log.exists() else 0
+
+    run.queries = queries
+    return run
+
+
+def test_dpkg_is_asked_once_while_its_database_does_not_change(tmp_path, fake_dpkg):
+    first = fake_dpkg()
+    assert fake_dpkg.queries() == 1 and first["versions"] == {"docker.io": "20.10.24"}
+    # The same answer, from the cache: dpkg-query is not run again.
+    assert fake_dpkg() == first and fake_dpkg.queries() == 1
+
+
+@pytest.mark.parametrize("change", [
+    # dpkg changed its database: a package installed, removed or upgraded.
+    "touch status",
+    # Even to an older mtime (a restored backup): only the same mtime counts.
+    "touch -d 2001-01-01 status",
+    # A dpkg run half-way: its journal in updates/ is not in the status file yet.
+    "touch updates/0001",
+])
+def test_dpkg_is_asked_again_when_its_database_changes(tmp_path, fake_dpkg, change):
+    fake_dpkg()
+    (tmp_path / "bin" / "answer").write_text("dpkg=docker.io install ok installed 26.1.5\n")
+    subprocess.run(f"cd {tmp_path}/dpkg && sleep 0.01 && {change}", shell=True, check=True)
+    assert fake_dpkg()["versions"] == {"docker.io": "26.1.5"} and fake_dpkg.queries() == 2
+
+
+def test_dpkg_is_asked_again_for_other_packages(tmp_path, fake_dpkg):
+    fake_dpkg(("docker.io",))
+    fake_dpkg(("docker.io", "apparmor"))
+    assert fake_dpkg.queries() == 2
+    assert "apparmor" in (tmp_path / "queries").read_text().splitlines()[-1]
+
+
+def test_dpkg_is_asked_every_time_where_its_answer_cannot_be_kept(tmp_path, fake_dpkg):
+    # A login that may not write the cache's directory (no root, no sudo): the answer is still right.
+    (tmp_path / "cache").write_text("a file where the directory would be")
+    assert fake_dpkg()["versions"] == {"docker.io": "20.10.24"}
+    assert fake_dpkg()["versions"] == {"docker.io": "20.10.24"}
+    assert fake_dpkg.queries() == 2

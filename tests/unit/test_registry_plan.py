@@ -135,6 +135,10 @@ def test_an_unfinished_copy_of_ours_is_redone():
     (state(inspect(labels={}, mounts=[])), "keeps /var/lib/registry in its own writable layer"),
     (state(inspect(labels={}, mounts=[{"Type": "tmpfs", "Destination": "/var/lib/registry"}])),
      "keeps /var/lib/registry on tmpfs storage"),
+    # The host's shell read another storage path than Docker's JSON says (a path JSON escapes): how
+    # much is there is unknown, so neither "nothing to move" nor a copy may be decided.
+    (state(inspect(labels={}, mounts=[volume(VOLUME)]), storage_unread="/srv/a&b"),
+     "could not read that path from Docker's answer"),
     (state(port_holders=("web",)), "port 5000 is already published by container 'web'"),
     (state(inspect(), port_holders=("registry", "web")), "container 'web', which is not the registry container"),
 ])

@@ -14,7 +14,6 @@ _CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 TEMPLATES_DIR = _CHECKOUT_TEMPLATES if _CHECKOUT_TEMPLATES.is_dir() else Path(__file__).resolve().parent / "templates"
 
 
-
 class _BytecodeCache(jinja2.FileSystemBytecodeCache):
     """Compiled templates kept between runs (compiling the fact's template costs 25-40 ms of every deploy),
     in jinja's own per-user directory (/tmp/_jinja2-cache-UID, mode 0700, its owner checked), keyed by

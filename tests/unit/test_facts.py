@@ -365,3 +365,42 @@ def test_dpkg_is_asked_every_time_where_its_answer_cannot_be_kept(tmp_path, fake
     assert fake_dpkg()["versions"] == {"docker.io": "20.10.24"}
     assert fake_dpkg()["versions"] == {"docker.io": "20.10.24"}
     assert fake_dpkg.queries() == 2
+
+
+@pytest.mark.parametrize("files, effective, flags", [
+    # Nothing names the flag: systemd is not asked for the unit's ExecStart (the stand-in would say it).
+    ({}, "/usr/sbin/dockerd --insecure-registry stale:5000", []),
+    # A drop-in adds it (a daemon-reload made it effective): reported as systemd has it.
+    ({"units/docker.service.d/flag.conf": "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd --insecure-registry old:5000\n"},
+     "/usr/sbin/dockerd --insecure-registry old:5000",
+     ["ExecStart={ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd --insecure-registry old:5000 ; }"]),
+    # The unit's file has it, but a drop-in replaced that ExecStart: nothing dockerd gets.
+    ({"units/docker.service": "[Service]\nExecStart=/usr/sbin/dockerd --insecure-registry old:5000\n",
+      "units/docker.service.d/plain.conf": "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd -H fd://\n"},
+     "/usr/sbin/dockerd -H fd://", []),
+    # /etc/default/docker's DOCKER_OPTS (a comment does not count).
+    ({"default": "#DOCKER_OPTS=\"--insecure-registry commented:5000\"\nDOCKER_OPTS=\"--insecure-registry old:5000\"\n"},
+     "/usr/sbin/dockerd -H fd:// $DOCKER_OPTS", ['default:DOCKER_OPTS="--insecure-registry old:5000"']),
+])
+def test_insecure_registry_flags_are_what_dockerd_gets(tmp_path, files, effective, flags):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"))
+    # This machine's own Docker, systemd and /etc stay out of it: no dockerd runs, the unit lives in
+    # tmp_path/units, and a stand-in systemctl answers for the unit and logs each question.
+    command = (command.replace("/var/run/docker.pid", str(tmp_path / "docker.pid"))
+               .replace("/etc/default/docker", str(tmp_path / "default"))
+               .replace("/etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system /usr/lib/systemd/system \\\n"
+                        "        /lib/systemd/system", str(tmp_path / "units")))
+    stand_ins = ("pidof() { return 1; }\n"
+                 f"systemctl() {{ echo \"$*\" >> {tmp_path}/asked; "
+                 f"echo 'ExecStart={{ path=/usr/sbin/dockerd ; argv[]={effective} ; }}'; }}\n"
+                 "docker() { return 1; }\n")
+    result = subprocess.run(["sh", "-c", stand_ins + command], capture_output=True, text=True, check=True)
+    state = DockerHostState().process(result.stdout.splitlines())
+    assert [flag.replace(str(tmp_path) + "/", "") for flag in state["command_line_registries"]] == flags
+    # systemd is asked once: no dockerd runs here, so the service's state is asked for, and that answer
+    # carries the effective ExecStart (a running dockerd under an enabled unit is asked nothing, unless
+    # a file names the flag: then for ExecStart alone).
+    assert (tmp_path / "asked").read_text().splitlines() == ["show docker --property=ActiveState,UnitFileState,ExecStart"]

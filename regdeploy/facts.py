@@ -69,14 +69,30 @@ class DockerHostState(FactBase):
                  "lock": None, "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
                  "versions": {}, "os": {}, "tools": set(), "apparmor": False, "cache": None}
         server_lines: dict[str, list[str]] = {}
+        # The checks' files as the shell reports them: {label: (kind, path)}, then one stat and one
+        # sha256sum for them all, joined here by path.
+        paths: dict[str, tuple[str, str]] = {}
+        stats: dict[str, str] = {}
+        sums: dict[str, str] = {}
+        stamp_lines: dict[str, str] = {}
         for index, line in enumerate(output):
+            if line.startswith("SHA256 (") and ") = " in line:  # sha256sum --tag
+                name, _, digest = line[len("SHA256 ("):].rpartition(") = ")
+                sums[name] = digest.strip()
+                continue
             key, _, value = line.partition("=")
             if key.startswith(("registry.", "cache.")):
                 prefix, _, rest = line.partition(".")
                 server_lines.setdefault(prefix, []).append(rest)
-            elif key.startswith(("file.", "stamp.")):
-                kind, _, label = key.partition(".")
-                state[f"{kind}s"][label] = value.strip()
+            elif key.startswith("path."):
+                kind, _, name = value.partition(" ")
+                paths[key[len("path."):]] = (kind, name)
+            elif key == "stat":
+                mode, _, rest = value.partition(" ")
+                owner, _, name = rest.partition(" ")
+                stats[name] = f"{mode} {owner}"
+            elif key.startswith("stamp."):
+                stamp_lines[key[len("stamp."):]] = value.strip()
             elif key.startswith("line."):
                 state["lines"].setdefault(key[len("line."):], []).append(value)
             elif key == "dpkg":
@@ -111,10 +127,22 @@ class DockerHostState(FactBase):
                 state["trusted"] = None if value.strip() in ("(unknown)", "(confirmed)") else value.split()
             elif key == "daemon.json":
                 kind, _, detail = value.strip().partition(" ")
+                if kind == "present" and not detail:  # its mode: from the stat
+                    detail = stats.get(paths.get("daemon.json", ("", ""))[1], "").partition(" ")[0]
                 state["daemon_json_kind"], state["daemon_json_detail"] = kind, detail
                 if kind == "present":
                     state["daemon_json"] = "\n".join(output[index + 1:])
                 break
+        for label, (kind, name) in paths.items():
+            found = stats.get(name)  # None: gone between the shell's test and the stat (absent)
+            if found is None:
+                continue
+            if kind == "file" and name in sums:
+                state["files"][label] = f"{sums[name]} {found}"
+            elif kind == "lines":
+                state["files"][label] = f"- {found}"
+            elif kind == "stamp" and label in stamp_lines:
+                state["stamps"][label] = f"{stamp_lines[label]} {found.partition(' ')[0]}"
         for prefix, lines in server_lines.items():
             state[prefix] = parse_server_state(lines)
         return state

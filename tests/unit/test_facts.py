@@ -127,18 +127,47 @@ def test_catalog_lines():
     assert parse_catalog_lines(["unreachable"]) is None
 
 
-@pytest.mark.parametrize("stamp,asked", [(True, False), (False, True)])
-def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen_taking(tmp_path, stamp, asked):
+def counting(tmp_path, *commands) -> str:
+    """Shell functions that log each call of `commands` to tmp_path/calls, then run the real command."""
+    return "".join(f'{c}() {{ echo {c} >> {tmp_path}/calls; command {c} "$@"; }}\n' for c in commands)
+
+
+def calls(tmp_path) -> list[str]:
+    log = tmp_path / "calls"
+    return log.read_text().split() if log.exists() else []
+
+
+@pytest.mark.parametrize("stamp,asked,hashed", [
+    # As the apply script writes it: the file's hash, with the file's mtime. Nothing is run.
+    ("sha256sum < {f} > {f}.regdeploy-confirmed && touch -r {f} {f}.regdeploy-confirmed", False, 0),
+    # As regdeploy wrote it before the mtime (or the file touched since): hashed, found equal.
+    ("sha256sum < {f} > {f}.regdeploy-confirmed", False, 1),
+    # The file changed after dockerd took it: another hash, another mtime.
+    ("sha256sum < {f} > {f}.regdeploy-confirmed && touch -d '2020-01-01' {f}.regdeploy-confirmed "
+     "&& echo '{{}}' > {f}", True, 1),
+    # Changed within the same second (mtimes apart by nanoseconds).
+    ("sha256sum < {f} > {f}.regdeploy-confirmed && touch -r {f} {f}.regdeploy-confirmed "
+     "&& echo '{{}}' > {f}", True, 1),
+    ("true", True, 0),
+])
+def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen_taking(tmp_path, stamp, asked, hashed):
     daemon_json = tmp_path / "daemon.json"
     daemon_json.write_text('{"insecure-registries": ["registry:5000"]}\n')
-    if stamp:
-        subprocess.run(f"sha256sum < {daemon_json} > {daemon_json}.regdeploy-confirmed", shell=True, check=True)
+    subprocess.run(stamp.format(f=daemon_json), shell=True, check=True)
     command = host_state_command(tmp_path, path=str(daemon_json))
-    # A stand-in docker that says what it was asked: the fact must not ask it when the stamp matches.
-    result = subprocess.run(["sh", "-c", f"docker() {{ echo registry:5000; }}\n{command}"], capture_output=True,
-                            text=True, check=True)
-    state = DockerHostState().process(result.stdout.splitlines())
-    assert state["trusted"] == (["registry:5000"] if asked else None)
+
+    def run() -> dict:
+        # A stand-in docker that says what it was asked: the fact must not ask it when the stamp matches.
+        result = subprocess.run(["sh", "-c", f"docker() {{ echo registry:5000; }}\n"
+                                             f"{counting(tmp_path, 'sha256sum')}{command}"],
+                                capture_output=True, text=True, check=True)
+        return DockerHostState().process(result.stdout.splitlines())
+
+    assert run()["trusted"] == (["registry:5000"] if asked else None)
+    assert calls(tmp_path).count("sha256sum") == hashed
+    # A stamp found by its hash is given the file's mtime: the next run hashes nothing.
+    if not asked:
+        assert run()["trusted"] is None and calls(tmp_path).count("sha256sum") == hashed
 
 
 def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
@@ -153,16 +182,35 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
               ("lines", "htpasswd", str(tmp_path / "htpasswd")),
               ("stamp", "login", str(tmp_path / "login-stamp"), str(tmp_path / "config.json"), '"registry:5000"'),
               ("stamp", "gone", str(tmp_path / "login-stamp"), str(tmp_path / "other.json"), '"registry:5000"'))
+    (tmp_path / "a (b) = c.crt").write_text("other\n")  # sha256sum --tag prints "SHA256 (NAME) = HASH"
+    checks += (("file", "odd", str(tmp_path / "a (b) = c.crt")),)
+    (tmp_path / "daemon.json").write_text("{}\n")
+    (tmp_path / "daemon.json").chmod(0o640)
     command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), checks=checks)
-    result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{counting(tmp_path, 'stat', 'sha256sum')}{command}"],
+                            capture_output=True, text=True, check=True)
     state = DockerHostState().process(result.stdout.splitlines())
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     assert state["files"] == {"ca": f"{hashlib.sha256(b'CA' + bytes([10])).hexdigest()} 644 {user}",
+                              "odd": f"{hashlib.sha256(b'other' + bytes([10])).hexdigest()} 644 {user}",
                               "htpasswd": f"- 600 {user}"}
     assert state["lines"] == {"htpasswd": ["ci:$2b$10$abc", "ops:$2b$10$def"]}
     # A stamp counts only while the credential it stands for is there.
     assert state["stamps"] == {"login": "ci $2b$10$hash 600"}
+    assert (state["daemon_json_kind"], state["daemon_json_detail"]) == ("present", "640")
+    # However many files: one stat and one sha256sum (a process per file adds up over a fleet).
+    assert sorted(calls(tmp_path)) == ["sha256sum", "stat"]
+
+
+def test_a_file_gone_between_the_facts_test_and_its_stat_is_absent():
+    # The shell saw each file, then stat (or sha256sum) did not find it: neither is reported.
+    output = ["path.ca=file /etc/ca.crt", "SHA256 (/etc/ca.crt) = " + "a" * 64,
+              "path.key=file /etc/key.pem", "stat=600 root /etc/key.pem",
+              "path.htpasswd=lines /etc/htpasswd", "stamp.login=ci $2b$10$hash", "path.login=stamp /root/c.json",
+              "path.daemon.json=present /etc/docker/daemon.json", "daemon.json=present", "{}"]
+    state = DockerHostState().process(output)
+    assert state["files"] == {} and state["stamps"] == {}
+    assert (state["daemon_json_kind"], state["daemon_json_detail"], state["daemon_json"]) == ("present", "", "{}")
 
 
 def go_json(value) -> str:

@@ -1,9 +1,11 @@
 """The facts' parsers: what a host prints becomes what the deploy decides on."""
 
-import json
 import hashlib
+import json
+import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -137,23 +139,27 @@ def calls(tmp_path) -> list[str]:
     return log.read_text().split() if log.exists() else []
 
 
-@pytest.mark.parametrize("stamp,asked,hashed", [
+@pytest.mark.parametrize("stamp,later_ns,asked,hashed", [
     # As the apply script writes it: the file's hash, with the file's mtime. Nothing is run.
-    ("sha256sum < {f} > {f}.regdeploy-confirmed && touch -r {f} {f}.regdeploy-confirmed", False, 0),
+    ("sha256sum < {f} > {f}.regdeploy-confirmed && touch -r {f} {f}.regdeploy-confirmed", 0, False, 0),
     # As regdeploy wrote it before the mtime (or the file touched since): hashed, found equal.
-    ("sha256sum < {f} > {f}.regdeploy-confirmed", False, 1),
-    # The file changed after dockerd took it: another hash, another mtime.
+    ("sha256sum < {f} > {f}.regdeploy-confirmed", 0, False, 1),
+    # The file changed after dockerd took it: another hash, another mtime...
     ("sha256sum < {f} > {f}.regdeploy-confirmed && touch -d '2020-01-01' {f}.regdeploy-confirmed "
-     "&& echo '{{}}' > {f}", True, 1),
-    # Changed within the same second (mtimes apart by nanoseconds).
+     "&& echo '{{}}' > {f}", 0, True, 1),
+    # ... even if only a microsecond later.
     ("sha256sum < {f} > {f}.regdeploy-confirmed && touch -r {f} {f}.regdeploy-confirmed "
-     "&& echo '{{}}' > {f}", True, 1),
-    ("true", True, 0),
+     "&& echo '{{}}' > {f}", 1000, True, 1),
+    ("true", 0, True, 0),
 ])
-def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen_taking(tmp_path, stamp, asked, hashed):
+def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen_taking(
+        tmp_path, stamp, later_ns, asked, hashed):
     daemon_json = tmp_path / "daemon.json"
     daemon_json.write_text('{"insecure-registries": ["registry:5000"]}\n')
     subprocess.run(stamp.format(f=daemon_json), shell=True, check=True)
+    if later_ns:  # the clock may not have moved between the touch and the write
+        confirmed = Path(f"{daemon_json}.regdeploy-confirmed").stat().st_mtime_ns
+        os.utime(daemon_json, ns=(confirmed + later_ns, confirmed + later_ns))
     command = host_state_command(tmp_path, path=str(daemon_json))
 
     def run() -> dict:

@@ -30,6 +30,7 @@ from pathlib import Path
 from lab import config as lab_config
 from lab import hosts as lab_hosts
 from lab import image as lab_image
+from regdeploy.variables import DEFAULTS
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")
@@ -37,8 +38,11 @@ BENCH_LAB = lab_config.default_lab("regdeploy-bench")
 # A second, small fleet beside the big one, so the scaling ratio is measured pair by pair.
 SMALL_LAB = lab_config.default_lab("regdeploy-bench-small")
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
-# What the lab's clients call the registry (the server's inventory name, regdeploy's default port).
-BY_HAND_REGISTRY = "registry:5000"
+# What the lab's clients call the registry (the server's inventory name, regdeploy's default port),
+# and where the by-hand registry keeps its data (regdeploy's default).
+BY_HAND_PORT = DEFAULTS["registry_port"]
+BY_HAND_REGISTRY = f"registry:{BY_HAND_PORT}"
+BY_HAND_DATA_DIR = DEFAULTS["registry_data_dir"]
 
 
 @dataclass
@@ -96,8 +100,8 @@ def by_hand(hostnames: list[str]) -> Sample:
     install = ("apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive "
                "apt-get install -y -q docker.io >/dev/null")
     # The manual's `docker run`, with the deploy's storage (a bind mount) and restart policy.
-    run = ("docker run -d -p 5000:5000 --restart=always --name registry "
-           "-v /var/lib/registry:/var/lib/registry registry:2 >/dev/null")
+    run = (f"docker run -d -p {BY_HAND_PORT}:5000 --restart=always --name registry "
+           f"-v {BY_HAND_DATA_DIR}:/var/lib/registry registry:2 >/dev/null")
 
     def work(hostname: str) -> None:
         ssh = lab_hosts.ssh_command(BENCH_LAB, hostname)

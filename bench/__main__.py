@@ -1,7 +1,7 @@
 """`python -m bench`: time regdeploy on the lab and print a table (and write JSON).
 
-Every figure is a whole-process wall time (and the controller's peak RSS, from GNU time) over
-several runs, reported as median and range. Ratios are computed pair by pair — the two commands
+Every figure is a whole-process wall time (and the controller's peak RSS and CPU time, from GNU
+time) over several runs, reported as median and range. Ratios are computed pair by pair — the two commands
 of a pair run back to back — because this machine is shared and noisy: absolute times drift
 between minutes, ratios of neighbours much less.
 
@@ -49,6 +49,10 @@ BY_HAND_DATA_DIR = DEFAULTS["registry_data_dir"]
 class Sample:
     seconds: float
     max_rss_mb: float
+    # The controller's user + system CPU seconds. pyinfra runs every host in one Python thread (gevent),
+    # so a run can never be shorter than this, however fast the hosts are: the part of a fleet's time
+    # that hosts with CPUs of their own would not take away.
+    cpu_s: float = 0.0
 
 
 @dataclass
@@ -63,7 +67,8 @@ class Series:
         times = [s.seconds for s in self.samples]
         return {"median_s": round(statistics.median(times), 2), "min_s": round(min(times), 2),
                 "max_s": round(max(times), 2), "runs": len(times),
-                "max_rss_mb": round(max(s.max_rss_mb for s in self.samples), 1)}
+                "max_rss_mb": round(max(s.max_rss_mb for s in self.samples), 1),
+                "cpu_median_s": round(statistics.median(s.cpu_s for s in self.samples), 2)}
 
 
 # As an operator's shell runs it: Python's bytecode cache on (some CI and agent sessions turn it off
@@ -72,14 +77,15 @@ OPERATOR_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTE
 
 
 def timed(argv: list[str]) -> Sample:
-    """Run argv under GNU time: wall seconds and peak RSS of the process tree's largest process."""
+    """Run argv under GNU time: wall seconds, peak RSS of the process tree's largest process, and CPU
+    seconds (user + system)."""
     stats = Path("/tmp/regdeploy-bench-time")
-    result = subprocess.run(["/usr/bin/time", "-o", str(stats), "-f", "%e %M", *argv], cwd=REPO_ROOT,
+    result = subprocess.run(["/usr/bin/time", "-o", str(stats), "-f", "%e %M %U %S", *argv], cwd=REPO_ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=OPERATOR_ENV)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:4])} failed:\n{result.stderr[-3000:]}")
-    seconds, rss_kb = stats.read_text().split()[-2:]
-    return Sample(float(seconds), int(rss_kb) / 1024)
+    seconds, rss_kb, user, system = stats.read_text().split()[-4:]
+    return Sample(float(seconds), int(rss_kb) / 1024, float(user) + float(system))
 
 
 def deploy(*extra: str, lab: lab_config.Lab = BENCH_LAB) -> Sample:
@@ -241,10 +247,26 @@ def bench_add_client(clients: int, runs: int) -> dict:
             "noop_after": full_noop.summary(), "add_over_noop": ratios(pairs)}
 
 
+def controller_bound(results: dict) -> dict | None:
+    """How short the large fleet's runs could get on hosts with CPUs of their own, against the small
+    fleet's no-op: at best the controller's CPU time of each (medians), since pyinfra drives every host
+    from one Python thread. Here the lab's hosts share the controller's cores, so wall times at 1+64
+    mostly measure the hosts; these ratios do not depend on that."""
+    scaling = results["scaling"]
+    large = next((r for r in results["fleets"] if r["clients"] == scaling["large"]), None)
+    if large is None or "cpu_median_s" not in large["noop"]:
+        return None
+    small_noop = scaling["noop_small"]["median_s"]
+    return {"noop_cpu_s": large["noop"]["cpu_median_s"], "floor_cpu_s": large["floor"]["cpu_median_s"],
+            "small_noop_s": small_noop,
+            "noop_over_small": round(large["noop"]["cpu_median_s"] / small_noop, 2),
+            "floor_over_small": round(large["floor"]["cpu_median_s"] / small_noop, 2)}
+
+
 def table(results: dict) -> str:
-    rows = ["| hosts | floor | no-op | no-op / floor | cold deploy | by hand | cold / by hand | peak RSS (deploy) "
-            "| lab memory |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    rows = ["| hosts | floor | no-op | no-op / floor | controller CPU, floor / no-op | cold deploy | by hand "
+            "| cold / by hand | peak RSS (deploy) | lab memory |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
 
     def fmt(s: dict) -> str:
         return f"{s['median_s']:.2f} s ({s['min_s']:.2f}–{s['max_s']:.2f})"
@@ -253,6 +275,8 @@ def table(results: dict) -> str:
         cold = r.get("cold")
         rows.append(
             f"| 1+{r['clients']} | {fmt(r['floor'])} | {fmt(r['noop'])} | {r['noop_over_floor']['median']:.2f}× "
+            + (f"| {r['floor']['cpu_median_s']:.2f} s / {r['noop']['cpu_median_s']:.2f} s "
+               if "cpu_median_s" in r["floor"] else "| – ")
             + (f"| {fmt(cold)} | {fmt(r['by_hand'])} | {r['cold_over_by_hand']['median']:.2f}× "
                if cold else "| – | – | – ")
             + f"| {max(r['noop']['max_rss_mb'], cold['max_rss_mb'] if cold else 0):.0f} MB "
@@ -265,6 +289,14 @@ def table(results: dict) -> str:
                      f"{scaling['large_over_small']['median']:.2f}× "
                      f"({scaling['large_over_small']['min']:.2f}–{scaling['large_over_small']['max']:.2f}; "
                      f"{fmt(scaling['noop_large'])} vs {fmt(scaling['noop_small'])})")
+        bound = scaling.get("controller_bound")
+        if bound:
+            lines.append(
+                f"with hosts on CPUs of their own, no run can be shorter than the controller's CPU time (one Python "
+                f"thread): at 1+{scaling['large']} the no-op needs {bound['noop_cpu_s']:.2f} s of it, "
+                f"{bound['noop_over_small']:.2f}× the no-op of 1+{scaling['small']} "
+                f"({bound['small_noop_s']:.2f} s), and the floor alone {bound['floor_cpu_s']:.2f} s, "
+                f"{bound['floor_over_small']:.2f}×")
     add = results.get("add_client")
     if add:
         lines.append(f"add one client to 1+{add['clients']} with --limit: {fmt(add['add_one_with_limit'])}, "
@@ -309,6 +341,7 @@ def main() -> None:
         sizes = sorted(int(c) for c in args.clients.split(","))
         if len(sizes) > 1:
             results["scaling"] = bench_scaling(sizes[0], sizes[-1], args.runs)
+            results["scaling"]["controller_bound"] = controller_bound(results)
             save()
         if not args.skip_cold:
             results["add_client"] = bench_add_client(2, args.cold_runs)

@@ -11,8 +11,10 @@ if [ "$(id -u)" != 0 ]; then
     log "run me as root (apt-get, dockerd and the lab's containers need it)"; exit 1
 fi
 
+# time: GNU time, which `python -m bench` runs every pyinfra under (wall, CPU, peak RSS); a minimal
+# Debian does not have it.
 packages=(docker.io debootstrap lxcfs openssh-client python3 python3-venv iptables ca-certificates gnupg
-          qemu-system-x86 qemu-utils)
+          qemu-system-x86 qemu-utils time)
 missing=()
 for package in "${packages[@]}"; do
     # A machine with another Docker engine (Docker's docker-ce, as on GitHub's runners) keeps it.

@@ -1,9 +1,9 @@
 """`python -m bench`: time regdeploy on the lab and print a table (and write JSON).
 
 Every figure is a whole-process wall time (and the controller's peak RSS and CPU time, from GNU
-time) over several runs, reported as median and range. Ratios are computed pair by pair — the two commands
-of a pair run back to back — because this machine is shared and noisy: absolute times drift
-between minutes, ratios of neighbours much less.
+time) over several runs, reported as median and range. Ratios are computed pair by pair — the two
+commands of a pair run back to back — because this machine is shared and noisy: absolute times
+drift between minutes, ratios of neighbours much less.
 
 - floor: `pyinfra INVENTORY exec -- true`, one connection and one command per host;
 - no-op: `pyinfra INVENTORY deploy.py` on a converged fleet, paired with the floor;
@@ -249,9 +249,10 @@ def bench_add_client(clients: int, runs: int) -> dict:
 
 def controller_bound(results: dict) -> dict | None:
     """How short the large fleet's runs could get on hosts with CPUs of their own, against the small
-    fleet's no-op: at best the controller's CPU time of each (medians), since pyinfra drives every host
-    from one Python thread. Here the lab's hosts share the controller's cores, so wall times at 1+64
-    mostly measure the hosts; these ratios do not depend on that."""
+    fleet's no-op: never shorter than the controller's CPU time (median), since pyinfra drives every
+    host from one Python thread. Here the lab's hosts share the controller's cores, so wall times at
+    1+64 mostly measure the hosts; this bound does not. The ratios divide by the small fleet's no-op
+    as measured here, which hosts of their own could only make shorter: they are lower bounds."""
     scaling = results["scaling"]
     large = next((r for r in results["fleets"] if r["clients"] == scaling["large"]), None)
     if large is None or "cpu_median_s" not in large["noop"]:

@@ -40,4 +40,3 @@ def test_the_bound_is_the_large_fleets_cpu_over_the_small_fleets_noop():
     text = bench.table(results)
     assert "| 1+64 | 9.00 s (9.00–9.00) | 9.50 s (9.50–9.50) | 1.06× | 0.73 s / 0.92 s |" in text
     assert "the no-op needs 0.92 s of it, 1.84× the no-op of 1+2 (0.50 s), and the floor alone 0.73 s, 1.46×" in text
-

@@ -13,6 +13,10 @@ from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LA
 # dpkg-query's answer, kept on each host with the mtime of dpkg's database it was read at (see
 # templates/docker-host-state.sh.j2); /var/cache: deleting it loses nothing but one query's time.
 DPKG_CACHE = "/var/cache/regdeploy/dpkg-query"
+# Between the lines the fact sends as one output line ("joined=" lines and a file's content, join_lines
+# in the template): pyinfra reads output a line at a time, ~35 us of the controller's CPU each, for
+# every host. A unit separator: a file that holds one is sent line by line instead.
+UNIT_SEPARATOR = "\x1f"
 
 
 class DockerHostState(FactBase):
@@ -61,7 +65,7 @@ class DockerHostState(FactBase):
                       lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
                       servers=servers, also=cache_name, marker=MIGRATION_MARKER, moved_marker=MOVED_MARKER,
                       aside_suffix=ASIDE_SUFFIX, dpkg_cache=dpkg_cache,
-                      spec_label=SPEC_LABEL)
+                      spec_label=SPEC_LABEL, unit_separator=UNIT_SEPARATOR)
 
     def process(self, output: list[str]) -> dict:
         state = {"packages": {}, "active": False, "enabled": False, "command_line_registries": [],
@@ -69,12 +73,14 @@ class DockerHostState(FactBase):
                  "lock": None, "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
                  "versions": {}, "os": {}, "tools": set(), "apparmor": False, "cache": None}
         server_lines: dict[str, list[str]] = {}
-        # The checks' files as the shell reports them: {label: (kind, path)}, then one stat and one
-        # sha256sum for them all, joined here by path.
+        # The checks' files as the shell reports them: {label: (kind, path)}, then one find (stat=
+        # lines: mode, owner) and one sha256sum for them all, joined here by path.
         paths: dict[str, tuple[str, str]] = {}
         stats: dict[str, str] = {}
         sums: dict[str, str] = {}
         stamp_lines: dict[str, str] = {}
+        joined = None  # daemon.json's content, when it came on one line
+        output = unjoin(output)
         for index, line in enumerate(output):
             if line.startswith("SHA256 (") and ") = " in line:  # sha256sum --tag
                 name, _, digest = line[len("SHA256 ("):].rpartition(") = ")
@@ -93,8 +99,12 @@ class DockerHostState(FactBase):
                 stats[name] = f"{mode} {owner}"
             elif key.startswith("stamp."):
                 stamp_lines[key[len("stamp."):]] = value.strip()
-            elif key.startswith("line."):
+            elif key.startswith("lines."):  # every line of the file, each after a separator
+                state["lines"][key[len("lines."):]] = value.split(UNIT_SEPARATOR)[1:]
+            elif key.startswith("line."):  # a file that holds a separator: line by line
                 state["lines"].setdefault(key[len("line."):], []).append(value)
+            elif key == "daemon.json.joined":
+                joined = "\n".join(value.split(UNIT_SEPARATOR)[1:])
             elif key == "dpkg":
                 # "NAME install ok installed VERSION" (other states: not installed, config-files...).
                 name, _, rest = value.strip().partition(" ")
@@ -131,7 +141,7 @@ class DockerHostState(FactBase):
                     detail = stats.get(paths.get("daemon.json", ("", ""))[1], "").partition(" ")[0]
                 state["daemon_json_kind"], state["daemon_json_detail"] = kind, detail
                 if kind == "present":
-                    state["daemon_json"] = "\n".join(output[index + 1:])
+                    state["daemon_json"] = joined if joined is not None else "\n".join(output[index + 1:])
                 break
         for label, (kind, name) in paths.items():
             found = stats.get(name)  # None: gone between the shell's test and the stat (absent)
@@ -146,6 +156,17 @@ class DockerHostState(FactBase):
         for prefix, lines in server_lines.items():
             state[prefix] = parse_server_state(lines)
         return state
+
+
+def unjoin(output: list[str]) -> list[str]:
+    """The fact's output with each "joined=" line (lines the shell printed as one, to spare pyinfra's
+    line-by-line reading) back as its lines; daemon.json's verbatim content, after its line, as it is."""
+    lines: list[str] = []
+    for index, line in enumerate(output):
+        if line.startswith("daemon.json="):
+            return lines + output[index:]
+        lines.extend(line.split(UNIT_SEPARATOR)[1:] if line.startswith("joined=") else (line,))
+    return lines
 
 
 class RegistryCatalog(FactBase):

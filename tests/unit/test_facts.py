@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -193,7 +194,7 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
     (tmp_path / "daemon.json").write_text("{}\n")
     (tmp_path / "daemon.json").chmod(0o640)
     command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), checks=checks)
-    result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{counting(tmp_path, 'stat', 'sha256sum')}{command}"],
+    result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{counting(tmp_path, 'find', 'sha256sum')}{command}"],
                             capture_output=True, text=True, check=True)
     state = DockerHostState().process(result.stdout.splitlines())
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
@@ -204,8 +205,8 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
     # A stamp counts only while the credential it stands for is there.
     assert state["stamps"] == {"login": "ci $2b$10$hash 600"}
     assert (state["daemon_json_kind"], state["daemon_json_detail"]) == ("present", "640")
-    # However many files: one stat and one sha256sum (a process per file adds up over a fleet).
-    assert sorted(calls(tmp_path)) == ["sha256sum", "stat"]
+    # However many files: one find and one sha256sum (a process per file adds up over a fleet).
+    assert sorted(calls(tmp_path)) == ["find", "sha256sum"]
 
 
 def test_a_file_gone_between_the_facts_test_and_its_stat_is_absent():
@@ -446,3 +447,132 @@ def test_insecure_registry_flags_are_what_dockerd_gets(tmp_path, files, effectiv
     # carries the effective ExecStart (a running dockerd under an enabled unit is asked nothing, unless
     # a file names the flag: then for ExecStart alone).
     assert (tmp_path / "asked").read_text().splitlines() == ["show docker --property=ActiveState,UnitFileState,ExecStart"]
+
+
+@pytest.fixture
+def flags_fact(tmp_path):
+    """The fact with dockerd's unit files in tmp_path/units and /etc/default/docker at tmp_path/default,
+    stand-ins for pidof (tmp_path/pids) and systemctl (the effective ExecStart in tmp_path/effective),
+    and a grep that logs each call: run() returns
+    (flags reported, whether grep ran)."""
+    (tmp_path / "units" / "docker.service.d").mkdir(parents=True)
+    (tmp_path / "units" / "docker.service").write_text("[Service]\nExecStart=/usr/sbin/dockerd -H fd://\n")
+    (tmp_path / "default").write_text("#DOCKER_OPTS=\n")
+    (tmp_path / "pids").write_text("4242\n")
+    (tmp_path / "effective").write_text("/usr/sbin/dockerd -H fd://")
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"))
+    command = (command.replace("/var/run/docker.pid", str(tmp_path / "docker.pid"))
+               .replace("/etc/default/docker", str(tmp_path / "default"))
+               .replace("/etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system /usr/lib/systemd/system \\\n"
+                        "        /lib/systemd/system", str(tmp_path / "units")))
+    stand_ins = (f"pidof() {{ cat {tmp_path}/pids; }}\n"
+                 f"systemctl() {{ echo \"ExecStart={{ path=/usr/sbin/dockerd ; argv[]=$(cat {tmp_path}/effective) ; }}\"; }}\n"
+                 "docker() { return 1; }\n" + counting(tmp_path, "grep"))
+
+    def run() -> tuple[list[str], bool]:
+        before = calls(tmp_path).count("grep")
+        result = subprocess.run(["sh", "-c", stand_ins + command], capture_output=True, text=True, check=True)
+        state = DockerHostState().process(result.stdout.splitlines())
+        return ([flag.replace(str(tmp_path) + "/", "") for flag in state["command_line_registries"]],
+                calls(tmp_path).count("grep") > before)
+
+    return run
+
+
+def next_second() -> None:
+    """Wait for the clock's next second: what changed before it is older than what a run writes after."""
+    time.sleep(1.01 - time.time() % 1)
+
+
+def converged(flags_fact) -> None:
+    """The files are older than the grep's round: the first run greps, the next does not."""
+    next_second()
+    assert flags_fact() == ([], True)
+    assert flags_fact() == ([], False)
+
+
+def add_flag_keeping_the_mtime(tmp_path):
+    # cp -p, tar or a package put the file back with an old mtime: its ctime still moves.
+    unit = tmp_path / "units" / "docker.service"
+    old = unit.stat()
+    unit.write_text("[Service]\nExecStart=/usr/sbin/dockerd -H fd:// --insecure-registry old:5000\n")
+    os.utime(unit, ns=(old.st_atime_ns, old.st_mtime_ns))
+    (tmp_path / "effective").write_text("/usr/sbin/dockerd -H fd:// --insecure-registry old:5000")  # daemon-reload
+    return ["ExecStart={ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd -H fd:// --insecure-registry old:5000 ; }"]
+
+
+def add_drop_in(tmp_path):
+    (tmp_path / "units" / "docker.service.d" / "flag.conf").write_text(
+        "[Service]\nExecStart=\nExecStart=/usr/sbin/dockerd --insecure-registry old:5000\n")
+    (tmp_path / "effective").write_text("/usr/sbin/dockerd --insecure-registry old:5000")
+    return ["ExecStart={ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd --insecure-registry old:5000 ; }"]
+
+
+def add_docker_opts(tmp_path):
+    with open(tmp_path / "default", "a") as default:
+        default.write('DOCKER_OPTS="--insecure-registry old:5000"\n')
+    return ['default:DOCKER_OPTS="--insecure-registry old:5000"']
+
+
+def restart_dockerd(tmp_path):
+    # Started by hand with the flag: a new pid, whose command line grep reads (here: nothing found).
+    (tmp_path / "pids").write_text("4343\n")
+    return []
+
+
+def interrupt_the_grep(tmp_path):
+    # A run wrote its round, then died before its grep finished: what it had not seen is not trusted.
+    (tmp_path / "cache" / "insecure-registry-flags-round").write_text("")
+    return []
+
+
+@pytest.mark.parametrize("change", [add_flag_keeping_the_mtime, add_drop_in, add_docker_opts, restart_dockerd,
+                                    interrupt_the_grep])
+def test_the_flags_grep_runs_again_once_anything_it_reads_may_have_changed(tmp_path, flags_fact, change):
+    converged(flags_fact)
+    flags = change(tmp_path)
+    assert flags_fact() == (flags, True)
+    # Found: asked again on every run until it is gone. Nothing found (no file changed): trusted again.
+    assert flags_fact() == (flags, bool(flags))
+
+
+def test_a_change_in_the_second_of_the_grep_is_not_trusted(tmp_path, flags_fact):
+    # The grep's round and a change in the same second: the next run cannot tell which came first.
+    next_second()
+    assert flags_fact() == ([], True)
+    (tmp_path / "units" / "docker.service.d" / "plain.conf").write_text("[Service]\nLimitNOFILE=1024\n")
+    assert flags_fact() == ([], True)
+
+
+def test_the_flags_grep_runs_every_time_where_its_answer_cannot_be_kept(tmp_path, flags_fact):
+    (tmp_path / "cache").write_text("a file where the directory would be")
+    next_second()
+    assert flags_fact() == ([], True)
+    assert flags_fact() == ([], True)
+
+
+@pytest.mark.parametrize("content", [
+    '{\n\t"insecure-registries": ["registry:5000"],  \n  "debug": true\n}\n',
+    '{"debug": true}',  # no final newline
+    "",
+    "\n\n",
+    '{"labels": ["a\x1fb"]}\n',  # a unit separator: sent line by line
+])
+def test_daemon_json_and_a_lines_checks_file_come_back_verbatim_on_one_line(tmp_path, content):
+    (tmp_path / "daemon.json").write_text(content)
+    (tmp_path / "config.toml").write_text(content)
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"),
+                                 checks=(("lines", "config", str(tmp_path / "config.toml")),))
+    result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
+                            check=True)
+    state = DockerHostState().process(result.stdout.splitlines())
+    assert state["daemon_json"] == content.removesuffix("\n")
+    assert state["lines"].get("config", []) == content.splitlines()
+    # Each file costs one line of output (pyinfra reads output a line at a time), unless it holds a separator.
+    lines = result.stdout.splitlines()
+    content_lines = len(content.splitlines())
+    if "\x1f" in content:
+        assert lines[-content_lines:] == content.splitlines()
+    else:
+        assert lines[-1] == "daemon.json=present"
+        assert sum(line.startswith(("lines.config=", "daemon.json.joined=")) for line in lines) == 2

@@ -191,6 +191,8 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
               ("stamp", "gone", str(tmp_path / "login-stamp"), str(tmp_path / "other.json"), '"registry:5000"'))
     (tmp_path / "a (b) = c.crt").write_text("other\n")  # sha256sum --tag prints "SHA256 (NAME) = HASH"
     checks += (("file", "odd", str(tmp_path / "a (b) = c.crt")),)
+    (tmp_path / "trailing space ").write_text("other\n")  # the mode and owner's line must keep it
+    checks += (("file", "spaced", str(tmp_path / "trailing space ")),)
     (tmp_path / "daemon.json").write_text("{}\n")
     (tmp_path / "daemon.json").chmod(0o640)
     command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), checks=checks)
@@ -200,6 +202,7 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
     assert state["files"] == {"ca": f"{hashlib.sha256(b'CA' + bytes([10])).hexdigest()} 644 {user}",
                               "odd": f"{hashlib.sha256(b'other' + bytes([10])).hexdigest()} 644 {user}",
+                              "spaced": f"{hashlib.sha256(b'other' + bytes([10])).hexdigest()} 644 {user}",
                               "htpasswd": f"- 600 {user}"}
     assert state["lines"] == {"htpasswd": ["ci:$2b$10$abc", "ops:$2b$10$def"]}
     # A stamp counts only while the credential it stands for is there.
@@ -534,6 +537,21 @@ def test_the_flags_grep_runs_again_once_anything_it_reads_may_have_changed(tmp_p
     assert flags_fact() == (flags, True)
     # Found: asked again on every run until it is gone. Nothing found (no file changed): trusted again.
     assert flags_fact() == (flags, bool(flags))
+
+
+def test_a_linked_unit_is_grepped_on_every_run(tmp_path, flags_fact):
+    # A unit linked in from elsewhere (systemctl link): its target's changes do not move the link's ctime.
+    unit = tmp_path / "units" / "docker.service"
+    (tmp_path / "elsewhere.service").write_text(unit.read_text())
+    unit.unlink()
+    unit.symlink_to(tmp_path / "elsewhere.service")
+    next_second()
+    assert flags_fact() == ([], True)
+    assert flags_fact() == ([], True)
+    (tmp_path / "elsewhere.service").write_text("[Service]\nExecStart=/usr/sbin/dockerd --insecure-registry old:5000\n")
+    (tmp_path / "effective").write_text("/usr/sbin/dockerd --insecure-registry old:5000")
+    assert flags_fact() == (
+        ["ExecStart={ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd --insecure-registry old:5000 ; }"], True)
 
 
 def test_a_change_in_the_second_of_the_grep_is_not_trusted(tmp_path, flags_fact):

@@ -100,11 +100,11 @@ class DockerHostState(FactBase):
             elif key.startswith("stamp."):
                 stamp_lines[key[len("stamp."):]] = value.strip()
             elif key.startswith("lines."):  # every line of the file, each after a separator
-                state["lines"][key[len("lines."):]] = value.split(UNIT_SEPARATOR)[1:]
+                state["lines"][key[len("lines."):]] = split_joined(value)
             elif key.startswith("line."):  # a file that holds a separator: line by line
                 state["lines"].setdefault(key[len("line."):], []).append(value)
             elif key == "daemon.json.joined":
-                joined = "\n".join(value.split(UNIT_SEPARATOR)[1:])
+                joined = "\n".join(split_joined(value))
             elif key == "dpkg":
                 # "NAME install ok installed VERSION" (other states: not installed, config-files...).
                 name, _, rest = value.strip().partition(" ")
@@ -165,8 +165,14 @@ def unjoin(output: list[str]) -> list[str]:
     for index, line in enumerate(output):
         if line.startswith("daemon.json="):
             return lines + output[index:]
-        lines.extend(line.split(UNIT_SEPARATOR)[1:] if line.startswith("joined=") else (line,))
+        lines.extend(split_joined(line) if line.startswith("joined=") else (line,))
     return lines
+
+
+def split_joined(value: str) -> list[str]:
+    """The lines the shell joined into one, each after a separator; what comes before the first
+    separator (the key) is not one of them."""
+    return value.split(UNIT_SEPARATOR)[1:]
 
 
 class RegistryCatalog(FactBase):

@@ -413,6 +413,15 @@ def test_dpkg_is_asked_every_time_where_its_answer_cannot_be_kept(tmp_path, fake
     assert fake_dpkg.queries() == 2
 
 
+def dockerd_files_in(tmp_path, command: str) -> str:
+    """The fact's command reading dockerd's pid file, /etc/default/docker and unit directories under
+    tmp_path (docker.pid, default, units): this machine's own Docker, systemd and /etc stay out of it."""
+    return (command.replace("/var/run/docker.pid", str(tmp_path / "docker.pid"))
+            .replace("/etc/default/docker", str(tmp_path / "default"))
+            .replace("/etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system /usr/lib/systemd/system \\\n"
+                     "        /lib/systemd/system", str(tmp_path / "units")))
+
+
 @pytest.mark.parametrize("files, effective, flags", [
     # Nothing names the flag: systemd is not asked for the unit's ExecStart (the stand-in would say it).
     ({}, "/usr/sbin/dockerd --insecure-registry stale:5000", []),
@@ -435,10 +444,7 @@ def test_insecure_registry_flags_are_what_dockerd_gets(tmp_path, files, effectiv
     command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"))
     # This machine's own Docker, systemd and /etc stay out of it: no dockerd runs, the unit lives in
     # tmp_path/units, and a stand-in systemctl answers for the unit and logs each question.
-    command = (command.replace("/var/run/docker.pid", str(tmp_path / "docker.pid"))
-               .replace("/etc/default/docker", str(tmp_path / "default"))
-               .replace("/etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system /usr/lib/systemd/system \\\n"
-                        "        /lib/systemd/system", str(tmp_path / "units")))
+    command = dockerd_files_in(tmp_path, command)
     stand_ins = ("pidof() { return 1; }\n"
                  f"systemctl() {{ echo \"$*\" >> {tmp_path}/asked; "
                  f"echo 'ExecStart={{ path=/usr/sbin/dockerd ; argv[]={effective} ; }}'; }}\n"
@@ -456,18 +462,14 @@ def test_insecure_registry_flags_are_what_dockerd_gets(tmp_path, files, effectiv
 def flags_fact(tmp_path):
     """The fact with dockerd's unit files in tmp_path/units and /etc/default/docker at tmp_path/default,
     stand-ins for pidof (tmp_path/pids) and systemctl (the effective ExecStart in tmp_path/effective),
-    and a grep that logs each call: run() returns
-    (flags reported, whether grep ran)."""
+    and a grep that logs each call: run() returns (flags reported, whether grep ran)."""
     (tmp_path / "units" / "docker.service.d").mkdir(parents=True)
     (tmp_path / "units" / "docker.service").write_text("[Service]\nExecStart=/usr/sbin/dockerd -H fd://\n")
     (tmp_path / "default").write_text("#DOCKER_OPTS=\n")
     (tmp_path / "pids").write_text("4242\n")
     (tmp_path / "effective").write_text("/usr/sbin/dockerd -H fd://")
     command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"))
-    command = (command.replace("/var/run/docker.pid", str(tmp_path / "docker.pid"))
-               .replace("/etc/default/docker", str(tmp_path / "default"))
-               .replace("/etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system /usr/lib/systemd/system \\\n"
-                        "        /lib/systemd/system", str(tmp_path / "units")))
+    command = dockerd_files_in(tmp_path, command)
     stand_ins = (f"pidof() {{ cat {tmp_path}/pids; }}\n"
                  f"systemctl() {{ echo \"ExecStart={{ path=/usr/sbin/dockerd ; argv[]=$(cat {tmp_path}/effective) ; }}\"; }}\n"
                  "docker() { return 1; }\n" + counting(tmp_path, "grep"))

@@ -21,8 +21,8 @@ if not os.environ.get("PYTHONDONTWRITEBYTECODE"):
 from regdeploy import deploy_lock, registry_files, runtimes  # noqa: E402 (after the cache is back on)
 from regdeploy.facts import DockerHostState
 from regdeploy.settings import ConfigError, from_inventory
-from tasks.docker_client import trust_registry
-from tasks.docker_engine import install_docker, packages_to_check
+from tasks.docker_client import plan_trust, trust_registry, with_install
+from tasks.docker_engine import install_docker, installs_engine, packages_to_check
 from tasks.registry_login import log_in_to_registry
 from tasks.registry_cache import cache_facts, run_registry_cache
 from tasks.registry_gc import schedule_gc
@@ -66,10 +66,13 @@ if settings.uses_registry and not host_runtimes:
                       "docker_install_source is 'none': install one, or let regdeploy install Docker; nothing was changed")
 preloaded = False
 if "docker" in host_runtimes:
+    daemon_json = plan_trust(settings, state)
+    # On a fresh host daemon.json goes in before the install, as the manual does it: no reload after.
+    early = with_install(settings, state, daemon_json, installs_engine(settings, state))
     # A server installing Docker receives its image archive while the clients install theirs.
     preloaded = install_docker(settings, state, image_preload(settings, state["registry"]) if settings.is_server
-                               else None)
-    trust_registry(settings, state)
+                               else None, early)
+    trust_registry(settings, state, daemon_json, with_install=bool(early))
 if "containerd" in host_runtimes:
     trust_registry_containerd(settings, state)
 if "podman" in host_runtimes:

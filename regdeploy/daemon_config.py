@@ -224,3 +224,13 @@ def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: t
              else f"dockerd has not loaded {registry} from {path}")
     reason = stale if not changed else f"{', '.join(changed)} changed"
     return DaemonJsonPlan(action, render(merged), validate, reason, tuple(json_changes(current, merged)))
+
+
+def write_before_install(state: dict[str, Any], plan: DaemonJsonPlan, installs_engine: bool) -> bool:
+    """Whether the file goes in before Docker's packages, as the manual does it: the package's first
+    start of dockerd then reads it, and no reload follows. Only where this run installs the engine, no
+    dockerd runs and there is no file yet: nothing there to validate the file with or to keep, and
+    undoing it is removing it. Every other host gets it after the install (apply-daemon-json), validated
+    and with its previous file kept to roll back to."""
+    return (installs_engine and plan.action is not None and not state["active"]
+            and state["daemon_json_kind"] == "absent")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import posixpath
+import shlex
 from dataclasses import dataclass
 
 import gevent
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.apt import noninteractive_apt
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, server, systemd
 
@@ -65,6 +67,12 @@ def missing_packages(settings: Settings, state: dict, wanted: list[str] | None =
     return [name for name in wanted if not state["packages"].get(name)]
 
 
+def installs_engine(settings: Settings, state: dict) -> bool:
+    """Whether this run installs Docker's engine package (docker.io or docker-ce) on the host."""
+    engine = PACKAGES[settings.docker_install_source][:1]
+    return bool(engine) and not state["packages"].get(engine[0])
+
+
 @dataclass(frozen=True)
 class Preload:
     """A file for the host to receive while the fleet installs Docker, and the command that uses it once
@@ -75,26 +83,45 @@ class Preload:
     what: str  # for the log: "registry:2 from /var/cache/regdeploy/registry-2.tar"
 
 
+@dataclass(frozen=True)
+class DaemonJsonWithInstall:
+    """daemon.json going in with the install (daemon_config.write_before_install): `before` writes it
+    before apt, `after` starts Docker if the package did not and confirms dockerd took it."""
+    before: str
+    after: str
+
+
+# Debian's docker.io starts and enables Docker itself; docker-ce's packages may not (policy-rc.d).
+# Asked first: `systemctl enable` runs Debian's SysV sync script, half a second even when enabled.
+START_DOCKER = "systemctl is-active -q docker && systemctl is-enabled -q docker || systemctl enable --now docker"
+
+
 @operation()
-def install_and_start(packages: list[str], preload: Preload | None = None):
-    """apt-get update and install, then start Docker and enable it at boot, in one operation: each
-    operation waits for every host, so one more would cost the whole fleet a round trip. `preload`:
-    sent while apt runs, used once Docker runs."""
+def install_and_start(packages: list[str], preload: Preload | None = None,
+                      daemon_json: DaemonJsonWithInstall | None = None):
+    """apt-get update and install `packages` (the missing ones, from the fact), then start Docker and
+    enable it at boot, in one operation: each operation waits for every host, so one more would cost the
+    whole fleet a round trip. `preload`: sent while apt runs, used once Docker runs. `daemon_json`: written
+    before apt, confirmed once Docker runs."""
     # A random name in the login user's temporary directory: none another user could have prepared.
     upload = BackgroundUpload(preload.src, host.get_temp_filename()) if preload else None
     if upload:
         yield FunctionCommand(upload.start, (), {})
-    yield from apt.packages._inner(packages=packages, update=True)
-    # Debian's docker.io starts and enables Docker itself; docker-ce's packages may not (policy-rc.d).
-    # Asked first: `systemctl enable` runs Debian's SysV sync script, half a second even when enabled.
-    yield "systemctl is-active -q docker && systemctl is-enabled -q docker || systemctl enable --now docker"
+    if daemon_json:
+        yield daemon_json.before
+    # apt-get install, as pyinfra's apt.packages words it, of what the fact found missing: that operation
+    # would ask dpkg again after the update, one more round trip on the fleet's slowest path.
+    yield from apt.update._inner()
+    yield StringCommand(noninteractive_apt(f"install {' '.join(shlex.quote(p) for p in packages)}"))
+    yield daemon_json.after if daemon_json else START_DOCKER
     if upload and preload:
         yield FunctionCommand(upload.finish, (), {})
         directory = posixpath.dirname(preload.dest)
+        # Moved into place and loaded in one command: one round trip fewer on the server's path.
         yield StringCommand("mkdir", "-p", QuoteString(directory), "&&", "mv", "-f",
                             QuoteString(upload.temp), QuoteString(preload.dest), "&&", "chown", "0:0",
-                            QuoteString(preload.dest), "&&", "chmod", "600", QuoteString(preload.dest))
-        yield preload.then
+                            QuoteString(preload.dest), "&&", "chmod", "600", QuoteString(preload.dest),
+                            "||", "exit", "1", "\n" + preload.then)
 
 
 class BackgroundUpload:
@@ -120,9 +147,11 @@ class BackgroundUpload:
 
 
 @deploy("Install Docker")
-def install_docker(settings: Settings, state: dict, preload: Preload | None = None) -> bool:
+def install_docker(settings: Settings, state: dict, preload: Preload | None = None,
+                   daemon_json: DaemonJsonWithInstall | None = None) -> bool:
     """`state` is the host's DockerHostState fact (read before anything was installed). Returns whether
-    `preload` went with the install (only a host that installs something takes it)."""
+    `preload` went with the install (only a host that installs something takes it). `daemon_json` is
+    given only where the engine is installed (installs_engine())."""
     wanted = packages_for(settings, state["os"], state["apparmor"])
     missing = missing_packages(settings, state, wanted)
     # Only missing packages trigger an apt update: a converged host costs nothing here.
@@ -138,7 +167,8 @@ def install_docker(settings: Settings, state: dict, preload: Preload | None = No
             add_docker_ce_repository(settings)
         # One name on every host (pyinfra shows one name per operation); which packages, per host.
         host.log(f"Will install {', '.join(missing)}" + (f", then load {preload.what}" if preload else ""))
-        install_and_start(name="Install Docker's packages and start Docker", packages=wanted, preload=preload)
+        install_and_start(name="Install Docker's packages and start Docker", packages=missing, preload=preload,
+                          daemon_json=daemon_json)
         return bool(preload)
 
     if not (state["active"] and state["enabled"]):

@@ -261,3 +261,29 @@ def test_plan_daemon_json_in_tls_mode(state, action, reason):
     plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", (), "c1", secure=True)
     assert plan.action == action and plan.reason.startswith(reason), plan
     assert "registry:5000" not in parse(plan.content, "f").get("insecure-registries", [])
+
+
+# --- Written before the install, or after it ----------------------------------------------------
+
+from regdeploy.daemon_config import write_before_install  # noqa: E402
+
+FRESH = dict(active=False, trusted=None, version=None)
+
+
+@pytest.mark.parametrize("state,installs_engine,secure,expected", [
+    # A fresh host: the file is new and the package's first start of dockerd reads it.
+    (host_state(None, **FRESH), True, False, True),
+    # An operator's file (kept, merged, validated and rolled back to): after the install, as before.
+    (host_state('{"debug": true}', **FRESH), True, False, False),
+    # Already right (an earlier run stopped during the install): nothing to write.
+    (host_state(CONVERGED, **FRESH), True, False, False),
+    # Docker stays as it is (installed already, or docker_install_source none).
+    (host_state(None, **FRESH), False, False, False),
+    # A dockerd runs (installed by hand, without the package): it gets the apply script's start/reload.
+    (host_state(None, active=True, trusted=(), version=None), True, False, False),
+    # TLS on a fresh host: no file at all.
+    (host_state(None, **FRESH), True, True, False),
+])
+def test_daemon_json_is_written_before_the_install_only_on_a_fresh_host(state, installs_engine, secure, expected):
+    plan = plan_daemon_json(state, "/etc/docker/daemon.json", "registry:5000", (), "c1", secure=secure)
+    assert write_before_install(state, plan, installs_engine) is expected

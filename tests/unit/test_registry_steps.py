@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 from pyinfra.api import FunctionCommand, StringCommand
 from pyinfra.context import ctx_host
-from pyinfra.facts.deb import DebPackages
 
 from regdeploy.registry_plan import ServerState
 from regdeploy.settings import build_settings
-from tasks.docker_engine import Preload, install_and_start
+from tasks.docker_engine import START_DOCKER, DaemonJsonWithInstall, Preload, install_and_start
 from tasks.registry_server import RegistrySteps, archive_upload, image_preload, plan_steps, start_registry
 
 CONFIG = "a" * 64
@@ -113,21 +112,35 @@ class FactsOnly:
 
 def test_the_install_sends_the_archive_beside_apt_and_loads_it_once_docker_runs():
     preload = Preload(src=ARCHIVE, dest="/var/cache/regdeploy/registry-2.tar", then="LOAD", what="registry:2")
-    with ctx_host.use(FactsOnly({DebPackages: {}})):
+    # No facts: the packages to install come from the DockerHostState fact, dpkg is not asked again.
+    with ctx_host.use(FactsOnly({})):
         commands = list(install_and_start._inner(packages=["docker.io", "curl"], preload=preload))
     raw = [shown(c) for c in commands]
     # The upload starts first and is waited for only after apt and the start of Docker.
     assert isinstance(commands[0], FunctionCommand) and raw[0] == "start"
-    assert "apt-get update" in raw[1] and "install docker.io curl" in raw[2]
-    assert raw[3].startswith("systemctl is-active -q docker && systemctl is-enabled -q docker ||")
+    assert raw[1] == "apt-get update"
+    assert raw[2] == ('DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::="--force-confdef" '
+                      '-o Dpkg::Options::="--force-confold" install docker.io curl')
+    assert raw[3] == START_DOCKER
     assert raw[4] == "finish" and isinstance(commands[4], FunctionCommand)
-    assert raw[5].startswith("mkdir -p /var/cache/regdeploy && mv -f /tmp/pyinfra-") \
-        and raw[5].endswith("chown 0:0 /var/cache/regdeploy/registry-2.tar && chmod 600 /var/cache/regdeploy/registry-2.tar")
-    assert raw[6] == "LOAD" and len(commands) == 7
+    # Moved into place and loaded by one command; a failed move stops before the load.
+    assert raw[5].startswith("mkdir -p /var/cache/regdeploy && mv -f /tmp/pyinfra-")
+    assert raw[5].endswith("chown 0:0 /var/cache/regdeploy/registry-2.tar && chmod 600 "
+                           "/var/cache/regdeploy/registry-2.tar || exit 1 \nLOAD")
+    assert len(commands) == 6
 
 
 def test_an_install_without_preload_is_apt_and_the_start_of_docker():
-    with ctx_host.use(FactsOnly({DebPackages: {"docker.io": ["20.10.24"]}})):
-        commands = [shown(c) for c in install_and_start._inner(packages=["docker.io"])]
-    # docker.io is there already: apt update, then only the start (pyinfra's apt skips installed packages).
-    assert commands[0] == "apt-get update" and len(commands) == 2 and commands[1].startswith("systemctl is-active")
+    with ctx_host.use(FactsOnly({})):
+        commands = [shown(c) for c in install_and_start._inner(packages=["docker-ce", "docker-ce-cli"])]
+    assert commands[0] == "apt-get update" and commands[1].endswith(" install docker-ce docker-ce-cli")
+    assert commands[2] == START_DOCKER and len(commands) == 3
+
+
+def test_daemon_json_goes_in_before_apt_and_is_confirmed_as_docker_starts():
+    with ctx_host.use(FactsOnly({})):
+        commands = [shown(c) for c in install_and_start._inner(
+            packages=["docker.io"], daemon_json=DaemonJsonWithInstall(before="WRITE", after="START AND CONFIRM"))]
+    # The confirming script starts Docker itself, so a Docker that will not start with the file undoes it.
+    assert commands[0] == "WRITE" and commands[1] == "apt-get update" and commands[2].endswith(" install docker.io")
+    assert commands[3] == "START AND CONFIRM" and len(commands) == 4

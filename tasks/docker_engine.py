@@ -12,7 +12,7 @@ from pyinfra.api import FunctionCommand, QuoteString, StringCommand, deploy, ope
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.apt import noninteractive_apt
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, server, systemd
+from pyinfra.operations import server, systemd
 
 from regdeploy import load_balancer, runtimes
 from regdeploy.rendering import render
@@ -79,7 +79,9 @@ class Preload:
     Docker runs (the registry server's image archive and its `docker load`)."""
     src: str
     dest: str
-    then: str
+    sha256: str  # what the copy on the host must hash to: checked by the upload, before it is moved
+    then: str  # for a copy sent some other way (files.put): check `dest`, then use it
+    load: str  # use `dest`, once the upload has checked it
     what: str  # for the log: "registry:2 from /var/cache/regdeploy/registry-2.tar"
 
 
@@ -101,19 +103,16 @@ def install_and_start(packages: list[str], preload: Preload | None = None,
                       daemon_json: DaemonJsonWithInstall | None = None):
     """apt-get update and install `packages` (the missing ones, from the fact), then start Docker and
     enable it at boot, in one operation: each operation waits for every host, so one more would cost the
-    whole fleet a round trip. `preload`: sent while apt runs, used once Docker runs. `daemon_json`: written
-    before apt, confirmed once Docker runs."""
+    whole fleet a round trip. `preload`: sent and checked while apt runs, used once Docker runs.
+    `daemon_json`: written before apt, confirmed once Docker runs."""
     # A random name in the login user's temporary directory: none another user could have prepared.
-    upload = BackgroundUpload(preload.src, host.get_temp_filename()) if preload else None
+    upload = BackgroundUpload(preload.src, host.get_temp_filename(), preload.sha256) if preload else None
     if upload:
         yield FunctionCommand(upload.start, (), {})
-    if daemon_json:
-        yield daemon_json.before
-    # apt-get install, as pyinfra's apt.packages words it, of what the fact found missing: that operation
-    # would ask dpkg again after the update, one more round trip on the fleet's slowest path.
-    yield from apt.update._inner()
-    yield StringCommand(noninteractive_apt(f"install {' '.join(shlex.quote(p) for p in packages)}"))
-    yield daemon_json.after if daemon_json else START_DOCKER
+    yield StringCommand(render(
+        "install-docker.sh.j2", before=daemon_json.before if daemon_json else "",
+        install=noninteractive_apt(f"install {' '.join(shlex.quote(p) for p in packages)}"),
+        after=daemon_json.after if daemon_json else START_DOCKER).strip())
     if upload and preload:
         yield FunctionCommand(upload.finish, (), {})
         directory = posixpath.dirname(preload.dest)
@@ -121,27 +120,38 @@ def install_and_start(packages: list[str], preload: Preload | None = None,
         yield StringCommand("mkdir", "-p", QuoteString(directory), "&&", "mv", "-f",
                             QuoteString(upload.temp), QuoteString(preload.dest), "&&", "chown", "0:0",
                             QuoteString(preload.dest), "&&", "chmod", "600", QuoteString(preload.dest),
-                            "||", "exit", "1", "\n" + preload.then)
+                            "||", "exit", "1", "\n" + preload.load)
 
 
 class BackgroundUpload:
     """A file sent over its own SFTP channel while the operation's commands run on the same connection
     (pyinfra runs a host's commands one at a time; its connections are gevent-friendly): the registry
     image archive travels during the server's apt-get, as it would beside a by-hand install. It goes
-    to the login user's temporary directory (SFTP never runs through sudo); a command moves it."""
+    to the login user's temporary directory (SFTP never runs through sudo), is checked there against
+    its SHA-256 on a channel of its own (the file is the login user's: no sudo needed), still during
+    apt; a command moves it."""
 
-    def __init__(self, src: str, temp: str):
-        self.src, self.temp = src, temp
+    def __init__(self, src: str, temp: str, sha256: str):
+        self.src, self.temp, self.sha256 = src, temp, sha256
         self._greenlet: gevent.Greenlet | None = None
 
     def start(self, state, host) -> bool:
-        self._greenlet = gevent.spawn(host.put_file, self.src, self.temp)
+        self._greenlet = gevent.spawn(self._send, host)
         return True
+
+    def _send(self, host) -> str | None:
+        """None when sent and checked, else what went wrong."""
+        if not host.put_file(self.src, self.temp):
+            return f"could not upload {self.src} to {self.temp}"
+        ok, output = host.run_shell_command(StringCommand(render("check-archive.sh.j2", archive=self.temp,
+                                                                 sha256=self.sha256)))
+        return None if ok else output.stderr or f"{self.temp} does not match SHA-256 {self.sha256}"
 
     def finish(self, state, host) -> bool:
         assert self._greenlet is not None
-        if not self._greenlet.get():
-            host.log(f"could not upload {self.src} to {self.temp}", log_func=logger.error)
+        error = self._greenlet.get()
+        if error:
+            host.log(error, log_func=logger.error)
             return False
         return True
 

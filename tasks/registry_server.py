@@ -137,14 +137,17 @@ def start_registry(data_dir: str = "", config: tuple[str, str, str, bool] | None
     """The server's registry steps (RegistrySteps), in order: `data_dir` to create, `config` (text, path,
     mode, secret?) to write, `archive` to upload and load, `pull`, and the run-registry `script` (with
     `script_stdin`, a secret for it)."""
-    if data_dir:
-        yield StringCommand("mkdir", "-p", "-m", "755", QuoteString(data_dir))
+    mkdir = StringCommand("mkdir", "-p", "-m", "755", QuoteString(data_dir)) if data_dir else None
     if config:
         # One command, the content already known to differ (the fact's hash): staged with its mode from
-        # its creation and renamed into place; one holding a secret travels on stdin.
+        # its creation and renamed into place; one holding a secret travels on stdin. A new storage
+        # directory is made by the same command: one round trip fewer on a fresh server.
         text, path, mode, secret = config
-        yield StringCommand(render("put-file.sh.j2", path=path, mode=mode, content=None if secret else text).strip(),
+        put = render("put-file.sh.j2", path=path, mode=mode, content=None if secret else text).strip()
+        yield StringCommand(*((mkdir, "||", "exit", "1", "\n") if mkdir else ()), put,
                             _stdin=text if secret else None)
+    elif mkdir:
+        yield mkdir
     if archive:
         sent = list(files.put._inner(src=archive.src, dest=archive.dest, mode="600"))
         yield from sent
@@ -182,9 +185,12 @@ def archive_upload(settings: Settings) -> Preload | None:
     if not settings.registry_image_archive:
         return None
     remote = posixpath.join(ARCHIVE_CACHE_DIR, posixpath.basename(settings.registry_image_archive))
-    return Preload(src=settings.registry_image_archive, dest=remote, what=f"{settings.registry_image} from {remote}",
-                   then=render("load-image-archive.sh.j2", archive=remote, sha256=image_archive_sha256(settings),
-                               image=settings.registry_image))
+    sha256 = image_archive_sha256(settings)
+    # files.put skips a copy whose SHA-1 matches: `then` checks the pinned SHA-256 of what is there.
+    load = {check: render("load-image-archive.sh.j2", archive=remote, sha256=sha256, image=settings.registry_image,
+                          check=check) for check in (True, False)}
+    return Preload(src=settings.registry_image_archive, dest=remote, sha256=sha256, then=load[True], load=load[False],
+                   what=f"{settings.registry_image} from {remote}")
 
 
 def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: DesiredContainer,

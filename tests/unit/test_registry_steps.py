@@ -3,13 +3,17 @@ from the fact), and the commands the folded operations yield, in order (facts in
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
 from pyinfra.api import FunctionCommand, StringCommand
+from pyinfra.connectors.util import CommandOutput, OutputLine
 from pyinfra.context import ctx_host
 
 from regdeploy.registry_plan import ServerState
 from regdeploy.settings import build_settings
-from tasks.docker_engine import START_DOCKER, DaemonJsonWithInstall, Preload, install_and_start
+from tasks.docker_engine import START_DOCKER, BackgroundUpload, DaemonJsonWithInstall, Preload, install_and_start
 from tasks.registry_server import RegistrySteps, archive_upload, image_preload, plan_steps, start_registry
 
 CONFIG = "a" * 64
@@ -69,13 +73,19 @@ def test_the_registry_operation_runs_its_steps_in_order_with_secrets_on_stdin_on
                                           config=(secret_config, "/etc/regdeploy/config.yml", "600", True),
                                           pull="docker pull -q registry:2", script="echo run",
                                           script_stdin="user = \"k:v\""))
-    assert [type(c) for c in commands] == [StringCommand] * 4
-    mkdir, config, pull, script = (c.get_raw_value() for c in commands)
-    assert mkdir == "mkdir -p -m 755 /var/lib/registry"
-    assert "s3cr3t" not in config and commands[1].connector_arguments["_stdin"] == secret_config
+    assert [type(c) for c in commands] == [StringCommand] * 3
+    config, pull, script = (c.get_raw_value() for c in commands)
+    # A new storage directory is made by the config's command (one round trip), and stops it if it fails.
+    assert config.startswith("mkdir -p -m 755 /var/lib/registry || exit 1 \n")
+    assert "s3cr3t" not in config and commands[0].connector_arguments["_stdin"] == secret_config
     assert "chmod 600" in config and 'mv -f "$staged" "$path"' in config
     assert pull == "docker pull -q registry:2"
-    assert script == "echo run" and commands[3].connector_arguments["_stdin"] == "user = \"k:v\""
+    assert script == "echo run" and commands[2].connector_arguments["_stdin"] == "user = \"k:v\""
+
+
+def test_a_storage_directory_alone_is_its_own_command():
+    commands = [c.get_raw_value() for c in start_registry._inner(data_dir="/var/lib/registry")]
+    assert commands == ["mkdir -p -m 755 /var/lib/registry"]
 
 
 def test_a_config_without_secrets_is_written_by_its_command_alone():
@@ -111,36 +121,88 @@ class FactsOnly:
 
 
 def test_the_install_sends_the_archive_beside_apt_and_loads_it_once_docker_runs():
-    preload = Preload(src=ARCHIVE, dest="/var/cache/regdeploy/registry-2.tar", then="LOAD", what="registry:2")
+    preload = Preload(src=ARCHIVE, dest="/var/cache/regdeploy/registry-2.tar", sha256="0" * 64, then="CHECK AND LOAD",
+                      load="LOAD", what="registry:2")
     # No facts: the packages to install come from the DockerHostState fact, dpkg is not asked again.
     with ctx_host.use(FactsOnly({})):
         commands = list(install_and_start._inner(packages=["docker.io", "curl"], preload=preload))
     raw = [shown(c) for c in commands]
-    # The upload starts first and is waited for only after apt and the start of Docker.
+    # The upload starts first and is waited for only after apt and the start of Docker, all one command.
     assert isinstance(commands[0], FunctionCommand) and raw[0] == "start"
-    assert raw[1] == "apt-get update"
-    assert raw[2] == ('DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::="--force-confdef" '
-                      '-o Dpkg::Options::="--force-confold" install docker.io curl')
-    assert raw[3] == START_DOCKER
-    assert raw[4] == "finish" and isinstance(commands[4], FunctionCommand)
-    # Moved into place and loaded by one command; a failed move stops before the load.
-    assert raw[5].startswith("mkdir -p /var/cache/regdeploy && mv -f /tmp/pyinfra-")
-    assert raw[5].endswith("chown 0:0 /var/cache/regdeploy/registry-2.tar && chmod 600 "
+    assert raw[1].startswith("# Rendered by regdeploy (templates/install-docker.sh.j2)")
+    assert ('DEBIAN_FRONTEND=noninteractive apt-get -y -o Dpkg::Options::="--force-confdef" '
+            '-o Dpkg::Options::="--force-confold" install docker.io curl || exit 1') in raw[1]
+    assert raw[1].endswith("\n" + START_DOCKER)
+    assert raw[2] == "finish" and isinstance(commands[2], FunctionCommand)
+    # Moved into place and loaded by one command (the upload checked it); a failed move stops the load.
+    assert raw[3].startswith("mkdir -p /var/cache/regdeploy && mv -f /tmp/pyinfra-")
+    assert raw[3].endswith("chown 0:0 /var/cache/regdeploy/registry-2.tar && chmod 600 "
                            "/var/cache/regdeploy/registry-2.tar || exit 1 \nLOAD")
-    assert len(commands) == 6
+    assert len(commands) == 4
 
 
-def test_an_install_without_preload_is_apt_and_the_start_of_docker():
+def install_script(daemon_json=None, packages=("docker.io",)) -> str:
     with ctx_host.use(FactsOnly({})):
-        commands = [shown(c) for c in install_and_start._inner(packages=["docker-ce", "docker-ce-cli"])]
-    assert commands[0] == "apt-get update" and commands[1].endswith(" install docker-ce docker-ce-cli")
-    assert commands[2] == START_DOCKER and len(commands) == 3
+        commands = [shown(c) for c in install_and_start._inner(packages=list(packages), daemon_json=daemon_json)]
+    assert len(commands) == 1
+    return commands[0]
 
 
-def test_daemon_json_goes_in_before_apt_and_is_confirmed_as_docker_starts():
-    with ctx_host.use(FactsOnly({})):
-        commands = [shown(c) for c in install_and_start._inner(
-            packages=["docker.io"], daemon_json=DaemonJsonWithInstall(before="WRITE", after="START AND CONFIRM"))]
-    # The confirming script starts Docker itself, so a Docker that will not start with the file undoes it.
-    assert commands[0] == "WRITE" and commands[1] == "apt-get update" and commands[2].endswith(" install docker.io")
-    assert commands[3] == "START AND CONFIRM" and len(commands) == 4
+@pytest.mark.parametrize("failing, ran", [
+    ("", ["WRITE", "apt-get update", "apt-get install docker.io docker-cli", "START AND CONFIRM"]),
+    # A failed update or install stops there: Docker is not started, the file not confirmed (it stays:
+    # valid, and the next run installs and confirms).
+    ("update", ["WRITE", "apt-get update"]),
+    ("install", ["WRITE", "apt-get update", "apt-get install docker.io docker-cli"]),
+])
+def test_the_install_is_one_command_that_stops_at_the_first_failure(tmp_path, failing, ran):
+    log = tmp_path / "log"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # apt-get as pyinfra words it (`apt-get -y -o ... install P...`): logged without its options.
+    (bin_dir / "apt-get").write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do [ "$1" = -o ] && shift; shift; done\n'
+                                     'echo "apt-get $*" >> "$LOG"\n[ "$1" != "$FAILING" ]\n')
+    (bin_dir / "apt-get").chmod(0o755)
+    script = install_script(DaemonJsonWithInstall(before='echo WRITE >> "$LOG"',
+                                                            after='echo START AND CONFIRM >> "$LOG"'),
+                            packages=("docker.io", "docker-cli"))
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "LOG": str(log),
+                                 "FAILING": failing})
+    assert result.returncode == (1 if failing else 0), result.stderr
+    assert log.read_text().splitlines() == ran
+
+
+class UploadHost:
+    """What BackgroundUpload needs of a pyinfra host: put_file, run_shell_command (the check), log."""
+
+    def __init__(self, sent: bool, checked: bool):
+        self.sent, self.checked, self.calls, self.logged = sent, checked, [], []
+
+    def put_file(self, src, dest):
+        self.calls.append(("put", src, dest))
+        return self.sent
+
+    def run_shell_command(self, command):
+        self.calls.append(("check", command.get_raw_value()))
+        return self.checked, CommandOutput([OutputLine("stderr", "regdeploy: does not match")] if not self.checked
+                                           else [])
+
+    def log(self, message, log_func=None):
+        self.logged.append(message)
+
+
+@pytest.mark.parametrize("sent, checked, ok", [(True, True, True), (True, False, False), (False, True, False)])
+def test_the_background_upload_checks_its_copy_before_it_is_used(sent, checked, ok):
+    host = UploadHost(sent, checked)
+    upload = BackgroundUpload(ARCHIVE, "/tmp/pyinfra-0123abcd", "0" * 64)
+    assert upload.start(None, host) is True
+    assert upload.finish(None, host) is ok
+    assert host.calls[0] == ("put", ARCHIVE, "/tmp/pyinfra-0123abcd")
+    # The check runs only on a copy that arrived, against the pinned hash, on the temporary file.
+    assert len(host.calls) == (2 if sent else 1)
+    if sent:
+        assert "'" + "0" * 64 + "  /tmp/pyinfra-0123abcd' | sha256sum -c --quiet -" in host.calls[1][1]
+    assert bool(host.logged) != ok
+
+

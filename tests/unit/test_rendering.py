@@ -1,5 +1,6 @@
 """Templates render to what the hosts need: valid YAML, shell scripts that parse, values quoted."""
 
+import hashlib
 import shlex
 import subprocess
 
@@ -105,9 +106,23 @@ def test_run_registry_script_parses_for_every_plan(plan, mode):
             assert script.count(f"-v {mount}") == 1 + bool(plan.migration), mount
 
 
-def test_load_script_parses():
-    _sh_syntax_ok(render("load-image-archive.sh.j2", archive="/var/cache/regdeploy/r.tar",
-                         sha256="0" * 64, image="registry:2"))
+@pytest.mark.parametrize("check", [True, False])
+def test_load_script_parses(check):
+    script = render("load-image-archive.sh.j2", archive="/var/cache/regdeploy/r.tar", sha256="0" * 64,
+                    image="registry:2", check=check)
+    _sh_syntax_ok(script)
+    assert ("sha256sum -c" in script) == check
+
+
+@pytest.mark.parametrize("matches", [True, False])
+def test_the_archive_check_passes_only_the_pinned_content(tmp_path, matches):
+    archive = tmp_path / "registry 2.tar"
+    archive.write_bytes(b"layers")
+    digest = hashlib.sha256(b"layers" if matches else b"other").hexdigest()
+    result = subprocess.run(["sh", "-c", render("check-archive.sh.j2", archive=str(archive), sha256=digest)],
+                            capture_output=True, text=True)
+    assert result.returncode == (0 if matches else 1)
+    assert ("does not match SHA-256 " + digest in result.stderr) != matches
 
 
 def test_container_spec_hash_changes_exactly_with_the_spec():

@@ -14,7 +14,7 @@ from pyinfra.context import ctx_state
 from pyinfra_cli import util as pyinfra_cli_util
 from pyinfra_cli.inventory import make_inventory
 
-from .settings import CLIENT_GROUP, LB_GROUP, SERVER_GROUP, Settings, validate_hosts
+from .settings import Settings, inventory_groups, validate_hosts
 
 
 @dataclass(frozen=True)
@@ -71,10 +71,13 @@ def load_fleet(path: str, check_files: bool = False) -> Fleet:
     inventory = make_inventory(path, cwd=os.getcwd())
     raw = [(h.name, h.data.dict(), set(h.groups)) for h in inventory]
     settings = validate_hosts(raw, check_files=check_files)
-    hosts = {name: InventoryHost(name, frozenset(groups), data, settings[name]) for name, data, groups in raw}
-    servers = tuple(h for h in hosts.values() if SERVER_GROUP in h.groups)
-    clients = tuple(h for h in hosts.values() if CLIENT_GROUP in h.groups and h not in servers)
-    lb = next((h for h in hosts.values() if LB_GROUP in h.groups), None)
+    group = inventory_groups(raw)
+    # Hosts in none of regdeploy's groups are no part of the fleet: nothing here reaches them.
+    hosts = {name: InventoryHost(name, frozenset(groups), data, settings[name]) for name, data, groups in raw
+             if name in settings}
+    servers = tuple(h for h in hosts.values() if group.servers in h.groups)
+    clients = tuple(h for h in hosts.values() if group.clients in h.groups and h not in servers)
+    lb = next((h for h in hosts.values() if group.lb in h.groups), None)
     return Fleet(server=servers[0], clients=clients, servers=servers, lb=lb)
 
 

@@ -10,17 +10,34 @@ import dataclasses
 import hashlib
 import os
 import posixpath
-from dataclasses import field, make_dataclass
+from dataclasses import dataclass, field, make_dataclass
 from typing import Any, Iterable
 
 from .variables import DEFAULTS, VARIABLES, Invalid
 
 VARIABLES_BY_NAME = {v.name: v for v in VARIABLES}
 
-SERVER_GROUP = "registry_servers"
-CLIENT_GROUP = "docker_clients"
-# The load balancer in front of several replicas (haproxy): at most one host, not also a server.
-LB_GROUP = "registry_lb"
+# The variables that name regdeploy's groups, in Groups' order.
+GROUP_VARIABLES = ("registry_servers_group", "docker_clients_group", "registry_lb_group")
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The inventory's names for regdeploy's groups (registry_servers_group, docker_clients_group,
+    registry_lb_group). Only their hosts are touched; every other inventory host is left alone."""
+
+    servers: str = VARIABLES_BY_NAME["registry_servers_group"].default
+    clients: str = VARIABLES_BY_NAME["docker_clients_group"].default
+    # The load balancer in front of several replicas (haproxy): at most one host, not also a server.
+    lb: str = VARIABLES_BY_NAME["registry_lb_group"].default
+
+    @property
+    def names(self) -> tuple[str, str, str]:
+        return (self.servers, self.clients, self.lb)
+
+    def holds(self, groups: set[str] | frozenset[str]) -> bool:
+        """Whether a host in `groups` is one of regdeploy's (and so may be touched)."""
+        return bool(set(groups) & set(self.names))
 
 
 class ConfigError(Exception):
@@ -218,7 +235,7 @@ def _storage_problems(values: dict[str, Any], replicas: int) -> list[str]:
                      if not values[name]]
     if replicas > 1:
         if values["registry_storage"] != "s3":
-            problems.append(f"{replicas} hosts in {SERVER_GROUP!r} with registry_storage="
+            problems.append(f"{replicas} hosts in {values['registry_servers_group']!r} with registry_storage="
                             f"{values['registry_storage']!r}: each replica would keep its own images, and a pull "
                             "would miss what was pushed to another. Set registry_storage=s3 (a bucket they all "
                             "share), or keep one server")
@@ -265,25 +282,65 @@ def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
     return problems
 
 
+def inventory_groups(hosts: Iterable[tuple[str, Any, set[str]]]) -> Groups:
+    """The names of regdeploy's groups, which every inventory host must agree on (set them in
+    group_data/all.py): a host's own value could otherwise put it in or out of the deploy."""
+    hosts = list(hosts)
+    errors, names = [], {}
+    for variable in GROUP_VARIABLES:
+        kind = VARIABLES_BY_NAME[variable].kind
+        values = {}
+        for name, data, _ in hosts:
+            try:
+                values.setdefault(kind.parse(variable, _raw(data, variable)), name)
+            except Invalid as exc:
+                errors.append(f"host {name!r}: {exc}")
+        if len(values) > 1:
+            errors.append(f"hosts disagree on {variable} ({', '.join(sorted(values))}); set it once for every "
+                          "host (group_data/all.py)")
+        names[variable] = next(iter(values), VARIABLES_BY_NAME[variable].default)
+    groups = Groups(*(names[v] for v in GROUP_VARIABLES))
+    if not errors and len(set(groups.names)) < 3:
+        errors.append(f"registry_servers_group, docker_clients_group and registry_lb_group name three different "
+                      f"groups, not {', '.join(groups.names)}")
+    if errors:
+        raise ConfigError("invalid inventory data, nothing was changed on any host:\n  - " + "\n  - ".join(errors))
+    return groups
+
+
+def left_alone(names: Iterable[str], settings: dict[str, Settings]) -> str:
+    """What a deploy says once about the inventory's hosts in none of regdeploy's groups (empty: none)."""
+    others = [name for name in names if name not in settings]
+    if not others or not settings:
+        return ""
+    some = next(iter(settings.values()))
+    groups = ", ".join(getattr(some, variable) for variable in GROUP_VARIABLES)
+    return (f"regdeploy leaves alone {len(others)} inventory host{'s' if len(others) > 1 else ''} in none of its "
+            f"groups ({groups}): {', '.join(others)}")
+
+
 def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool = True) -> dict[str, Settings]:
-    """Validate every (name, data, groups) host; return their settings or raise one ConfigError.
+    """Validate every (name, data, groups) host of regdeploy's groups; return their settings (hosts
+    in none of its groups have none: they are left alone) or raise one ConfigError.
 
     One host in `registry_servers`, or several replicas on shared storage with a load balancer (one
     host in `registry_lb`, or the operator's own as registry_host). Every host's registry address
     must agree, since they all talk to the same registry.
     """
     hosts = list(hosts)
-    servers = [name for name, _, groups in hosts if SERVER_GROUP in groups]
-    lbs = [name for name, _, groups in hosts if LB_GROUP in groups]
+    group = inventory_groups(hosts)
+    hosts = [(name, data, groups) for name, data, groups in hosts if group.holds(groups)]
+    servers = [name for name, _, groups in hosts if group.servers in groups]
+    lbs = [name for name, _, groups in hosts if group.lb in groups]
     errors: list[str] = []
     if not servers:
         raise ConfigError(
-            f"the inventory has no host in the group {SERVER_GROUP!r}; put the registry server there (or "
-            f"several replicas, with registry_storage=s3 and a host in {LB_GROUP!r}) and the other machines "
-            "in 'docker_clients'"
+            f"the inventory has no host in the group {group.servers!r}; put the registry server there (or "
+            f"several replicas, with registry_storage=s3 and a host in {group.lb!r}) and the other machines "
+            f"in {group.clients!r}"
         )
     if len(lbs) > 1 or set(lbs) & set(servers):
-        raise ConfigError(f"the group {LB_GROUP!r} takes one host, not also in {SERVER_GROUP!r} (both listen on "
+        raise ConfigError(f"the group {group.lb!r} takes one host, not also in {group.servers!r} (both listen on "
                           f"registry_port); found: {', '.join(lbs)}")
     data_of = {name: data for name, data, _ in hosts}
 
@@ -295,14 +352,14 @@ def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool
     server = servers[0]
     server_address = str(_get(data_of[server], "ssh_hostname") or "")
     settings = {
-        name: build_settings(name, data, server, SERVER_GROUP in groups, errors, check_files, server_address,
-                             replicas=replicas, lb=lb, is_lb=LB_GROUP in groups,
-                             uses_registry=not (groups & {LB_GROUP}) or bool(groups & {SERVER_GROUP, CLIENT_GROUP}))
+        name: build_settings(name, data, server, group.servers in groups, errors, check_files, server_address,
+                             replicas=replicas, lb=lb, is_lb=group.lb in groups,
+                             uses_registry=bool(groups & {group.servers, group.clients}))
         for name, data, groups in hosts
     }
     if len(servers) > 1 and not lbs and not errors and not _get(data_of[server], "registry_host"):
-        errors.append(f"{len(servers)} hosts in {SERVER_GROUP!r} need one address for clients: put a host in "
-                      f"{LB_GROUP!r} (regdeploy runs haproxy there), or set registry_host to your own load balancer")
+        errors.append(f"{len(servers)} hosts in {group.servers!r} need one address for clients: put a host in "
+                      f"{group.lb!r} (regdeploy runs haproxy there), or set registry_host to your own load balancer")
     addresses = {s.registry_address for s in settings.values()}
     if not errors and len(addresses) > 1:
         errors.append(f"hosts disagree on the registry address ({', '.join(sorted(addresses))}); "
@@ -349,8 +406,8 @@ _validated: dict[int, tuple[Any, dict[str, Settings]]] = {}
 
 
 def from_inventory(inventory: Any) -> dict[str, Settings]:
-    """validate_hosts() for a pyinfra Inventory (every host, active or not: --limit must not hide
-    errors). pyinfra runs deploy.py once per host: the inventory is validated on the first call
+    """validate_hosts() for a pyinfra Inventory (every host of regdeploy's groups, active or not:
+    --limit must not hide errors). pyinfra runs deploy.py once per host: the inventory is validated on the first call
     only, not N times over N hosts."""
     cached = _validated.get(id(inventory))
     if cached is None or cached[0] is not inventory:

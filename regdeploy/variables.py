@@ -138,6 +138,8 @@ INSTALL_SOURCES = ("distro", "docker-ce", "none")
 STORAGE_KINDS = ("filesystem", "s3")
 # Docker's container names.
 CONTAINER_NAME = Text("a container name", pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", refusal="is not a valid container name")
+# pyinfra inventory groups: the names of a Python inventory file's lists, or of group_data files.
+GROUP_NAME = Text("a group name", pattern=r"[A-Za-z_][A-Za-z0-9_]*", refusal="is not an inventory group name")
 # htpasswd user names: no colon (the file's separator), nothing a shell or YAML would need quoted.
 USER_NAME = r"[A-Za-z0-9][A-Za-z0-9._@-]*"
 
@@ -286,6 +288,14 @@ VARIABLES: tuple[Variable, ...] = (
                   refusal="is not a systemd calendar expression (e.g. 'Sun *-*-* 03:00')"),
              "Run `regdeploy gc`'s collection on the server on this schedule (a systemd timer, checked by "
              "`systemd-analyze calendar` before anything is written). Empty: never (the timer is removed)."),
+    # regdeploy's groups: only their hosts are touched, every other inventory host is left alone.
+    Variable("registry_servers_group", "registry_servers", GROUP_NAME,
+             "The inventory group whose hosts run the registry (one server, or replicas on shared storage). "
+             "Set it for every host (group_data/all.py) where an estate names its groups otherwise."),
+    Variable("docker_clients_group", "docker_clients", GROUP_NAME,
+             "The inventory group whose hosts push to and pull from the registry (every host, the same)."),
+    Variable("registry_lb_group", "registry_lb", GROUP_NAME,
+             "The inventory group of the load balancer in front of several replicas (every host, the same)."),
     Variable("deploy_lock_timeout", 600, Integer("0..86400", low=0, high=86400),
              "Seconds a deploy waits for another deploy (or `regdeploy backup`) on the same host to end "
              "before it stops, naming the holder."),

@@ -1,1 +1,1 @@
-"""pyinfra deploys that make up regdeploy; deploy.py calls them in order."""
+"""pyinfra deploys that make up regdeploy, installed as regdeploy.tasks; regdeploy.deploys.registry calls them in order."""

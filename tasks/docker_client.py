@@ -17,8 +17,8 @@ from pyinfra.operations import server
 from regdeploy import daemon_config, registry_files
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, cache_settings
-from tasks.docker_engine import START_DOCKER, DaemonJsonWithInstall
-from tasks.registry_ca import put_registry_ca
+from .docker_engine import START_DOCKER, DaemonJsonWithInstall
+from .registry_ca import put_registry_ca
 
 
 def plan_trust(settings: Settings, state: dict) -> daemon_config.DaemonJsonPlan:

@@ -12,7 +12,7 @@ from pyinfra.operations import server
 
 from regdeploy import pki, security
 from regdeploy.settings import Settings
-from tasks.host_files import put_if_changed
+from .host_files import put_if_changed
 
 
 def put_registry_ca(settings: Settings, path: str, found: str | None, reader: str) -> None:

@@ -16,7 +16,7 @@ from pyinfra.operations import server
 
 from regdeploy.registry_plan import ServerState
 from regdeploy.settings import Settings, cache_settings
-from tasks.registry_server import registry_facts, run_registry
+from .registry_server import registry_facts, run_registry
 
 
 def cache_facts(settings: Settings) -> dict:

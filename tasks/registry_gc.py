@@ -11,7 +11,7 @@ from regdeploy import pki, registry_files
 from regdeploy.registry_files import GC_FILES, GC_SCRIPT, GC_TIMER_HOLDER, GC_UNIT
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
-from tasks.host_files import matches
+from .host_files import matches
 
 MODES = {"gc_script": "700", "gc_service": "644", "gc_timer": "644"}
 

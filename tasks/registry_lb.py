@@ -9,7 +9,7 @@ from pyinfra.operations import apt, server
 from regdeploy import load_balancer
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
-from tasks import host_files
+from . import host_files
 
 
 @deploy("Run the registry's load balancer")

@@ -19,7 +19,7 @@ from pyinfra.operations import server
 from regdeploy import credentials, registry_files, security
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
-from tasks.host_files import put_if_changed
+from .host_files import put_if_changed
 
 
 def _put(path: str, mode: str, content: str | None = None, **extra) -> str:

@@ -30,7 +30,7 @@ from regdeploy.registry_plan import (
 from regdeploy.load_balancer import LB_BACKEND, server_name
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, archive_sha256
-from tasks.docker_engine import Preload
+from .docker_engine import Preload
 
 ARCHIVE_CACHE_DIR = "/var/cache/regdeploy"
 

@@ -13,8 +13,8 @@ from regdeploy import runtime_config, runtimes
 from regdeploy.changes import text_diff
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
-from tasks.host_files import put_if_changed
-from tasks.registry_ca import put_registry_ca
+from .host_files import put_if_changed
+from .registry_ca import put_registry_ca
 
 
 def _warn_without_credentials(settings: Settings, runtime: str) -> None:

@@ -14,7 +14,7 @@ import pytest
 
 from regdeploy.daemon_config import plan_daemon_json
 from regdeploy.settings import validate_hosts
-from tasks.docker_client import with_install
+from regdeploy.tasks.docker_client import with_install
 
 FRESH = {"command_line_registries": [], "daemon_json_kind": "absent", "daemon_json_detail": "", "daemon_json": None,
          "active": False, "trusted": None, "dockerd_version": None}

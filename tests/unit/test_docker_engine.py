@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from regdeploy.settings import build_settings
-from tasks.docker_engine import missing_packages, packages_for
+from regdeploy.tasks.docker_engine import missing_packages, packages_for
 
 BOOKWORM = {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}
 TRIXIE = {"ID": "debian", "VERSION_ID": "13", "VERSION_CODENAME": "trixie"}

@@ -13,7 +13,7 @@ from regdeploy.credentials import CredentialError
 from regdeploy.facts import DockerHostState
 from regdeploy.registry_files import fact_checks, registry_config
 from regdeploy.settings import ConfigError, cache_settings, validate_hosts
-from tasks.registry_cache import cache_facts
+from regdeploy.tasks.registry_cache import cache_facts
 
 UPSTREAM = "https://upstream.example:443/"
 

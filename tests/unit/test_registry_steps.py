@@ -13,8 +13,8 @@ from pyinfra.context import ctx_host
 
 from regdeploy.registry_plan import ServerState
 from regdeploy.settings import build_settings
-from tasks.docker_engine import START_DOCKER, BackgroundUpload, DaemonJsonWithInstall, Preload, install_and_start
-from tasks.registry_server import RegistrySteps, archive_upload, image_preload, plan_steps, start_registry
+from regdeploy.tasks.docker_engine import START_DOCKER, BackgroundUpload, DaemonJsonWithInstall, Preload, install_and_start
+from regdeploy.tasks.registry_server import RegistrySteps, archive_upload, image_preload, plan_steps, start_registry
 
 CONFIG = "a" * 64
 ARCHIVE = "/srv/images/registry-2.tar"

@@ -13,7 +13,7 @@ from pathlib import Path
 import click
 
 from .inventory import Fleet, load_fleet, write_ssh_config  # first: it sets up gevent (see there)
-from . import deploy_lock, reference, registry_files, security
+from . import __version__, deploy_lock, reference, registry_files, security
 from .credentials import CredentialError
 from .registry_api import RegistryClient, RegistryError, base_url
 from .settings import ConfigError
@@ -76,6 +76,7 @@ def _fail(exc: Exception) -> None:
 @click.option("--password", envvar="REGDEPLOY_PASSWORD")
 @click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 1000),
               help="Entries asked for per API page (the listing follows every page).")
+@click.version_option(__version__, prog_name="regdeploy", message="%(prog)s %(version)s")
 @click.pass_context
 def main(ctx, inventory, registry, tls, ca, username, password, page_size):
     """Work with the registry regdeploy deployed."""

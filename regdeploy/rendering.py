@@ -9,9 +9,11 @@ from pathlib import Path
 
 import jinja2
 
-# A checkout keeps templates/ beside the package; `pip install .` puts them in regdeploy/templates.
-_CHECKOUT_TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-TEMPLATES_DIR = _CHECKOUT_TEMPLATES if _CHECKOUT_TEMPLATES.is_dir() else Path(__file__).resolve().parent / "templates"
+# An installed wheel has them in regdeploy/templates; a checkout (an editable install too) keeps
+# templates/ beside the package. The package's own come first: site-packages may hold another
+# project's top-level `templates` folder.
+_PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
+TEMPLATES_DIR = _PACKAGE_TEMPLATES if _PACKAGE_TEMPLATES.is_dir() else Path(__file__).resolve().parent.parent / "templates"
 
 
 class _BytecodeCache(jinja2.FileSystemBytecodeCache):

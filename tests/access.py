@@ -150,16 +150,18 @@ def assert_did_what_dry_said(dry: DeployResult, real: DeployResult) -> None:
     assert not extra, f"the run changed what --dry did not say: {extra}"
 
 
-def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None) -> DeployResult:
+def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None, pyinfra: Path | None = None,
+               deploy: str = "deploy.py", cwd: Path = REPO_ROOT) -> DeployResult:
     """`pyinfra -y INVENTORY deploy.py --json [extra]`, as an operator runs it, from the repo root;
-    `env` is added to the environment (e.g. REGDEPLOY_PASSWORD_<USER>).
+    `env` is added to the environment (e.g. REGDEPLOY_PASSWORD_<USER>). An installed regdeploy:
+    another venv's `pyinfra`, `deploy="regdeploy.deploys.registry"` and any `cwd`.
 
     With --dry, -y is left out: pyinfra 3.10 skips change detection under -y, so the plan would be empty.
     """
     yes = [] if "--dry" in extra else ["-y"]
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "pyinfra"), *yes, str(inventory), "deploy.py", "--json", *extra],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=1200, env={**os.environ, **(env or {})},
+        [str(pyinfra or Path(sys.executable).parent / "pyinfra"), *yes, str(inventory), deploy, "--json", *extra],
+        cwd=cwd, capture_output=True, text=True, timeout=1200, env={**os.environ, **(env or {})},
     )
     try:
         output = json.loads(result.stdout) if result.stdout.strip() else None

@@ -1,29 +1,40 @@
-"""`pip install .` from a checkout gives the regdeploy command everything it needs: the package, the
-deploy's tasks and every template (package data)."""
+"""The wheel built from a checkout: regdeploy's own namespace only (the deploy, its tasks, every
+template), a licence and a version; no top-level `tasks` or `lab` to shadow a user's own packages."""
 
-import shutil
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+import pytest
+
+import regdeploy
+from tests.packaging import REPO_ROOT as REPO, build_wheel
 
 
-def test_the_wheel_carries_the_tasks_and_every_template(tmp_path):
-    source = tmp_path / "src"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
-                           text=True, check=True).stdout.split()
-    for name in files:
-        if (REPO / name).is_file():
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
-                    "--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(source)],
-                   check=True, capture_output=True)
-    wheel = next((tmp_path / "dist").glob("regdeploy-*.whl"))
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    return build_wheel(tmp_path_factory.mktemp("wheel"))
+
+
+def test_the_wheel_installs_only_regdeploys_namespace(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    top = {name.split("/")[0] for name in names}
+    assert top == {"regdeploy", f"regdeploy-{regdeploy.__version__}.dist-info"}, top
+
+
+def test_the_wheel_carries_the_deploy_its_tasks_and_every_template(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     templates = {f"regdeploy/templates/{p.name}" for p in (REPO / "templates").glob("*.j2")}
     assert templates and templates <= names, templates - names
-    assert {"tasks/registry_server.py", "tasks/docker_client.py", "regdeploy/cli.py"} <= names
+    tasks = {f"regdeploy/tasks/{p.name}" for p in (REPO / "tasks").glob("*.py")}
+    assert {"regdeploy/tasks/__init__.py", "regdeploy/tasks/registry_server.py"} <= tasks <= names, tasks - names
+    assert {"regdeploy/deploys.py", "regdeploy/cli.py"} <= names
     assert any(n.endswith("entry_points.txt") for n in names)
+
+
+def test_the_wheel_has_the_licence_and_the_version(wheel):
+    archive = zipfile.ZipFile(wheel)
+    info = f"regdeploy-{regdeploy.__version__}.dist-info"
+    metadata = archive.read(f"{info}/METADATA").decode()
+    assert f"Version: {regdeploy.__version__}\n" in metadata
+    assert "License-Expression: MIT\n" in metadata
+    assert archive.read(f"{info}/licenses/LICENSE") == (REPO / "LICENSE").read_bytes()

@@ -1,22 +1,104 @@
-"""`regdeploy`: list what the registry holds, copy images into it, check image references."""
+"""`regdeploy`: list what the registry holds, copy images into it, back it up, restore and collect it.
+
+Exit codes (`regdeploy --help` lists them too):
+"""
 
 from __future__ import annotations
 
+import enum
+import io
 import json
 import re
-import shlex
-import subprocess
 import sys
-import tempfile
+import time
 from pathlib import Path
 
 import click
 
-from .inventory import Fleet, load_fleet, write_ssh_config  # first: it sets up gevent (see there)
-from . import __version__, deploy_lock, reference, registry_files, security
+from .inventory import Fleet, InventoryHost, load_fleet  # first: it sets up gevent (see there)
+from . import __version__, deploy_lock, reference, registry_files, remote, security
 from .credentials import CredentialError
 from .registry_api import RegistryClient, RegistryError, base_url
 from .settings import ConfigError
+
+
+class Exit(enum.IntEnum):
+    """What the regdeploy command's exit status means; the same for every command."""
+
+    OK = 0  # done
+    FAILED = 1  # the work itself failed (on the host or at the registry): the message says where
+    BAD_INPUT = 2  # a usage error, a bad option, image reference or inventory
+    UNREACHABLE = 3  # a host or the registry did not answer (name, address, port, TLS)
+    AUTH_REFUSED = 4  # a host refused the SSH login, or the registry the credentials
+    NOT_FOUND = 5  # a repository, tag or inventory host that is not there
+    REFUSED = 6  # refused for safety, nothing changed: data in the way, S3 storage, another run's lock
+
+
+EXIT_HELP = {
+    Exit.OK: "done",
+    Exit.FAILED: "the work failed on the host or at the registry",
+    Exit.BAD_INPUT: "bad input: usage, an option, an image reference, the inventory",
+    Exit.UNREACHABLE: "a host or the registry could not be reached",
+    Exit.AUTH_REFUSED: "a host refused the login, or the registry the credentials",
+    Exit.NOT_FOUND: "a repository, tag or inventory host is not there",
+    Exit.REFUSED: "refused for safety; nothing was changed",
+}
+__doc__ += "".join(f"\n- {code.value}: {text}" for code, text in EXIT_HELP.items()) + "\n"
+# A server-side script exits with this when it refuses for safety.
+SCRIPT_REFUSED = registry_files.REFUSED
+
+
+class Failure(click.ClickException):
+    """An error the command reports and exits with `code` for."""
+
+    def __init__(self, message: str, code: Exit = Exit.FAILED):
+        super().__init__(message)
+        self.exit_code = int(code)
+
+
+def registry_failure(exc: RegistryError) -> Failure:
+    """A registry's answer (or its silence) as the exit code that tells it apart."""
+    if exc.status in (401, 403):
+        code = Exit.AUTH_REFUSED
+    elif exc.status == 404:
+        code = Exit.NOT_FOUND
+    elif exc.status is None:
+        code = Exit.UNREACHABLE  # refused, timed out, no TLS handshake
+    else:
+        code = Exit.FAILED
+    return Failure(str(exc), code)
+
+
+class Progress:
+    """`what: 12.3 MB` (or `what: 1/1 images`) on one line of stderr, rewritten as work goes on, only
+    when stderr is a terminal; quiet otherwise (logs, CI, pipes)."""
+
+    def __init__(self, what: str, stream=None, every: float = 0.2):
+        self.what, self.every = what, every
+        self.stream = stream or sys.stderr
+        self.shown = False
+        self._last = 0.0
+        self.on = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def bytes(self, count: int, final: bool = False) -> None:
+        self._show(f"{count / 1e6:.1f} MB" if count >= 1e5 else f"{count} bytes", final)
+
+    def items(self, done: int, total: int, unit: str = "images", final: bool = False) -> None:
+        self._show(f"{done}/{total} {unit}", final)
+
+    def _show(self, text: str, final: bool) -> None:
+        now = time.monotonic()
+        if not self.on or (not final and now - self._last < self.every):
+            return
+        self._last = now
+        self.stream.write(f"\r{self.what}: {text}\033[K")
+        self.shown = True
+        self.stream.flush()
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
 
 
 class Context:
@@ -36,8 +118,18 @@ class Context:
             try:
                 self._fleet = load_fleet(self.inventory)
             except ConfigError as exc:
-                raise click.ClickException(str(exc)) from None
+                raise Failure(str(exc), Exit.BAD_INPUT) from None
         return self._fleet
+
+    def run_on(self, h: InventoryHost, what: str, script: str, stdin=None, stdout=None, progress=None) -> int:
+        """Run `script` on inventory host `h`, reached as the deploy reaches it (regdeploy.remote)."""
+        try:
+            with remote.connect(self.inventory, h.name) as connection:
+                return connection.run(script, stdin=stdin, stdout=stdout, progress=progress)
+        except remote.AuthRefused as exc:
+            raise Failure(f"{what}: {exc}", Exit.AUTH_REFUSED) from None
+        except remote.Unreachable as exc:
+            raise Failure(f"{what}: {exc}", Exit.UNREACHABLE) from None
 
     def client(self) -> RegistryClient:
         """A client for the registry. With --inventory, TLS, the CA and the credentials come from the
@@ -55,17 +147,17 @@ class Context:
                 try:
                     auth = security.login(settings)
                 except CredentialError as exc:
-                    raise click.ClickException(str(exc)) from None
+                    raise Failure(str(exc), Exit.BAD_INPUT) from None
         else:
             raise click.UsageError("say which registry: --registry HOST:PORT or --inventory PATH")
         return RegistryClient(base_url(address, tls), auth=auth, verify=ca or True)
 
 
-def _fail(exc: Exception) -> None:
-    raise click.ClickException(str(exc))
+def _exit_codes_epilog() -> str:
+    return "\b\nExit codes:\n" + "\n".join(f"  {code.value}  {text}" for code, text in EXIT_HELP.items())
 
 
-@click.group()
+@click.group(epilog=_exit_codes_epilog())
 @click.option("--inventory", "-i", envvar="REGDEPLOY_INVENTORY", type=click.Path(exists=True, dir_okay=False),
               help="pyinfra inventory: the registry is its registry_servers host.")
 @click.option("--registry", "-r", envvar="REGDEPLOY_REGISTRY", metavar="HOST:PORT",
@@ -73,18 +165,30 @@ def _fail(exc: Exception) -> None:
 @click.option("--tls", is_flag=True, help="Talk HTTPS to the registry.")
 @click.option("--ca", type=click.Path(exists=True, dir_okay=False), help="CA bundle for --tls.")
 @click.option("--username", envvar="REGDEPLOY_USERNAME")
-@click.option("--password", envvar="REGDEPLOY_PASSWORD")
+@click.option("--password", envvar="REGDEPLOY_PASSWORD",
+              help="Prefer --password-stdin: an argument shows in the process list.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from the first line of stdin.")
 @click.option("--page-size", default=100, show_default=True, type=click.IntRange(1, 1000),
               help="Entries asked for per API page (the listing follows every page).")
 @click.version_option(__version__, prog_name="regdeploy", message="%(prog)s %(version)s")
 @click.pass_context
-def main(ctx, inventory, registry, tls, ca, username, password, page_size):
+def main(ctx, inventory, registry, tls, ca, username, password, password_stdin, page_size):
     """Work with the registry regdeploy deployed."""
+    if password_stdin:
+        if password:
+            raise click.UsageError("--password and --password-stdin exclude each other")
+        if not username:
+            raise click.UsageError("--password-stdin needs --username")
+        password = sys.stdin.readline().rstrip("\r\n")
     ctx.obj = Context(inventory, registry, tls, ca, username, password, page_size)
 
 
+def _json(data) -> None:
+    click.echo(json.dumps(data, indent=2))
+
+
 @main.command()
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: [{repository, tags}].")
 @click.option("--tags/--no-tags", default=True, show_default=True, help="Also list each repository's tags.")
 @click.pass_obj
 def catalog(ctx: Context, as_json: bool, tags: bool) -> None:
@@ -95,10 +199,10 @@ def catalog(ctx: Context, as_json: bool, tags: bool) -> None:
         listing = {name: (client.tags(name, page_size=ctx.page_size) if tags else None)
                    for name in repositories}
     except RegistryError as exc:
-        _fail(exc)
+        raise registry_failure(exc) from None
     if as_json:
-        click.echo(json.dumps([{"repository": name, "tags": listing[name]} if tags else {"repository": name}
-                               for name in repositories], indent=2))
+        _json([{"repository": name, "tags": listing[name]} if tags else {"repository": name}
+               for name in repositories])
         return
     width = max([len("REPOSITORY")] + [len(name) for name in repositories])
     click.echo(f"{'REPOSITORY':{width}}  TAGS" if tags else "REPOSITORY")
@@ -109,16 +213,16 @@ def catalog(ctx: Context, as_json: bool, tags: bool) -> None:
 
 @main.command()
 @click.argument("name")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: {repository, tags}.")
 @click.pass_obj
 def tags(ctx: Context, name: str, as_json: bool) -> None:
     """List the tags of repository NAME."""
     try:
         found = ctx.client().tags(name, page_size=ctx.page_size)
     except RegistryError as exc:
-        _fail(exc)
+        raise registry_failure(exc) from None
     if as_json:
-        click.echo(json.dumps({"repository": name, "tags": found}, indent=2))
+        _json({"repository": name, "tags": found})
     else:
         for tag in found:
             click.echo(tag)
@@ -126,33 +230,50 @@ def tags(ctx: Context, name: str, as_json: bool) -> None:
 
 @main.command("check-ref")
 @click.argument("references", nargs=-1, required=True)
-def check_ref(references: tuple[str, ...]) -> None:
-    """Validate image references by Docker's rules and print their normalized form."""
-    bad = 0
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: [{reference, valid, normalized or error}].")
+def check_ref(references: tuple[str, ...], as_json: bool) -> None:
+    """Validate image references by Docker's rules and print their normalized form (exit 2 if any
+    is invalid)."""
+    results = []
     for ref in references:
         try:
-            parsed = reference.parse(ref)
+            results.append({"reference": ref, "valid": True, "normalized": reference.parse(ref).normalized})
         except reference.ReferenceError as exc:
-            click.echo(f"invalid  {ref}: {exc}")
-            bad += 1
-            continue
-        click.echo(f"valid    {ref} -> {parsed.normalized}")
-    sys.exit(1 if bad else 0)
+            results.append({"reference": ref, "valid": False, "error": str(exc)})
+    if as_json:
+        _json(results)
+    else:
+        for result in results:
+            click.echo(f"valid    {result['reference']} -> {result['normalized']}" if result["valid"]
+                       else f"invalid  {result['reference']}: {result['error']}")
+    sys.exit(Exit.OK if all(r["valid"] for r in results) else Exit.BAD_INPUT)
 
 
 _DIGEST_RE = re.compile(r"digest: (sha256:[0-9a-f]{64})")
+
+
+def _host(ctx: Context, name: str | None, option: str) -> InventoryHost:
+    fleet = ctx.fleet
+    names = {h.name: h for h in fleet.hosts}
+    found = names.get(name or fleet.server.name)
+    if found is None:
+        raise Failure(f"{option} {name!r} is not one of the inventory's hosts in regdeploy's groups "
+                      f"({', '.join(names)})", Exit.NOT_FOUND)
+    return found
 
 
 @main.command()
 @click.argument("source")
 @click.argument("target", required=False)
 @click.option("--on", "on_host", help="Inventory host that does the copy (default: the registry server).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: {source, target, digest, host}.")
 @click.pass_obj
-def copy(ctx: Context, source: str, target: str | None, on_host: str | None) -> None:
+def copy(ctx: Context, source: str, target: str | None, on_host: str | None, as_json: bool) -> None:
     """Copy image SOURCE into the registry: pull, tag, push, remove the local copies.
 
     TARGET is the name inside the registry (default: SOURCE's path and tag, e.g. busybox:1.36 ->
-    <registry>/busybox:1.36). The copy runs with Docker on an inventory host, over SSH.
+    <registry>/busybox:1.36). The copy runs with Docker on an inventory host, reached as the deploy
+    reaches it (its SSH settings, `_sudo`).
     """
     fleet = ctx.fleet
     try:
@@ -160,12 +281,8 @@ def copy(ctx: Context, source: str, target: str | None, on_host: str | None) -> 
         dest = reference.parse(f"{fleet.registry_address}/{target}") if target else src.in_registry(fleet.registry_address)
     except reference.ReferenceError as exc:
         raise click.BadParameter(str(exc)) from None
-    names = {h.name: h for h in fleet.hosts}
-    worker = names.get(on_host or fleet.server.name)
-    if worker is None:
-        raise click.BadParameter(f"{on_host!r} is not in the inventory ({', '.join(names)})", param_hint="--on")
+    worker = _host(ctx, on_host, "--on")
     dest_name = dest.familiar
-
     script = (
         "set -e; "
         f"if docker image inspect {src.familiar} >/dev/null 2>&1; then pulled=0; "
@@ -175,16 +292,22 @@ def copy(ctx: Context, source: str, target: str | None, on_host: str | None) -> 
         f"docker image rm {dest_name} >/dev/null; "
         f"if [ $pulled = 1 ]; then docker image rm {src.familiar} >/dev/null; fi"
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        ssh_config = write_ssh_config(fleet, Path(tmp) / "ssh_config")
-        click.echo(f"copying {src.familiar} -> {dest_name} on {worker.name}", err=True)
-        result = subprocess.run(["ssh", "-F", str(ssh_config), worker.name, script],
-                                capture_output=True, text=True)
-    if result.returncode != 0:
-        raise click.ClickException(f"copy failed on {worker.name}: {(result.stderr or result.stdout).strip()}")
-    match = _DIGEST_RE.search(result.stdout)
-    digest = match.group(1) if match else None
-    click.echo(json.dumps({"source": src.familiar, "target": dest_name, "digest": digest, "host": worker.name}))
+    progress = Progress(f"copy {src.familiar} -> {dest_name} on {worker.name}")
+    progress.items(0, 1, final=True)
+    output = io.BytesIO()
+    status = ctx.run_on(worker, "copy", script, stdout=output)
+    progress.items(status == 0, 1, final=True)
+    progress.done()
+    text = output.getvalue().decode(errors="replace")
+    if status != 0:
+        raise Failure(f"copy failed on {worker.name} (exit {status}): {text.strip()[-2000:]}")
+    match = _DIGEST_RE.search(text)
+    report = {"source": src.familiar, "target": dest_name, "digest": match.group(1) if match else None,
+              "host": worker.name}
+    if as_json:
+        _json(report)
+    else:
+        click.echo(f"{report['target']} {report['digest']} (copied on {worker.name})")
 
 
 def _require_disk_storage(ctx: Context, what: str) -> None:
@@ -192,32 +315,31 @@ def _require_disk_storage(ctx: Context, what: str) -> None:
     archive, and a collection on one replica would delete layers the others are being pushed."""
     storage = ctx.fleet.server.settings.registry_storage
     if storage != "filesystem":
-        raise click.ClickException(
+        raise Failure(
             f"regdeploy {what} works on a registry stored on its server's disk; this one is stored in S3 "
             f"(registry_storage={storage}): use the store's own tools (bucket versioning, snapshots, "
-            "replication). Nothing was done")
+            "replication). Nothing was done", Exit.REFUSED)
 
 
-def _run_on_server(ctx: Context, what: str, template: str, stdin, stdout, **extra) -> int:
-    """Render a templates/ script for the inventory's registry server and run it there over SSH;
-    its stderr (messages) goes to ours."""
+def _run_on_server(ctx: Context, what: str, template: str, stdin=None, stdout=None, progress=None, **extra) -> int:
+    """Render a templates/ script for the inventory's registry server and run it there, reached as
+    the deploy reaches it, with a connection of its own (the host's deploy lock belongs to it);
+    its stderr (messages) goes to ours. A refusal for safety (REFUSED) exits with Exit.REFUSED."""
     fleet = ctx.fleet
     _require_disk_storage(ctx, what)
     script = registry_files.server_script(fleet.server.settings, template, deploy_lock.holder(f"regdeploy {what}"),
                                           **extra)
-    with tempfile.TemporaryDirectory() as tmp:
-        ssh_config = write_ssh_config(fleet, Path(tmp) / "ssh_config")
-        # A connection of its own: the host's deploy lock belongs to the SSH connection, and a shared
-        # (multiplexed) one would make every command through it the same holder.
-        return subprocess.run(["ssh", "-F", str(ssh_config), "-o", "ControlMaster=no", "-o", "ControlPath=none",
-                               fleet.server.name, "sh", "-c", shlex.quote(script)],
-                              stdin=stdin, stdout=stdout).returncode
+    status = ctx.run_on(fleet.server, what, script, stdin=stdin, stdout=stdout, progress=progress)
+    if status == SCRIPT_REFUSED:
+        raise Failure(f"{what} refused on {fleet.server.name} (see above); nothing was changed", Exit.REFUSED)
+    return status
 
 
 @main.command()
 @click.argument("archive", type=click.Path(dir_okay=False, writable=True))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: {archive, bytes, host}.")
 @click.pass_obj
-def backup(ctx: Context, archive: str) -> None:
+def backup(ctx: Context, archive: str, as_json: bool) -> None:
     """Write a consistent copy of the registry's storage to ARCHIVE (a tar).
 
     The registry is read-only meanwhile (pulls keep working, pushes are refused) and holds the
@@ -226,44 +348,134 @@ def backup(ctx: Context, archive: str) -> None:
     """
     _require_disk_storage(ctx, "backup")
     partial = Path(archive + ".partial")
-    with open(partial, "wb") as out:
-        status = _run_on_server(ctx, "backup", "registry-backup.sh.j2", stdin=subprocess.DEVNULL, stdout=out)
+    progress = Progress(f"backup from {ctx.fleet.server.name}")
+    try:
+        with open(partial, "wb") as out:
+            status = _run_on_server(ctx, "backup", "registry-backup.sh.j2", stdout=out, progress=progress.bytes)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    progress.bytes(partial.stat().st_size, final=True)
+    progress.done()
     if status != 0:
         partial.unlink(missing_ok=True)
-        raise click.ClickException(f"backup failed on {ctx.fleet.server.name} (see above); no archive was written")
+        raise Failure(f"backup failed on {ctx.fleet.server.name} (see above); no archive was written")
     partial.replace(archive)
-    click.echo(f"wrote {archive} ({Path(archive).stat().st_size} bytes) from {ctx.fleet.server.name}", err=True)
+    size = Path(archive).stat().st_size
+    if as_json:
+        _json({"archive": archive, "bytes": size, "host": ctx.fleet.server.name})
+    click.echo(f"wrote {archive} ({size} bytes) from {ctx.fleet.server.name}", err=True)
 
 
 @main.command()
 @click.option("--keep-untagged", is_flag=True,
               help="Free only blobs no manifest refers to; keep manifests that lost their tag.")
+@click.option("--dry-run", is_flag=True,
+              help="List what a collection would free now (the collector's own dry run); change nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable: {freed_bytes, before_bytes, after_bytes, readonly_seconds, "
+                   "collector_seconds, readonly_from, readonly_until, delete_untagged, indexes, tags}; with "
+                   "--dry-run {dry_run, blobs: [{digest, bytes}], manifests, bytes}.")
 @click.pass_obj
-def gc(ctx: Context, keep_untagged: bool) -> None:
+def gc(ctx: Context, keep_untagged: bool, dry_run: bool, as_json: bool) -> None:
     """Free the storage of images nothing refers to any more (registry garbage-collect).
 
     The registry is read-only meanwhile (pulls keep working, pushes are refused) and holds the
     host's deploy lock. Manifests that lost their tag go too (--delete-untagged), unless
     --keep-untagged or the registry stores an image index (multi-arch): the collector would take
     the index's platform manifests with them (distribution issue 3178). Every tag must be served
-    with the same digest afterwards. Prints a JSON report (freed bytes, read-only seconds).
+    with the same digest afterwards. With --dry-run the registry stays as it is, writable.
     """
-    status = _run_on_server(ctx, "gc", "registry-gc.sh.j2", stdin=subprocess.DEVNULL, stdout=None,
-                            delete_untagged=not keep_untagged)
+    output = io.BytesIO()
+    status = _run_on_server(ctx, "gc", "registry-gc.sh.j2", stdout=output, delete_untagged=not keep_untagged,
+                            dry_run=dry_run)
     if status != 0:
-        raise click.ClickException(f"garbage collection failed on {ctx.fleet.server.name} (see above)")
+        raise Failure(f"garbage collection{' (dry run)' if dry_run else ''} failed on {ctx.fleet.server.name} "
+                      "(see above)")
+    lines = output.getvalue().decode().splitlines()
+    report = dry_run_report(lines) if dry_run else json.loads(lines[-1])
+    if as_json:
+        _json(report)
+    elif dry_run:
+        for blob in report["blobs"]:
+            click.echo(f"blob      {blob['digest']}  {blob['bytes']} bytes")
+        for manifest in report["manifests"]:
+            click.echo(f"manifest  {manifest}")
+        click.echo(f"would free {report['bytes']} bytes: {len(report['blobs'])} blobs, "
+                   f"{len(report['manifests'])} manifests (dry run: nothing was changed)")
+    else:
+        click.echo(f"freed {report['freed_bytes']} bytes; read-only {report['readonly_seconds']} s; "
+                   f"{report['tags']} tags still served with the same digests")
+
+
+def dry_run_report(lines: list[str]) -> dict:
+    """The gc script's dry-run lines (`blob DIGEST BYTES`, `manifest DIGEST`) as the report."""
+    blobs = [{"digest": digest, "bytes": int(size)} for kind, digest, size in
+             (line.split() for line in lines if line.startswith("blob "))]
+    manifests = [line.split()[1] for line in lines if line.startswith("manifest ")]
+    return {"dry_run": True, "blobs": blobs, "manifests": manifests, "bytes": sum(b["bytes"] for b in blobs)}
 
 
 @main.command()
 @click.argument("archive", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: {archive, bytes, host}.")
 @click.pass_obj
-def restore(ctx: Context, archive: str) -> None:
+def restore(ctx: Context, archive: str, as_json: bool) -> None:
     """Restore a `regdeploy backup` ARCHIVE onto the inventory's registry server.
 
-    Deploy the server first; its storage directory must be empty (a restore never merges). The
-    restored registry must then serve every tag with the digest the backup recorded.
+    Deploy the server first; its storage directory must be empty (a restore never merges: exit 6
+    otherwise). The restored registry must then serve every tag with the digest the backup recorded.
     """
+    progress = Progress(f"restore onto {ctx.fleet.server.name}")
     with open(archive, "rb") as source:
-        status = _run_on_server(ctx, "restore", "registry-restore.sh.j2", stdin=source, stdout=subprocess.DEVNULL)
+        status = _run_on_server(ctx, "restore", "registry-restore.sh.j2", stdin=source, stdout=io.BytesIO(),
+                                progress=progress.bytes)
+    progress.bytes(Path(archive).stat().st_size, final=True)
+    progress.done()
     if status != 0:
-        raise click.ClickException(f"restore failed on {ctx.fleet.server.name} (see above)")
+        raise Failure(f"restore failed on {ctx.fleet.server.name} (see above)")
+    if as_json:
+        _json({"archive": archive, "bytes": Path(archive).stat().st_size, "host": ctx.fleet.server.name})
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_obj
+def verify(ctx: Context, pytest_args: tuple[str, ...]) -> None:
+    """Verify the --inventory's deployed hosts: the verify suite (testinfra; a real push and pull on
+    every host), installed with `pip install 'regdeploy[verify]'`. PYTEST_ARGS go to pytest, e.g.
+    --test-image-archive=busybox.tar (an air-gapped fleet) or -x. Exit 1 when a check fails."""
+    if not ctx.inventory:
+        raise click.UsageError("verify needs --inventory (or $REGDEPLOY_INVENTORY)")
+    ctx.fleet  # a bad inventory is bad input (exit 2) before any host is reached
+    import importlib.util
+
+    if not all(importlib.util.find_spec(name) for name in ("pytest", "testinfra", "yaml")):
+        raise Failure("the verify suite needs pytest and testinfra: pip install 'regdeploy[verify]'",
+                      Exit.BAD_INPUT)
+    import pytest
+
+    from . import verify as suite
+
+    # The suite's folder, not --pyargs: pytest reads the options its conftest.py declares only from
+    # the conftest files of paths it is given.
+    status = pytest.main([str(Path(suite.__file__).parent), f"--inventory={Path(ctx.inventory).resolve()}",
+                          "-p", "no:cacheprovider", *pytest_args])
+    sys.exit(Exit.OK if status == 0 else Exit.BAD_INPUT if status == pytest.ExitCode.USAGE_ERROR else Exit.FAILED)
+
+
+def markdown_reference() -> str:
+    """The README's table of exit codes and of what each command's --json prints, from EXIT_HELP
+    and the commands' own --json help (`python -m regdeploy.cli`, checked by a unit test)."""
+    rows = ["| exit code | meaning |", "| --- | --- |"]
+    rows += [f"| {code.value} | {text} |" for code, text in EXIT_HELP.items()]
+    rows += ["", "| command | `--json` prints |", "| --- | --- |"]
+    for name, command in sorted(main.commands.items()):
+        option = next((p for p in command.params if p.name == "as_json"), None)
+        if option is not None:
+            rows.append(f"| `{name}` | {option.help.removeprefix('Machine-readable: ')} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_reference())

@@ -24,6 +24,7 @@ from .facts import DockerHostState
 from .settings import ConfigError, from_inventory, left_alone
 from .tasks.docker_client import plan_trust, trust_registry, with_install
 from .tasks.docker_engine import install_docker, installs_engine, packages_to_check
+from .tasks.host_files import record_version
 from .tasks.registry_cache import cache_facts, run_registry_cache
 from .tasks.registry_gc import schedule_gc
 from .tasks.registry_lb import run_load_balancer
@@ -115,3 +116,5 @@ def _provision(settings) -> None:
             # Replicas share their storage: one pushes the seed images for all.
             seed_registry(settings)
         schedule_gc(settings, state)
+    # Last: a host records this version only once the rest of its deploy has been generated.
+    record_version(state)

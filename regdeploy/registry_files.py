@@ -12,7 +12,7 @@ import posixpath
 import shlex
 from dataclasses import dataclass
 
-from . import load_balancer, runtime_config, security
+from . import load_balancer, managed, runtime_config, security
 from .deploy_lock import LOCK_PATH
 from .registry_plan import CONFIG_TARGET, DEBUG_PORT
 from .rendering import render
@@ -68,8 +68,10 @@ def tls_key_path(settings) -> str:
 def fact_checks(settings) -> tuple:
     """What the host's DockerHostState fact reads about these files (its `checks` argument): every
     host's CA and `docker login`, containerd's and Podman's files, and on the server its TLS files, htpasswd and API credentials."""
-    # The load balancer's config; a host that is only the load balancer has nothing else to check.
-    lb = [("file", "haproxy_cfg", load_balancer.CONFIG_PATH)] if settings.is_lb else []
+    # Which regdeploy deployed the host last (every host), the load balancer's config; a host that is
+    # only the load balancer has nothing else to check.
+    lb = [("lines", "managed_by", managed.PATH)] + (
+        [("file", "haproxy_cfg", load_balancer.CONFIG_PATH)] if settings.is_lb else [])
     if not settings.uses_registry:
         return tuple(lb)
     address = settings.registry_address
@@ -106,12 +108,18 @@ GC_FILES = {"gc_script": GC_SCRIPT, "gc_service": f"/etc/systemd/system/{GC_UNIT
 GC_TIMER_HOLDER = f"regdeploy gc (systemd {GC_UNIT}.timer)"
 
 
-def server_script(settings, template: str, holder: str, **extra) -> str:
+# A server script's exit status when it refuses for safety (another run holds the host's deploy lock,
+# data in the way): the regdeploy command exits with its own Exit.REFUSED then.
+REFUSED = 6
+
+
+def server_script(settings, template: str, holder: str, *, dry_run: bool = False, **extra) -> str:
     """A templates/ script run on the registry server against its registry: backup, restore, gc."""
     return render(template, name=settings.registry_container_name, config_path=settings.registry_config_path,
                   data_dir=settings.registry_data_dir, port=settings.registry_port, lock=LOCK_PATH,
                   lock_timeout=settings.deploy_lock_timeout, holder=holder, api=loopback_api(settings),
-                  readonly_config=registry_config(settings, readonly=True), config_target=CONFIG_TARGET, **extra)
+                  readonly_config=registry_config(settings, readonly=True), config_target=CONFIG_TARGET,
+                  refused=REFUSED, dry_run=dry_run, **extra)
 
 
 def registry_config(settings, readonly: bool = False) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.operations import server
 
-from regdeploy import pki
+from regdeploy import __version__, managed, pki
 from regdeploy.rendering import render
 
 
@@ -25,3 +25,15 @@ def put_if_changed(path: str, content: str, found: str | None, name: str, mode: 
                                              content=None if secret else content)],
                  _stdin=content if secret else None)
     return True
+
+
+def record_version(state: dict) -> None:
+    """The deploy's last step on every host: which regdeploy version it was (managed.PATH), when the
+    record says another (or none)."""
+    record = managed.plan_version_record(state["lines"].get("managed_by"), __version__)
+    if not record.write:
+        host.noop(record.reason)
+        return
+    host.log(f"Will record: {record.reason}")
+    server.shell(name="Record regdeploy's version", commands=[
+        render("put-file.sh.j2", path=managed.PATH, mode="644", dir_mode="", content=record.content)])

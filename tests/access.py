@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import re
-import shlex
 import subprocess
 import sys
 import time
@@ -15,50 +14,18 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-import testinfra
 
 from lab import config as lab_config
 from lab import hosts as lab_hosts
 
-from regdeploy.inventory import Fleet, InventoryHost, load_fleet, write_ssh_config
+from regdeploy.inventory import InventoryHost
+from tests.verify import access as verify_access
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-@dataclass
-class Access:
-    inventory: Path
-    fleet: Fleet
-    ssh_config: Path
-
-    @classmethod
-    def load(cls, inventory: Path, workdir: Path) -> "Access":
-        fleet = load_fleet(str(inventory))
-        return cls(inventory, fleet, write_ssh_config(fleet, workdir / "ssh_config"))
-
-    def _inventory_host(self, h: InventoryHost | str) -> InventoryHost:
-        return h if isinstance(h, InventoryHost) else next(x for x in self.fleet.hosts if x.name == h)
-
-    def host(self, h: InventoryHost | str):
-        """testinfra's host, through sudo where the inventory logs in as another user with `_sudo`."""
-        h = self._inventory_host(h)
-        return testinfra.get_host(f"ssh://{h.name}", ssh_config=str(self.ssh_config), sudo=h.sudo)
-
-    def ssh(self, h: InventoryHost | str, command: str, stdin=None, check: bool = True) -> str:
-        h = self._inventory_host(h)
-        name = h.name
-        if h.sudo:
-            command = f"sudo -n sh -c {shlex.quote(command)}"
-        # A string is given as the command's input (a password: never on a command line), a file as is.
-        text = isinstance(stdin, str)
-        result = subprocess.run(["ssh", "-F", str(self.ssh_config), name, command],
-                                **({"input": stdin} if text else {"stdin": stdin}),
-                                capture_output=True, text=stdin is None or text, timeout=600)
-        out = result.stdout if isinstance(result.stdout, str) else result.stdout.decode()
-        err = result.stderr if isinstance(result.stderr, str) else result.stderr.decode()
-        if check and result.returncode != 0:
-            raise AssertionError(f"{name}: {command!r} exited {result.returncode}: {err.strip()}")
-        return out.strip()
+class Access(verify_access.Access):
+    """The verify suite's access, and what the lab's tests add to it."""
 
     def wait_until_serving(self, h: InventoryHost | str, port: int = 5000, limit: float = 60) -> float:
         """Seconds until the registry on `h` answers GET /v2/ over its loopback; fails after `limit`."""
@@ -68,10 +35,6 @@ class Access:
                 return time.monotonic() - start
             time.sleep(0.1)
         raise AssertionError(f"the registry on {h if isinstance(h, str) else h.name} did not answer within {limit} s")
-
-    def load_image_archive(self, h: InventoryHost | str, archive: Path) -> None:
-        with open(archive, "rb") as handle:
-            self.ssh(h, "docker load -q", stdin=handle)
 
     def inventory_with(self, path: Path, **data) -> Path:
         """This inventory's hosts, connected to as here, with `data` on top of every host's: the same

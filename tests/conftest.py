@@ -14,19 +14,15 @@ import pytest
 from lab import config as lab_config
 from lab import hosts as lab_hosts
 from tests.access import Access, run_deploy
+from tests.verify.fixtures import add_options, test_image, test_image_archive  # noqa: F401 (fixtures)
 
 TEST_LAB = lab_config.default_lab("regdeploy-test")
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("regdeploy")
-    group.addoption("--inventory", default=None,
-                    help="Verify this (already deployed) inventory instead of building the test lab.")
-    group.addoption("--keep-lab", action="store_true", help="Leave the test lab running afterwards.")
-    group.addoption("--test-image", default="busybox:latest",
-                    help="Image pushed and pulled in the round trip (must exist on, or be pullable by, the clients).")
-    group.addoption("--test-image-archive", default=None,
-                    help="`docker save` archive of --test-image, loaded on the pushing client first.")
+    add_options(parser)
+    parser.getgroup("regdeploy").addoption("--keep-lab", action="store_true",
+                                           help="Leave the test lab running afterwards.")
 
 
 class LabSession:
@@ -66,18 +62,3 @@ def lab_session(request, tmp_path_factory):
     yield session
     if not request.config.getoption("--keep-lab"):
         lab_hosts.down(TEST_LAB)
-
-
-@pytest.fixture(scope="session")
-def test_image_archive(request) -> Path | None:
-    given = request.config.getoption("--test-image-archive")
-    if given:
-        return Path(given)
-    if request.config.getoption("--inventory"):
-        return None
-    return TEST_LAB.test_image_archive
-
-
-@pytest.fixture(scope="session")
-def test_image(request) -> str:
-    return request.config.getoption("--test-image")

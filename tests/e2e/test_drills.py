@@ -374,7 +374,7 @@ def test_backup_and_restore_onto_a_fresh_server_keep_every_tag_and_digest(access
     # A restore never merges into a registry that holds data.
     again = subprocess.run([REGDEPLOY, "-i", str(inventory), "restore", str(archive)],
                            capture_output=True, text=True, timeout=600)
-    assert again.returncode != 0
+    assert again.returncode == 6  # Exit.REFUSED
     assert "already holds data: restore goes into an empty registry only" in again.stderr
     assert run_deploy(inventory).totals["success"] == 0
 
@@ -398,3 +398,44 @@ def test_an_inventory_that_logs_in_as_another_user_works_through_sudo(drill_lab,
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
     assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-2000:]
     assert " passed" in verify.stdout and "failed" not in verify.stdout
+
+    # The regdeploy command reaches the host as the deploy does: as deployer, through sudo (deployer
+    # is not in the docker group: every docker command below needs the sudo). Each command's exit
+    # code and --json report; no progress display off a terminal.
+    assert drill_lab.ssh("client1", "id -nG deployer") == "deployer"
+
+    def regdeploy(*args: str, inv: Path = inventory) -> subprocess.CompletedProcess:
+        result = subprocess.run([REGDEPLOY, "-i", str(inv), *args], capture_output=True, text=True, timeout=600)
+        assert "\r" not in result.stderr
+        return result
+
+    registry = RegistryClient(f"http://{drill_lab.fleet.clients[0].address}:5000")
+    drill_lab.load_image_archive("client1", DRILL_LAB.test_image_archive)
+    copied = regdeploy("copy", "busybox:latest", "sudo/copied:1", "--on", "client1", "--json")
+    assert copied.returncode == 0, copied.stderr
+    assert json.loads(copied.stdout)["digest"] == registry.manifest_digest("sudo/copied", "1")
+    dry = regdeploy("gc", "--dry-run", "--json")
+    assert dry.returncode == 0 and json.loads(dry.stdout)["dry_run"] is True, dry.stderr
+    collected = regdeploy("gc", "--json")
+    assert collected.returncode == 0, collected.stderr
+    kept = registry.manifests()
+    assert ("sudo/copied", "1") in kept and json.loads(collected.stdout)["tags"] == len(kept)
+
+    archive = tmp_path / "sudo-backup.tar"
+    backup = regdeploy("backup", str(archive), "--json")
+    assert backup.returncode == 0, backup.stderr
+    assert json.loads(backup.stdout)["bytes"] == archive.stat().st_size > 0
+    # Into an emptied server (the container and its storage removed, then deployed again): every tag back.
+    drill_lab.ssh("client1", "docker rm -f registry >/dev/null && rm -rf /var/lib/registry")
+    assert run_deploy(inventory).returncode == 0
+    assert registry.manifests() == {}
+    restore = regdeploy("restore", str(archive), "--json")
+    assert restore.returncode == 0, restore.stderr
+    assert registry.manifests() == kept
+    assert regdeploy("restore", str(archive)).returncode == 6  # Exit.REFUSED: never into data
+
+    # A login the host refuses is told apart from the rest.
+    refused = regdeploy("gc", "--dry-run", inv=drill_lab.single_server_inventory(
+        "client1", tmp_path / "refused.py", ssh_user="nobody-here", _sudo=True))
+    assert refused.returncode == 4, refused.stderr  # Exit.AUTH_REFUSED
+    assert "Authentication error" in refused.stderr

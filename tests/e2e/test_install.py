@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 
 from lab import config as lab_config
-from tests.access import Access, own_lab, run_deploy
+import regdeploy
+from regdeploy import managed
+from tests.access import own_lab, run_deploy
 from tests.packaging import build_wheel
 
 INSTALL_LAB = lab_config.default_lab("regdeploy-install")
@@ -32,12 +34,13 @@ systemctl list-units --all --no-legend --plain | awk '{print $1, $2, $3, $4}' | 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory) -> Path:
-    """A fresh venv, outside the checkout, with only the wheel (and what it depends on, from PyPI)."""
+    """A fresh venv, outside the checkout, with only the wheel and its verify extra (and what they
+    depend on, from PyPI)."""
     work = tmp_path_factory.mktemp("install")
     wheel = build_wheel(work)
     venv = work / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run([str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check", str(wheel)],
+    subprocess.run([str(venv / "bin/pip"), "install", "-q", "--disable-pip-version-check", f"{wheel}[verify]"],
                    check=True, capture_output=True, timeout=900)
     return venv
 
@@ -69,8 +72,6 @@ def test_the_installed_package_has_regdeploy_and_nothing_of_the_checkout(install
         assert found.returncode != 0 and "No module named" in found.stderr, (name, found.stderr)
     version = subprocess.run([str(installed / "bin/regdeploy"), "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.startswith("regdeploy "), version
-    import regdeploy
-
     assert version.stdout.split()[1] == regdeploy.__version__
 
 
@@ -102,4 +103,29 @@ def test_an_installed_regdeploy_deploys_and_leaves_other_hosts_byte_for_byte(ins
     second = run_deploy(inventory, pyinfra=pyinfra, deploy=DEPLOY, cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-4000:]
     assert second.totals["success"] == 0, second.changes()
+    assert access.ssh("client2", SNAPSHOT) == before[1]
+
+    # Every host it manages records the version; a --dry run says which version deployed a host last.
+    for name in ("registry", "client1"):
+        assert access.ssh(name, f"cat {managed.PATH}") == f"regdeploy {regdeploy.__version__}"
+    access.ssh("client1", f"echo 'regdeploy 0.1.0' > {managed.PATH}")
+    dry = run_deploy(inventory, "--dry", pyinfra=pyinfra, deploy=DEPLOY, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr[-4000:]
+    assert (f"Will record: managed by regdeploy 0.1.0: this run records regdeploy {regdeploy.__version__}"
+            in dry.host_log("client1")), dry.host_log("client1")
+    # A host whose record is current has nothing to record (its `managed by` line shows with -v).
+    assert not [line for line in dry.host_log("registry") if line.startswith("Will record")], dry.host_log("registry")
+    rerecord = run_deploy(inventory, pyinfra=pyinfra, deploy=DEPLOY, cwd=tmp_path)
+    assert rerecord.changes() == {("Record regdeploy's version", "client1")}, rerecord.changes()
+
+    # The verify suite, from the installed package (regdeploy.verify), against the same inventory:
+    # every check passes on the two hosts of regdeploy's groups, and none reaches db1.
+    verify = subprocess.run([str(installed / "bin/regdeploy"), "-i", str(inventory), "verify",
+                             f"--test-image-archive={INSTALL_LAB.test_image_archive}"],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert verify.returncode == 0, verify.stdout[-4000:] + verify.stderr[-2000:]
+    assert " passed" in verify.stdout and " failed" not in verify.stdout, verify.stdout[-2000:]
+    # The suite it ran is the installed one, not a checkout's.
+    assert "site-packages/regdeploy/verify/test_round_trip.py" in verify.stdout, verify.stdout[:2000]
+    assert "db1" not in verify.stdout
     assert access.ssh("client2", SNAPSHOT) == before[1]

@@ -123,11 +123,11 @@ PULL_LOOP = ("rm -f /tmp/stop-pulls; while [ ! -e /tmp/stop-pulls ]; do "
 
 
 def run_gc(access, *options: str) -> dict:
-    result = subprocess.run([REGDEPLOY, "-i", str(access.inventory), "gc", *options], capture_output=True,
+    result = subprocess.run([REGDEPLOY, "-i", str(access.inventory), "gc", "--json", *options], capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     print(result.stderr)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout)
 
 
 def storage_has_blob(access, digest: str) -> bool:
@@ -157,6 +157,17 @@ def test_gc_frees_an_untagged_image_keeps_every_tag_and_pulls_go_on(life):
     kept = registry.manifests()
     assert storage_has_blob(access, junk_layer)
 
+    # The dry run lists what the collection below frees, and changes nothing: not a file of the
+    # storage, not the registry's config, no restart.
+    untouched = ("find /var/lib/registry /etc/regdeploy -printf '%p %s %T@\\n' | sort; "
+                 "docker inspect -f '{{.State.StartedAt}}' registry")
+    storage_before = access.ssh("registry", untouched)
+    dry = run_gc(access, "--dry-run")
+    assert access.ssh("registry", untouched) == storage_before
+    assert dry["dry_run"] is True and junk in dry["manifests"], dry
+    assert junk_layer in {blob["digest"] for blob in dry["blobs"]} and dry["bytes"] >= 3_000_000, dry
+    assert storage_has_blob(access, junk_layer) and registry.manifests() == kept
+
     pulls = subprocess.Popen(["ssh", "-F", str(access.ssh_config), "client1",
                               PULL_LOOP.format(ref="registry:5000/life/one:1")],
                              stdout=subprocess.PIPE, text=True)
@@ -167,6 +178,8 @@ def test_gc_frees_an_untagged_image_keeps_every_tag_and_pulls_go_on(life):
         log = pulls.communicate(timeout=60)[0]
     assert report["delete_untagged"] is True and report["indexes"] == 0
     assert report["freed_bytes"] >= 3_000_000, report
+    # What the dry run said would go is what went.
+    assert all(not storage_has_blob(access, blob["digest"]) for blob in dry["blobs"])
     assert not storage_has_blob(access, junk_layer)
     assert registry.manifests() == kept
     for repository, tag in kept:

@@ -51,7 +51,7 @@ def test_deploy_seeds_images_and_a_rerun_skips_them(lab_session, access, registr
 
 def test_copy_from_a_client_reports_the_pushed_digest(lab_session, access, registry, test_image_archive):
     access.load_image_archive("client1", test_image_archive)
-    result = cli(lab_session, "copy", "busybox:latest", "tools/copied:1", "--on", "client1")
+    result = cli(lab_session, "copy", "busybox:latest", "tools/copied:1", "--on", "client1", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["target"] == f"{access.fleet.registry_address}/tools/copied:1"
@@ -64,20 +64,20 @@ def test_copy_from_a_client_reports_the_pushed_digest(lab_session, access, regis
 
 def test_tags_of_an_unknown_repository_is_a_clear_404(lab_session, access):
     result = cli(lab_session, "tags", "does/not-exist")
-    assert result.returncode == 1
+    assert result.returncode == 5  # Exit.NOT_FOUND
     assert "repository 'does/not-exist': not found in the registry" in result.stderr
     assert "(404)" in result.stderr
 
 
 def test_tls_to_a_plain_http_registry_is_a_clear_tls_error(lab_session, access):
     result = cli(lab_session, "--tls", "catalog")
-    assert result.returncode == 1
+    assert result.returncode == 3  # Exit.UNREACHABLE
     assert f"TLS failure talking to https://{access.fleet.registry_api_address}" in result.stderr
 
 
 def test_unreachable_registry_is_a_clear_error():
     result = subprocess.run([REGDEPLOY, "--registry", "127.0.0.1:9", "catalog"], capture_output=True, text=True)
-    assert result.returncode == 1
+    assert result.returncode == 3  # Exit.UNREACHABLE
     assert "cannot reach the registry at http://127.0.0.1:9" in result.stderr
 
 

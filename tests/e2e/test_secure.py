@@ -167,7 +167,7 @@ def test_cli_finds_the_ca_and_credentials_where_the_deploy_does(lab):
     assert listed.returncode == 0, listed.stderr
     assert {"repository": "lab/before", "tags": ["1"]} in json.loads(listed.stdout)
     refused = cli(lab, "catalog", env={"REGDEPLOY_PASSWORD_CI": "wrong"})
-    assert refused.returncode == 1 and "refused user 'ci' (401)" in refused.stderr
+    assert refused.returncode == 4 and "refused user 'ci' (401)" in refused.stderr  # Exit.AUTH_REFUSED
     archive = lab.work / "backup.tar"
     backup = cli(lab, "backup", str(archive))
     assert backup.returncode == 0, backup.stderr

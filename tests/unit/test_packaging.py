@@ -1,5 +1,5 @@
 """The wheel built from a checkout: regdeploy's own namespace only (the deploy, its tasks, every
-template), a licence and a version; no top-level `tasks` or `lab` to shadow a user's own packages."""
+template, the verify suite), a licence and a version; no top-level `tasks` or `lab` to shadow a user's own packages."""
 
 import zipfile
 from pathlib import Path
@@ -28,6 +28,8 @@ def test_the_wheel_carries_the_deploy_its_tasks_and_every_template(wheel):
     tasks = {f"regdeploy/tasks/{p.name}" for p in (REPO / "tasks").glob("*.py")}
     assert {"regdeploy/tasks/__init__.py", "regdeploy/tasks/registry_server.py"} <= tasks <= names, tasks - names
     assert {"regdeploy/deploys.py", "regdeploy/cli.py"} <= names
+    verify = {f"regdeploy/verify/{p.name}" for p in (REPO / "tests/verify").glob("*.py")}
+    assert {"regdeploy/verify/conftest.py", "regdeploy/verify/test_round_trip.py"} <= verify <= names
     assert any(n.endswith("entry_points.txt") for n in names)
 
 

@@ -12,7 +12,7 @@ from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
 from regdeploy.settings import validate_hosts
 from regdeploy.registry_plan import Migration, RegistryPlan, Storage
-from regdeploy.registry_files import loopback_api, registry_config
+from regdeploy.registry_files import loopback_api, registry_config, server_script
 from regdeploy.tasks.registry_server import container_spec_hash, desired_container, run_script
 
 # The three modes: the manual's plain HTTP, TLS, TLS with authentication.
@@ -139,16 +139,18 @@ def test_container_spec_hash_changes_exactly_with_the_spec():
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "+".join(k for k, v in m.items() if v) or "plain")
-@pytest.mark.parametrize("template", ["registry-backup.sh.j2", "registry-restore.sh.j2", "registry-catalog.sh.j2",
-                                      "registry-gc.sh.j2"])
-def test_server_scripts_parse(template, mode):
+@pytest.mark.parametrize("template,dry_run", [
+    ("registry-backup.sh.j2", False), ("registry-restore.sh.j2", False), ("registry-catalog.sh.j2", False),
+    ("registry-gc.sh.j2", False), ("registry-gc.sh.j2", True)])
+def test_server_scripts_parse(template, dry_run, mode):
     settings = server_settings(**mode)
-    script = render(template, name="registry", config_path="/etc/regdeploy/config.yml",
-                    data_dir="/var/lib/registry", port=5000, lock="/run/regdeploy.lock", lock_timeout=600,
-                    holder="regdeploy backup on ctl (pid 1)", page_size=100, api=loopback_api(settings),
-                    readonly_config=registry_config(settings, readonly=True), delete_untagged=True,
-                    config_target="/etc/docker/registry/config.yml")
+    script = server_script(settings, template, "regdeploy backup on ctl (pid 1)", page_size=100,
+                           delete_untagged=True, dry_run=dry_run)
     _sh_syntax_ok(script)
+    if template == "registry-gc.sh.j2":
+        # A dry run never switches the registry to read-only, so never restarts it.
+        assert ("if ! enter_readonly; then" in script) != dry_run
+        assert ("garbage-collect --dry-run" in script) == dry_run
     # Every API call goes through api_curl: the name clients use, rerouted to loopback, CA and credentials.
     assert " curl " not in script.replace("api_curl() { curl", "")
     assert ("--cacert" in script) == mode["registry_tls"]

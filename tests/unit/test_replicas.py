@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from regdeploy import credentials, load_balancer, registry_plan, security
+from regdeploy import credentials, load_balancer, managed, registry_plan, security
 from regdeploy.registry_files import fact_checks, holds_secrets, registry_config
 from regdeploy.registry_plan import MOVED_MARKER as MOVED, Migration, PlanError, RegistryPlan, ServerState, Storage
 from regdeploy.settings import ConfigError, validate_hosts
@@ -148,7 +148,9 @@ def test_haproxy_sends_to_every_replica_and_checks_each(shared, mode, check):
 def test_the_load_balancer_host_is_asked_about_haproxy_only():
     settings = validate_hosts(hosts(), check_files=False)
     assert packages_to_check(settings["lb1"]) == ["haproxy", "curl"]
-    assert fact_checks(settings["lb1"]) == (("file", "haproxy_cfg", load_balancer.CONFIG_PATH),)
+    # And, as every host, which regdeploy deployed it last.
+    assert fact_checks(settings["lb1"]) == (("lines", "managed_by", managed.PATH),
+                                            ("file", "haproxy_cfg", load_balancer.CONFIG_PATH))
     assert "haproxy" not in packages_to_check(settings["reg1"])
     assert ("file", "haproxy_cfg", load_balancer.CONFIG_PATH) not in fact_checks(settings["c1"])
     # A client that is also the load balancer gets both.

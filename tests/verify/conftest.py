@@ -2,7 +2,9 @@
 
 Tests about every host are parametrized per host (as testinfra's own examples do), so one failing
 host never hides the others; the host names come from the inventory (or the test lab's plan) when
-the tests are collected.
+the tests are collected. Installed with regdeploy (as regdeploy.verify), `regdeploy -i PATH verify`
+runs it with no checkout: then --inventory is required, and this file declares the suite's options
+(in a checkout, tests/conftest.py declares them for every suite).
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from lab import config as lab_config
 from regdeploy import runtimes
 from regdeploy.inventory import load_fleet
-from tests.access import Access
+
+from .access import Access
+from .fixtures import _lab_config, add_options, test_image, test_image_archive  # noqa: F401 (fixtures)
+
+
+def pytest_addoption(parser):
+    try:
+        add_options(parser)
+    except ValueError:  # a checkout: tests/conftest.py added them already
+        pass
 
 
 def pytest_generate_tests(metafunc):
@@ -25,7 +35,7 @@ def pytest_generate_tests(metafunc):
     fleet = load_fleet(inventory) if inventory else None
     if "inventory_host_name" in metafunc.fixturenames:
         names = ([h.name for h in fleet.hosts if h.settings.uses_registry] if fleet
-                 else lab_config.hostnames(lab_config.TEST_LAB_CLIENTS))
+                 else _lab_config().hostnames(_lab_config().TEST_LAB_CLIENTS))
         metafunc.parametrize("inventory_host_name", names)
     if "server_name" in metafunc.fixturenames:
         metafunc.parametrize("server_name", [h.name for h in fleet.servers] if fleet else ["registry"])

@@ -296,7 +296,7 @@ def copy(ctx: Context, source: str, target: str | None, on_host: str | None, as_
     progress.items(0, 1, final=True)
     output = io.BytesIO()
     status = ctx.run_on(worker, "copy", script, stdout=output)
-    progress.items(status == 0, 1, final=True)
+    progress.items(int(status == 0), 1, final=True)
     progress.done()
     text = output.getvalue().decode(errors="replace")
     if status != 0:

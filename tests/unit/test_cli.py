@@ -219,3 +219,21 @@ def test_readme_reference_block_is_current():
     text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     block = text.split("<!-- cli:start -->\n", 1)[1].split("\n<!-- cli:end -->", 1)[0]
     assert block == markdown_reference(), "regenerate it with: python -m regdeploy.cli"
+
+
+def test_a_host_is_run_on_through_pyinfras_connector_with_bytes_in_and_out(tmp_path):
+    """remote.Connection.run on pyinfra's @local connector: the script gets stdin as bytes, its stdout
+    comes back as bytes, its exit status as is, and progress counts what was streamed."""
+    from regdeploy import remote
+
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text('registry_servers = ["@local"]\n')
+    payload = bytes(range(256)) * 1024
+    seen: list[int] = []
+    with remote.connect(str(inventory), "@local") as connection:
+        out = io.BytesIO()
+        status = connection.run("cat; exit 3", stdin=io.BytesIO(payload), stdout=out, progress=seen.append)
+        assert (status, out.getvalue()) == (3, payload)
+        assert seen and seen[-1] == len(payload)
+        out = io.BytesIO()
+        assert connection.run("printf 'a\\0b'", stdout=out) == 0 and out.getvalue() == b"a\0b"

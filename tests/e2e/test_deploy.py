@@ -12,6 +12,7 @@ import pytest
 
 from lab import config as lab_config
 from lab import hosts as lab_hosts
+from regdeploy import __version__
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from tests.access import assert_did_what_dry_said, run_deploy
 
@@ -56,9 +57,10 @@ def test_cold_deploy_from_scratch(lab_session, access):
     # --dry first: the exact change to each daemon.json, and nothing done anywhere.
     dry = run_deploy(lab_session.inventory, "--dry")
     assert dry.returncode == 0, dry.stderr[-4000:]
-    assert dry.host_log("client2")[-3:-1] == [
-        "Will modify /etc/docker/daemon.json and start Docker (insecure-registries changed):",
-        'insecure-registries: + "registry:5000"']
+    client2 = dry.host_log("client2")
+    change = client2.index("Will modify /etc/docker/daemon.json and start Docker (insecure-registries changed):")
+    assert client2[change + 1] == 'insecure-registries: + "registry:5000"'
+    assert f"Will record: not managed by regdeploy before: this run records regdeploy {__version__}" in client2
     assert 'insecure-registries: (absent) -> ["registry:5000"]' in dry.host_log("client1")
     assert "Will create the registry container 'registry'" in dry.host_log("registry")
     for h in access.fleet.hosts:

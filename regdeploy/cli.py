@@ -53,7 +53,8 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, code: Exit = Exit.FAILED):
         super().__init__(message)
-        self.exit_code = int(code)
+        # click reads the code from the exception it catches; declared on ClickException as a class default.
+        self.exit_code = int(code)  # type: ignore[misc]
 
 
 def registry_failure(exc: RegistryError) -> Failure:
@@ -111,12 +112,16 @@ class Context:
         self._fleet: Fleet | None = None
 
     @property
+    def inventory_path(self) -> str:
+        if not self.inventory:
+            raise click.UsageError("this command needs --inventory (or $REGDEPLOY_INVENTORY)")
+        return self.inventory
+
+    @property
     def fleet(self) -> Fleet:
         if self._fleet is None:
-            if not self.inventory:
-                raise click.UsageError("this command needs --inventory (or $REGDEPLOY_INVENTORY)")
             try:
-                self._fleet = load_fleet(self.inventory)
+                self._fleet = load_fleet(self.inventory_path)
             except ConfigError as exc:
                 raise Failure(str(exc), Exit.BAD_INPUT) from None
         return self._fleet
@@ -124,7 +129,7 @@ class Context:
     def run_on(self, h: InventoryHost, what: str, script: str, stdin=None, stdout=None, progress=None) -> int:
         """Run `script` on inventory host `h`, reached as the deploy reaches it (regdeploy.remote)."""
         try:
-            with remote.connect(self.inventory, h.name) as connection:
+            with remote.connect(self.inventory_path, h.name) as connection:
                 return connection.run(script, stdin=stdin, stdout=stdout, progress=progress)
         except remote.AuthRefused as exc:
             raise Failure(f"{what}: {exc}", Exit.AUTH_REFUSED) from None
@@ -448,6 +453,7 @@ def verify(ctx: Context, pytest_args: tuple[str, ...]) -> None:
     if not ctx.inventory:
         raise click.UsageError("verify needs --inventory (or $REGDEPLOY_INVENTORY)")
     ctx.fleet  # a bad inventory is bad input (exit 2) before any host is reached
+    import importlib
     import importlib.util
 
     if not all(importlib.util.find_spec(name) for name in ("pytest", "testinfra", "yaml")):
@@ -455,11 +461,11 @@ def verify(ctx: Context, pytest_args: tuple[str, ...]) -> None:
                       Exit.BAD_INPUT)
     import pytest
 
-    from . import verify as suite
+    suite = importlib.import_module("regdeploy.verify")  # tests/verify, shipped as regdeploy.verify
 
     # The suite's folder, not --pyargs: pytest reads the options its conftest.py declares only from
     # the conftest files of paths it is given.
-    status = pytest.main([str(Path(suite.__file__).parent), f"--inventory={Path(ctx.inventory).resolve()}",
+    status = pytest.main([str(Path(str(suite.__file__)).parent), f"--inventory={Path(ctx.inventory_path).resolve()}",
                           "-p", "no:cacheprovider", *pytest_args])
     sys.exit(Exit.OK if status == 0 else Exit.BAD_INPUT if status == pytest.ExitCode.USAGE_ERROR else Exit.FAILED)
 
@@ -473,7 +479,7 @@ def markdown_reference() -> str:
     for name, command in sorted(main.commands.items()):
         option = next((p for p in command.params if p.name == "as_json"), None)
         if option is not None:
-            rows.append(f"| `{name}` | {option.help.removeprefix('Machine-readable: ')} |")
+            rows.append(f"| `{name}` | {(option.help or '').removeprefix('Machine-readable: ')} |")
     return "\n".join(rows)
 
 

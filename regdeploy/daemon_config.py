@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .changes import json_changes
+
+if TYPE_CHECKING:
+    from .host_state import HostState
 
 # Keys dockerd re-reads on SIGHUP (`systemctl reload docker`): changing only these keeps every
 # running container up. From Docker's "Configuration reload behavior" documentation.
@@ -160,7 +163,7 @@ def can_validate(dockerd_version: str | None) -> bool:
     """Whether this dockerd has `--validate`, from its package's version ("20.10.24+dfsg1-1+deb12u1",
     "5:27.3.1-1~debian.12~bookworm": the epoch is not the version)."""
     found = re.match(r"(?:\d+:)?(\d+)\.(\d+)", dockerd_version or "")
-    return bool(found) and (int(found.group(1)), int(found.group(2))) >= VALIDATE_SINCE
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= VALIDATE_SINCE
 
 
 @dataclass(frozen=True)
@@ -172,7 +175,7 @@ class DaemonJsonPlan:
     changes: tuple[str, ...] = ()  # key by key, as changes.json_changes says them
 
 
-def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: tuple[str, ...],
+def plan_daemon_json(state: HostState, path: str, registry: str, mirrors: tuple[str, ...],
                      host_name: str, secure: bool = False, drop_mirrors: tuple[str, ...] = ()) -> DaemonJsonPlan:
     """What a host's daemon.json becomes and how Docker takes it, from the DockerHostState fact.
     `secure`: the registry serves TLS, so it must not be in insecure-registries (Docker would then
@@ -182,14 +185,14 @@ def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: t
     the file is then left as it is and no host changes.
     """
     where = f"host {host_name!r}: {path}"
-    conflicts = state["command_line_registries"]
+    conflicts = state.command_line_registries
     if conflicts:
         raise DaemonConfigError(
             f"{where}: dockerd already gets --insecure-registry on its command line "
             f"({conflicts[0]}); Docker refuses to start when an option is set in both places. "
             "Move those registries into daemon.json (or remove the flag) and run the deploy again."
         )
-    kind, detail = state["daemon_json_kind"], state["daemon_json_detail"]
+    kind, detail = state.daemon_json_kind, state.daemon_json_detail
     if kind == "symlink":
         raise DaemonConfigError(
             f"{where} is a symbolic link to {detail}; regdeploy replaces daemon.json atomically and would "
@@ -202,14 +205,14 @@ def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: t
         raise DaemonConfigError(
             f"{where} has mode {int(detail, 8):03o}: even its owner may not read it, so someone locked it on "
             f"purpose. If Docker should use it, `chmod 644 {path}` and run again; nothing was changed.")
-    current = parse(state["daemon_json"], where)
+    current = parse(state.daemon_json, where)
     check_mergeable(current, where, mirrors + drop_mirrors)
     merged = merge(current, registry, mirrors, secure, drop_mirrors)
 
     # Whether the running daemon already treats the registry as the file says (insecure, or not).
-    loaded = not state["active"] or state["trusted"] is None or (registry in state["trusted"]) != secure
+    loaded = not state.active or state.trusted is None or (registry in state.trusted) != secure
     action = apply_action(current, merged, daemon_trusts=loaded)
-    validate = can_validate(state.get("dockerd_version"))
+    validate = can_validate(state.dockerd_version)
     if action is None:
         return DaemonJsonPlan(None, render(merged), validate,
                               f"neither {path} nor dockerd lists {registry} as insecure (it serves TLS)" if secure
@@ -226,11 +229,11 @@ def plan_daemon_json(state: dict[str, Any], path: str, registry: str, mirrors: t
     return DaemonJsonPlan(action, render(merged), validate, reason, tuple(json_changes(current, merged)))
 
 
-def write_before_install(state: dict[str, Any], plan: DaemonJsonPlan, installs_engine: bool) -> bool:
+def write_before_install(state: HostState, plan: DaemonJsonPlan, installs_engine: bool) -> bool:
     """Whether the file goes in before Docker's packages, as the manual does it: the package's first
     start of dockerd then reads it, and no reload follows. Only where this run installs the engine, no
     dockerd runs and there is no file yet: nothing there to validate the file with or to keep, and
     undoing it is removing it. Every other host gets it after the install (apply-daemon-json), validated
     and with its previous file kept to roll back to."""
-    return (installs_engine and plan.action is not None and not state["active"]
-            and state["daemon_json_kind"] == "absent")
+    return (installs_engine and plan.action is not None and not state.active
+            and state.daemon_json_kind == "absent")

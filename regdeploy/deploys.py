@@ -19,19 +19,22 @@ from __future__ import annotations
 from pyinfra import host, inventory, logger
 from pyinfra.api.exceptions import DeployError
 
-from . import deploy_lock, registry_files, runtimes
+from . import deploy_lock, registry_files
+from .docker_packages import packages_to_check
 from .facts import DockerHostState
+from .host_plan import HostRefused, plan_host
+from .registry_run import cache_facts, registry_facts
 from .settings import ConfigError, from_inventory, left_alone
-from .tasks.docker_client import plan_trust, trust_registry, with_install
-from .tasks.docker_engine import install_docker, installs_engine, packages_to_check
+from .tasks.docker_client import trust_registry
+from .tasks.docker_engine import install_docker
 from .tasks.host_files import record_version
-from .tasks.registry_cache import cache_facts, run_registry_cache
+from .tasks.registry_cache import run_registry_cache
 from .tasks.registry_gc import schedule_gc
 from .tasks.registry_lb import run_load_balancer
 from .tasks.registry_login import log_in_to_registry
 from .tasks.registry_security import install_registry_secrets, remove_unused_secrets
 from .tasks.registry_seed import seed_registry
-from .tasks.registry_server import image_preload, registry_facts, run_registry
+from .tasks.registry_server import run_registry
 from .tasks.runtime_clients import trust_registry_containerd, trust_registry_podman
 
 # The inventories whose hosts left alone were already listed (pyinfra calls registry() once per host).
@@ -67,48 +70,29 @@ def _provision(settings) -> None:
                           checks=registry_files.fact_checks(settings),
                           registry=registry_facts(settings) if settings.is_server else None,
                           **(cache_facts(settings) if settings.is_server else {}))
-    lock = state["lock"]
-    if lock and not lock["held"]:
-        raise DeployError(f"host {host.name!r}: another regdeploy run holds this host's deploy lock "
-                          f"({lock['holder']}); waited {lock['waited']} s (deploy_lock_timeout). Nothing was "
-                          "changed: run again once it has finished.")
-    if lock and lock["waited"]:
-        host.log(f"waited {lock['waited']} s for another regdeploy run on this host to finish",
-                 log_func=logger.warning)
-    # Which runtimes on this host must trust the registry (client_runtimes, or what is there); none on a
-    # host that is only the load balancer.
-    host_runtimes = runtimes.resolve(settings.client_runtimes, settings.docker_install_source, state["tools"]) \
-        if settings.uses_registry else []
-    if settings.is_server and "docker" not in host_runtimes:
-        raise DeployError(f"host {host.name!r} is the registry server: it needs Docker (client_runtimes="
-                          f"{host_runtimes}, docker_install_source={settings.docker_install_source!r}); nothing "
-                          "was changed")
-    if settings.uses_registry and not host_runtimes:
-        raise DeployError(f"host {host.name!r} has no container runtime regdeploy knows (Docker, containerd, "
-                          "Podman) and docker_install_source is 'none': install one, or let regdeploy install "
-                          "Docker; nothing was changed")
+    try:
+        plan = plan_host(settings, state)
+    except HostRefused as exc:
+        raise DeployError(str(exc)) from None
+    if plan.waited:
+        host.log(f"waited {plan.waited} s for another regdeploy run on this host to finish", log_func=logger.warning)
     preloaded = False
-    if "docker" in host_runtimes:
-        daemon_json = plan_trust(settings, state)
-        # On a fresh host daemon.json goes in before the install, as the manual does it: no reload after.
-        early = with_install(settings, state, daemon_json, installs_engine(settings, state))
-        # A server installing Docker receives its image archive while the clients install theirs.
-        preloaded = install_docker(settings, state, image_preload(settings, state["registry"]) if settings.is_server
-                                   else None, early)
-        trust_registry(settings, state, daemon_json, with_install=bool(early))
-    if "containerd" in host_runtimes:
+    if plan.daemon_json:  # a Docker host
+        preloaded = install_docker(settings, state, plan.preload, plan.with_install)
+        trust_registry(settings, state, plan.daemon_json, with_install=bool(plan.with_install))
+    if "containerd" in plan.runtimes:
         trust_registry_containerd(settings, state)
-    if "podman" in host_runtimes:
+    if "podman" in plan.runtimes:
         trust_registry_podman(settings, state)
     # The load balancer first: a replica being replaced waits until haproxy sends it requests again.
     if settings.is_lb:
         run_load_balancer(settings, state)
     if settings.is_server:
         install_registry_secrets(settings, state)
-        run_registry(settings, state["registry"], preloaded)
+        run_registry(settings, state.registry, preloaded)
         run_registry_cache(settings, state, preloaded)
     # pyinfra orders operations by their place here: every host logs in once the registry runs.
-    if "docker" in host_runtimes:
+    if plan.docker:
         log_in_to_registry(settings, state)
     if settings.is_server:
         remove_unused_secrets(settings, state)

@@ -15,16 +15,21 @@ import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable, cast
 
 from .lazy import lazy_import
 
-# Loaded on first use: a deploy without TLS never pays for `cryptography`.
-x509 = lazy_import("cryptography.x509")
-exceptions = lazy_import("cryptography.exceptions")
-hashes = lazy_import("cryptography.hazmat.primitives.hashes")
-serialization = lazy_import("cryptography.hazmat.primitives.serialization")
-ec = lazy_import("cryptography.hazmat.primitives.asymmetric.ec")
+if TYPE_CHECKING:
+    from cryptography import exceptions, x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+else:
+    # Loaded on first use: a deploy without TLS never pays for `cryptography`.
+    x509 = lazy_import("cryptography.x509")
+    exceptions = lazy_import("cryptography.exceptions")
+    hashes = lazy_import("cryptography.hazmat.primitives.hashes")
+    serialization = lazy_import("cryptography.hazmat.primitives.serialization")
+    ec = lazy_import("cryptography.hazmat.primitives.asymmetric.ec")
 
 CA_VALIDITY = datetime.timedelta(days=3650)
 CERT_VALIDITY = datetime.timedelta(days=365)
@@ -200,7 +205,9 @@ def generated_material(directory: Path, names: list[str], now: datetime.datetime
         _write(directory / CA_CERT, _cert_pem(ca), 0o644)
         done.append(f"made a new CA in {directory / CA_CERT} (valid until {ca.not_valid_after_utc:%Y-%m-%d})")
     else:
-        ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+        # The CA regdeploy made (make_ca): an EC key.
+        ca_key = cast("ec.EllipticCurvePrivateKey",
+                      serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None))
     cert_path = directory / SERVER_CERT
     reason = reissue_reason(_load_cert(cert_path), ca, wanted_names(names), now)
     if reason:

@@ -57,7 +57,7 @@ class RegistryClient:
         except requests.exceptions.Timeout:
             raise RegistryError(f"the registry at {self.url} did not answer within {self.timeout} s") from None
         if response.status_code == 401:
-            if self.session.auth:
+            if isinstance(self.session.auth, tuple):
                 raise RegistryError(f"the registry at {self.url} refused user {self.session.auth[0]!r} (401) for "
                                     f"{what}: wrong password?", status=401)
             raise RegistryError(f"the registry at {self.url} requires authentication (401) for {what}; "

@@ -85,9 +85,9 @@ def fact_checks(settings) -> tuple:
               ("file", "podman_ca", runtime_config.podman_ca_path(address))]
     # The cache seen as a registry (a dataclasses.replace of every field): only where it is needed.
     cache = cache_settings(settings) if settings.proxy_mirror or settings.is_server else None
-    if settings.proxy_mirror:
+    if cache and settings.proxy_mirror:
         checks.append(("file", "proxy_ca", client_ca_path(cache)))
-    if settings.is_server:
+    if cache and settings.is_server:
         checks += [("file", "cache_config", cache.registry_config_path),
                    ("file", "tls_cert", tls_cert_path(settings)), ("file", "tls_key", tls_key_path(settings)),
                    ("lines", "htpasswd", htpasswd_path(settings)),
@@ -149,8 +149,10 @@ def s3_config(settings) -> S3Config | None:
     """The `storage.s3` section (registry_storage=s3); None on filesystem storage."""
     if settings.registry_storage != "s3":
         return None
+    secret = security.s3_secret(settings)
+    assert secret is not None  # s3 storage: a secret or a CredentialError
     return S3Config(settings.registry_s3_endpoint, settings.registry_s3_region, settings.registry_s3_bucket,
-                    settings.registry_s3_access_key, security.s3_secret(settings))
+                    settings.registry_s3_access_key, secret)
 
 
 def bucket_url(settings) -> str:

@@ -193,10 +193,11 @@ def _short(value: str) -> str:
 
 
 def _size(count: int) -> str:
+    size = float(count)
     for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
+        if size < 1024 or unit == "GiB":
+            return f"{count} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
     raise AssertionError("unreachable")
 
 
@@ -304,15 +305,15 @@ def plan_registry(desired: DesiredContainer, observed: ServerState, config_text_
 
     if foreign:
         image = (container.get("Config") or {}).get("Image") or "?"
-        reasons = [f"found image {image}, storage in {storage_of(container).describe()}"]
-        return RegistryPlan(action="adopt", reasons=tuple(reasons), migration=migration,
+        found = f"found image {image}, storage in {storage_of(container).describe()}"
+        return RegistryPlan(action="adopt", reasons=(found,), migration=migration,
                             previous_restart=previous_restart, clear_aside=observed.aside_left)
 
-    reasons = drift(desired, container, observed.image_id, observed.config_sha256, config_text_sha256)
+    drifted = drift(desired, container, observed.image_id, observed.config_sha256, config_text_sha256)
     if observed.aside_left:
-        reasons.append("an interrupted earlier deploy left the previous container aside")
-    if reasons:
-        return RegistryPlan(action="recreate", reasons=tuple(reasons), migration=migration,
+        drifted.append("an interrupted earlier deploy left the previous container aside")
+    if drifted:
+        return RegistryPlan(action="recreate", reasons=tuple(drifted), migration=migration,
                             previous_restart=previous_restart, clear_aside=observed.aside_left)
     if not running:
         return RegistryPlan(action="start", reasons=("it is stopped",), previous_restart=previous_restart)

@@ -15,9 +15,9 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
-from typing import IO, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
-from pyinfra.api import Config, QuoteString, State, StringCommand
+from pyinfra.api import Config, Host, QuoteString, State, StringCommand
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS, pop_global_arguments
 from pyinfra.api.exceptions import ConnectError
 from pyinfra.connectors.util import make_unix_command_for_host
@@ -41,7 +41,7 @@ class Connection:
     """One connected inventory host; `run` runs a shell script there as the deploy's commands run."""
 
     state: State
-    host: object  # pyinfra.api.Host
+    host: Host
 
     @property
     def name(self) -> str:
@@ -50,7 +50,8 @@ class Connection:
     def command(self, script: str) -> str:
         """`sh -c SCRIPT` wrapped as pyinfra wraps an operation's command on this host (sudo, su, env)."""
         arguments, _ = pop_global_arguments(self.state, self.host, {})
-        connector_arguments = {key: arguments[key] for key in CONNECTOR_ARGUMENT_KEYS if key in arguments}
+        given: dict[str, Any] = dict(arguments)
+        connector_arguments = {key: given[key] for key in CONNECTOR_ARGUMENT_KEYS if key in given}
         for key in ("_get_pty", "_stdin", "_timeout", "_success_exit_codes"):
             connector_arguments.pop(key, None)
         command = StringCommand("sh", "-c", QuoteString(script))
@@ -117,21 +118,24 @@ def _run_over_paramiko(client, command: str, stdin, stdout, progress) -> int:
 def _run_locally(command: str, stdin, stdout, progress) -> int:
     process = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE if stdin is not None else
                                subprocess.DEVNULL, stdout=subprocess.PIPE)
+    assert process.stdout is not None
     if stdin is not None:
+        assert process.stdin is not None
+        into = process.stdin
         import threading
 
         def feed() -> None:
             moved = 0
             try:
                 while block := stdin.read(CHUNK):
-                    process.stdin.write(block)
+                    into.write(block)
                     moved += len(block)
                     if progress:
                         progress(moved)
             except OSError:
                 pass
             finally:
-                process.stdin.close()
+                into.close()
 
         threading.Thread(target=feed, daemon=True).start()
     moved = 0

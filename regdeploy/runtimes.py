@@ -35,7 +35,8 @@ def needs_docker_cli(os_release: dict[str, str]) -> bool:
     if os_release.get("ID") != "debian":
         return False
     version = os_release.get("VERSION_ID", "")
-    return not version or (re.match(r"\d+", version) is not None and int(re.match(r"\d+", version).group()) >= 13)
+    major = re.match(r"\d+", version)
+    return not version or (major is not None and int(major.group()) >= 13)
 
 
 def major_version(package_version: str | None) -> int | None:

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import os
 import posixpath
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 from .variables import DEFAULTS, VARIABLES, Invalid
@@ -44,8 +44,70 @@ class ConfigError(Exception):
     """Inventory data regdeploy cannot use; raised before any operation runs on any host."""
 
 
-class _Derived:
-    """What Settings computes from its fields (the fields themselves come from VARIABLES)."""
+@dataclass(frozen=True)
+class Settings:
+    """The validated settings for one host: one typed field per variable (lists are tuples; the
+    fields and their types are checked against VARIABLES by tests/unit/test_variables.py), then the
+    host's name and roles (a registry server, the load balancer, a host that uses the registry), the
+    names and addresses certificates cover, every replica's and the load balancer's (name, address)."""
+
+    host_name: str
+    registry_host: str
+    registry_port: int
+    registry_metrics_port: int
+    registry_image: str
+    registry_image_archive: str
+    registry_image_archive_sha256: str
+    registry_container_name: str
+    registry_data_dir: str
+    registry_config_dir: str
+    registry_restart_policy: str
+    registry_ready_timeout: int
+    registry_mirrors: tuple[str, ...]
+    registry_proxy_remote_url: str
+    registry_proxy_port: int
+    registry_proxy_username: str
+    registry_proxy_password_file: str
+    registry_proxy_container_name: str
+    registry_proxy_data_dir: str
+    registry_storage: str
+    registry_s3_endpoint: str
+    registry_s3_region: str
+    registry_s3_bucket: str
+    registry_s3_access_key: str
+    registry_s3_secret_file: str
+    registry_http_secret_file: str
+    registry_lb_stats_port: int
+    registry_seed_images: tuple[str, ...]
+    registry_seed_archives: tuple[str, ...]
+    docker_install_source: str
+    docker_ce_repo_url: str
+    client_runtimes: tuple[str, ...]
+    docker_daemon_json: str
+    registry_tls: bool
+    registry_tls_dir: str
+    registry_tls_names: tuple[str, ...]
+    registry_tls_cert: str
+    registry_tls_key: str
+    registry_tls_ca: str
+    registry_auth: bool
+    registry_users: tuple[str, ...]
+    registry_password_file: str
+    registry_login_user: str
+    registry_docker_login: bool
+    registry_allow_delete: bool
+    registry_gc_schedule: str
+    registry_servers_group: str
+    docker_clients_group: str
+    registry_lb_group: str
+    deploy_lock_timeout: int
+    is_server: bool = False
+    server_names: tuple[str, ...] = ()
+    serves_cache: bool = False
+    is_lb: bool = False
+    uses_registry: bool = True
+    replicas: tuple[tuple[str, str], ...] = ()
+    lb: tuple[str, ...] = ()
 
     @property
     def registry_address(self) -> str:
@@ -102,25 +164,8 @@ class _Derived:
         return self.registry_login_user or (self.registry_users[0] if self.registry_users else "")
 
 
-# The validated settings for one host: one typed field per variable (lists are tuples), plus the
-# host's name, its roles (a registry server, the load balancer, a host that uses the registry), the
-# names and addresses certificates cover, every replica's and the load balancer's (name, address).
-Settings = make_dataclass(
-    "Settings",
-    [("host_name", str)] + [(v.name, v.kind.type) for v in VARIABLES]
-    + [("is_server", bool, field(default=False)), ("server_names", tuple, field(default=())),
-       ("serves_cache", bool, field(default=False)), ("is_lb", bool, field(default=False)),
-       ("uses_registry", bool, field(default=True)), ("replicas", tuple, field(default=())),
-       ("lb", tuple, field(default=()))],
-    bases=(_Derived,), frozen=True,
-)
-
 # Variables every host must agree on, since they all talk to the same registry.
-SHARED = ("registry_tls", "registry_auth", "registry_users", "registry_login_user", "registry_tls_dir",
-          "registry_tls_cert", "registry_tls_key", "registry_tls_ca", "registry_tls_names", "registry_password_file",
-          "registry_proxy_remote_url", "registry_proxy_port", "registry_storage", "registry_s3_endpoint",
-          "registry_s3_region", "registry_s3_bucket", "registry_s3_access_key", "registry_s3_secret_file",
-          "registry_http_secret_file", "registry_lb_stats_port")
+SHARED = tuple(v.name for v in VARIABLES if v.shared)
 
 
 def cache_settings(settings: Settings) -> Settings:
@@ -289,7 +334,7 @@ def inventory_groups(hosts: Iterable[tuple[str, Any, set[str]]]) -> Groups:
     errors, names = [], {}
     for variable in GROUP_VARIABLES:
         kind = VARIABLES_BY_NAME[variable].kind
-        values = {}
+        values: dict[Any, str] = {}
         for name, data, _ in hosts:
             try:
                 values.setdefault(kind.parse(variable, _raw(data, variable)), name)

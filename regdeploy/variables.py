@@ -150,6 +150,9 @@ class Variable:
     default: Any
     kind: Kind
     help: str
+    # Every host must agree on it, since they all talk to the same registry (checked before any host
+    # is touched).
+    shared: bool = False
 
 
 VARIABLES: tuple[Variable, ...] = (
@@ -189,9 +192,9 @@ VARIABLES: tuple[Variable, ...] = (
              Text("an http(s):// URL, or empty", pattern=f"|{HTTP_URL}", refusal="must be an http(s):// URL", strip="/"),
              "Run a second, read-only registry on the server as a pull-through cache of this upstream (e.g. "
              "`https://registry-1.docker.io`), and put it in every Docker host's `registry-mirrors`. Empty: no cache "
-             "(one left by an earlier run is removed; its data stays)."),
+             "(one left by an earlier run is removed; its data stays).", shared=True),
     Variable("registry_proxy_port", 5002, Integer("1..65535", low=1, high=65535),
-             "Port the pull-through cache is published on (host side)."),
+             "Port the pull-through cache is published on (host side).", shared=True),
     Variable("registry_proxy_username", "", Text("a user name, or empty", pattern=r"|[^\s:]+",
                                                  refusal="is not a user name (no spaces or colons)"),
              "The upstream's account, if it needs one. Its password never goes in the inventory: "
@@ -204,29 +207,30 @@ VARIABLES: tuple[Variable, ...] = (
              "Host directory holding the pull-through cache's storage (kept when the cache is removed)."),
     Variable("registry_storage", "filesystem", Choice(", ".join(STORAGE_KINDS), options=STORAGE_KINDS),
              "Where the registry keeps images: `filesystem` (`registry_data_dir` on its one server) or `s3` "
-             "(a bucket every replica in `registry_servers` shares: Ceph RGW, MinIO, AWS S3)."),
+             "(a bucket every replica in `registry_servers` shares: Ceph RGW, MinIO, AWS S3).", shared=True),
     Variable("registry_s3_endpoint", "",
              Text("an http(s):// URL, or empty", pattern=f"|{HTTP_URL}", refusal="must be an http(s):// URL", strip="/"),
-             "The S3 service's URL (`http://rgw.example.com:7480`). Empty: AWS S3 in `registry_s3_region`."),
+             "The S3 service's URL (`http://rgw.example.com:7480`). Empty: AWS S3 in `registry_s3_region`.",
+             shared=True),
     Variable("registry_s3_region", "us-east-1", Text("a region name", pattern=r"[A-Za-z0-9-]+",
                                                      refusal="is not a region name"),
-             "The bucket's region (Ceph and MinIO accept any; `us-east-1` is their default)."),
+             "The bucket's region (Ceph and MinIO accept any; `us-east-1` is their default).", shared=True),
     Variable("registry_s3_bucket", "", Text("a bucket name, or empty", pattern=r"|[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]",
                                             refusal="is not an S3 bucket name (3-63 of a-z 0-9 . -)"),
-             "The bucket (it must exist; regdeploy does not create or empty buckets)."),
+             "The bucket (it must exist; regdeploy does not create or empty buckets).", shared=True),
     Variable("registry_s3_access_key", "", Text("an access key id, or empty", pattern=r"|[A-Za-z0-9+/=_.-]+",
                                                 refusal="is not an access key id"),
              "The S3 access key id. Its secret never goes in the inventory: `REGDEPLOY_S3_SECRET` in the "
-             "environment, else the first line of `registry_s3_secret_file`."),
+             "environment, else the first line of `registry_s3_secret_file`.", shared=True),
     Variable("registry_s3_secret_file", ".regdeploy/s3-secret", Kind("a file on the controller"),
-             "Untracked file (mode 0600) whose first line is the S3 secret key; the environment wins."),
+             "Untracked file (mode 0600) whose first line is the S3 secret key; the environment wins.", shared=True),
     Variable("registry_http_secret_file", ".regdeploy/http-secret", Kind("a file on the controller"),
              "With several replicas: untracked file (mode 0600) whose first line is the `http.secret` they "
              "share (an upload begun on one replica goes on on another); `REGDEPLOY_HTTP_SECRET` wins. Make "
-             "one with `openssl rand -hex 32`."),
+             "one with `openssl rand -hex 32`.", shared=True),
     Variable("registry_lb_stats_port", 8404, Integer("1..65535", low=1, high=65535),
              "Port of haproxy's read-only status page on the `registry_lb` host: a replica being replaced "
-             "waits there until the load balancer sends it requests again before the next one goes."),
+             "waits there until the load balancer sends it requests again before the next one goes.", shared=True),
     Variable("registry_seed_images", [], ListOf("list of image references", item=ImageReference("")),
              "Images the registry must hold after a deploy: pulled on the server, pushed to it."),
     Variable("registry_seed_archives", [], ListOf("list of paths on the controller", item=Kind("")),
@@ -248,36 +252,36 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_tls", False, Flag("true or false"),
              "Serve HTTPS. Without `registry_tls_cert`, regdeploy makes a CA and the server certificate on "
              "the controller (in `registry_tls_dir`); every host trusts the CA in "
-             "`/etc/docker/certs.d/<registry>/ca.crt` and drops the registry from `insecure-registries`."),
+             "`/etc/docker/certs.d/<registry>/ca.crt` and drops the registry from `insecure-registries`.", shared=True),
     Variable("registry_tls_dir", ".regdeploy/tls", Kind("a directory on the controller"),
              "Where the generated CA and server certificate live (relative to where pyinfra runs; keys 0600, "
              "a `.gitignore` inside keeps them out of git). The CA is reused; the certificate is re-issued "
-             "when its names change or 30 days before it expires."),
+             "when its names change or 30 days before it expires.", shared=True),
     Variable("registry_tls_names", [], ListOf("list of host names or IP addresses", item=Text("", pattern=HOST_NAME),
                                               item_refusal="is not a host name or IP address"),
              "Names the generated certificate covers besides `registry_host`, the server's inventory name and "
-             "its SSH address (e.g. a DNS alias)."),
+             "its SSH address (e.g. a DNS alias).", shared=True),
     Variable("registry_tls_cert", "", Kind("a path on the controller, or empty"),
              "Your own server certificate (PEM, chain after it) instead of a generated one; with "
-             "`registry_tls_key` and `registry_tls_ca`."),
+             "`registry_tls_key` and `registry_tls_ca`.", shared=True),
     Variable("registry_tls_key", "", Kind("a path on the controller, or empty"),
-             "The private key of `registry_tls_cert` (PEM)."),
+             "The private key of `registry_tls_cert` (PEM).", shared=True),
     Variable("registry_tls_ca", "", Kind("a path on the controller, or empty"),
-             "The CA certificate clients verify `registry_tls_cert` with (PEM)."),
+             "The CA certificate clients verify `registry_tls_cert` with (PEM).", shared=True),
     Variable("registry_auth", False, Flag("true or false"),
              "Require a user name and password (htpasswd, bcrypt) for every push and pull. Needs "
-             "`registry_tls`: Docker would otherwise send the passwords in clear."),
+             "`registry_tls`: Docker would otherwise send the passwords in clear.", shared=True),
     Variable("registry_users", [], ListOf("list of user names", item=Text("", pattern=USER_NAME),
                                           item_refusal="is not a user name (letters, digits, . _ @ -)"),
              "Accounts of the registry. Passwords never go in the inventory: "
              "`REGDEPLOY_PASSWORD_<USER>` in the environment, else a `user:password` line in "
-             "`registry_password_file`."),
+             "`registry_password_file`.", shared=True),
     Variable("registry_password_file", ".regdeploy/passwords", Kind("a file on the controller"),
-             "Untracked `user:password` lines (mode 0600) for `registry_users`; the environment wins."),
+             "Untracked `user:password` lines (mode 0600) for `registry_users`; the environment wins.", shared=True),
     Variable("registry_login_user", "", Text("one of registry_users, or empty", pattern=f"|{USER_NAME}",
                                              refusal="is not a user name"),
              "The account every host's Docker logs in as (root's ~/.docker/config.json) and regdeploy's own "
-             "scripts use. Empty: the first of `registry_users`."),
+             "scripts use. Empty: the first of `registry_users`.", shared=True),
     Variable("registry_docker_login", True, Flag("true or false"),
              "With `registry_auth`: log every host's Docker (root) in as `registry_login_user`."),
     Variable("registry_allow_delete", False, Flag("true or false"),

@@ -7,49 +7,21 @@ a pure function of the host's DockerHostState fact; this turns it into operation
 
 from __future__ import annotations
 
-import hashlib
-
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import server
 
 from regdeploy import daemon_config, registry_files
 from regdeploy.rendering import render
 from regdeploy.settings import Settings, cache_settings
-from .docker_engine import START_DOCKER, DaemonJsonWithInstall
+from regdeploy.host_state import HostState
 from .registry_ca import put_registry_ca
 
 
-def plan_trust(settings: Settings, state: dict) -> daemon_config.DaemonJsonPlan:
-    """What the host's daemon.json becomes (daemon_config.plan_daemon_json); `state` is its DockerHostState
-    fact. Raises DeployError, before any operation, for a file regdeploy must not touch."""
-    try:
-        return daemon_config.plan_daemon_json(state, settings.docker_daemon_json, settings.registry_address,
-                                              settings.docker_mirrors, host.name, secure=settings.registry_tls,
-                                              drop_mirrors=settings.stale_mirrors)
-    except daemon_config.DaemonConfigError as exc:
-        raise DeployError(str(exc)) from None
-
-
-def with_install(settings: Settings, state: dict, plan: daemon_config.DaemonJsonPlan,
-                 installs_engine: bool) -> DaemonJsonWithInstall | None:
-    """The scripts that put daemon.json in with Docker's install, on a host where it goes in before the
-    install (daemon_config.write_before_install); None elsewhere."""
-    if not daemon_config.write_before_install(state, plan, installs_engine):
-        return None
-    path = settings.docker_daemon_json
-    return DaemonJsonWithInstall(
-        before=render("daemon-json-before-install.sh.j2", path=path, content=plan.content),
-        after=render("daemon-json-after-install.sh.j2", path=path, action="start", start=START_DOCKER,
-                     sha256=hashlib.sha256(plan.content.encode()).hexdigest(), registry=settings.registry_address,
-                     secure=settings.registry_tls, insecure_registries_format=daemon_config.INSECURE_REGISTRIES_FORMAT))
-
-
 @deploy("Trust the registry in Docker's daemon.json")
-def trust_registry(settings: Settings, state: dict, plan: daemon_config.DaemonJsonPlan,
+def trust_registry(settings: Settings, state: HostState, plan: daemon_config.DaemonJsonPlan,
                    with_install: bool = False) -> None:
-    """`state` is the host's DockerHostState fact, `plan` its plan_trust(); `with_install`: the file went
+    """`state` is the host's DockerHostState fact, `plan` its host_plan.HostPlan.daemon_json; `with_install`: the file went
     in with Docker's install (with_install())."""
     path = settings.docker_daemon_json
     # First the CA: once dockerd stops treating the registry as insecure, it must already verify it.
@@ -62,7 +34,7 @@ def trust_registry(settings: Settings, state: dict, plan: daemon_config.DaemonJs
         host.log(f"Will write {path} before installing Docker, which starts with it ({plan.reason}):")
     else:
         # The apply script starts a Docker that is not running (a fresh install) instead.
-        verb = plan.action if state["active"] else "start"
+        verb = plan.action if state.active else "start"
         host.log(f"Will modify {path} and {verb} Docker ({plan.reason}):")
     for line in plan.changes or ("(no key changes: the file stays as it is)",):
         host.log(f"  {line}")
@@ -79,10 +51,10 @@ def trust_registry(settings: Settings, state: dict, plan: daemon_config.DaemonJs
     )
 
 
-def install_registry_ca(settings: Settings, state: dict) -> None:
+def install_registry_ca(settings: Settings, state: HostState) -> None:
     """TLS: the registry's CA where Docker reads it at each connection (no reload, no restart), and
     for the pull-through cache's port too (Docker looks the CA up by host:port)."""
-    put_registry_ca(settings, registry_files.client_ca_path(settings), state["files"].get("ca"), "Docker")
+    put_registry_ca(settings, registry_files.client_ca_path(settings), state.files.get("ca"), "Docker")
     if settings.proxy_mirror:
         put_registry_ca(settings, registry_files.client_ca_path(cache_settings(settings)),
-                        state["files"].get("proxy_ca"), "Docker (the pull-through cache)")
+                        state.files.get("proxy_ca"), "Docker (the pull-through cache)")

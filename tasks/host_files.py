@@ -5,20 +5,16 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.operations import server
 
-from regdeploy import __version__, managed, pki
+from regdeploy import __version__, managed
 from regdeploy.rendering import render
-
-
-def matches(found: str | None, content: str, mode: str) -> bool:
-    """Whether the fact's "SHA256 MODE OWNER" for a file says it holds `content` with `mode`, owned by root."""
-    return found == f"{pki.sha256(content)} {mode} root"
+from regdeploy.host_state import HostState, file_matches
 
 
 def put_if_changed(path: str, content: str, found: str | None, name: str, mode: str = "644",
                    secret: bool = False, dir_mode: str = "") -> bool:
     """`found`: the fact's "SHA256 MODE OWNER" for `path` (None: absent). A `secret` travels on the
     command's stdin, never in its text (the process list, pyinfra's output). True if it is written."""
-    if matches(found, content, mode):
+    if file_matches(found, content, mode):
         return False
     host.log(f"Will {'replace' if found else 'create'} {path}")
     server.shell(name=name, commands=[render("put-file.sh.j2", path=path, mode=mode, dir_mode=dir_mode,
@@ -27,10 +23,10 @@ def put_if_changed(path: str, content: str, found: str | None, name: str, mode: 
     return True
 
 
-def record_version(state: dict) -> None:
+def record_version(state: HostState) -> None:
     """The deploy's last step on every host: which regdeploy version it was (managed.PATH), when the
     record says another (or none)."""
-    record = managed.plan_version_record(state["lines"].get("managed_by"), __version__)
+    record = managed.plan_version_record(state.lines.get("managed_by"), __version__)
     if not record.write:
         host.noop(record.reason)
         return

@@ -16,27 +16,20 @@ from pyinfra.operations import server
 
 from regdeploy.registry_plan import ServerState
 from regdeploy.settings import Settings, cache_settings
-from .registry_server import registry_facts, run_registry
-
-
-def cache_facts(settings: Settings) -> dict:
-    """The server's DockerHostState arguments for the cache: what to read of it when it is
-    configured, else which container an earlier cache may have left."""
-    if settings.registry_proxy_remote_url:
-        return {"cache": registry_facts(cache_settings(settings))}
-    return {"cache_name": settings.registry_proxy_container_name}
+from regdeploy.host_state import HostState
+from .registry_server import run_registry
 
 
 @deploy("Run the pull-through cache")
-def run_registry_cache(settings: Settings, state: dict, preloaded: bool = False) -> None:
+def run_registry_cache(settings: Settings, state: HostState, preloaded: bool = False) -> None:
     """`state`: the server's DockerHostState fact; `preloaded`: the image archive came with the Docker
     install (the cache runs the registry's image)."""
     cache = cache_settings(settings)
     if settings.registry_proxy_remote_url:
-        run_registry(cache, state["cache"] or ServerState(), preloaded)
+        run_registry(cache, state.cache or ServerState(), preloaded)
         return
-    registry: ServerState = state["registry"] or ServerState()
-    config_left = "cache_config" in state["files"]
+    registry: ServerState = state.registry or ServerState()
+    config_left = "cache_config" in state.files
     if not (registry.cache_left or config_left):
         host.noop("no pull-through cache is configured, and none is there")
         return

@@ -16,12 +16,13 @@ from pyinfra.operations import server
 from regdeploy import credentials, registry_files, security
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from regdeploy.host_state import HostState
 
 
 @deploy("Log Docker in to the registry")
-def log_in_to_registry(settings: Settings, state: dict) -> None:
+def log_in_to_registry(settings: Settings, state: HostState) -> None:
     """`state` is the host's DockerHostState fact."""
-    found = state["stamps"].get("login")
+    found = state.stamps.get("login")
     address = settings.registry_address
     if settings.registry_auth and settings.registry_docker_login:
         user, password = security.login(settings)

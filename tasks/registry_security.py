@@ -19,6 +19,7 @@ from pyinfra.operations import server
 from regdeploy import credentials, registry_files, security
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from regdeploy.host_state import HostState
 from .host_files import put_if_changed
 
 
@@ -27,9 +28,9 @@ def _put(path: str, mode: str, content: str | None = None, **extra) -> str:
 
 
 @deploy("Install the registry's TLS and authentication files")
-def install_registry_secrets(settings: Settings, state: dict) -> None:
+def install_registry_secrets(settings: Settings, state: HostState) -> None:
     """`state` is the server's DockerHostState fact."""
-    files, stamps = state["files"], state["stamps"]
+    files, stamps = state.files, state.stamps
     for line in security.made:
         host.log(line)  # a new CA, a re-issued certificate: said where the operator looks
     material = security.tls_material(settings)
@@ -45,7 +46,7 @@ def install_registry_secrets(settings: Settings, state: dict) -> None:
     passwords = security.passwords(settings)
     path = registry_files.htpasswd_path(settings)
     found = files.get("htpasswd")
-    current = "".join(f"{line}\n" for line in state["lines"].get("htpasswd", [])) if found else None
+    current = "".join(f"{line}\n" for line in state.lines.get("htpasswd", [])) if found else None
     wanted = credentials.plan_htpasswd(current, passwords)
     if wanted is not None or found.split()[1:] != ["600", "root"]:
         host.log(f"Will {'write' if wanted else 'fix the mode of'} {path} (users: {', '.join(passwords)})")
@@ -61,16 +62,16 @@ def install_registry_secrets(settings: Settings, state: dict) -> None:
 
 
 @deploy("Remove the registry's unused TLS and authentication files")
-def remove_unused_secrets(settings: Settings, state: dict) -> None:
+def remove_unused_secrets(settings: Settings, state: HostState) -> None:
     """After the registry container was replaced: a mode switched off leaves no key or credentials."""
-    files = state["files"]
+    files = state.files
     unused = []
     if not settings.registry_tls and ({"tls_cert", "tls_key"} & files.keys()):
         unused.append(registry_files.tls_dir(settings))
     if not settings.registry_auth:
         if "htpasswd" in files:
             unused.append(registry_files.auth_dir(settings))
-        if "api" in state["stamps"] or "api" in files:
+        if "api" in state.stamps or "api" in files:
             unused += [registry_files.api_credentials_path(settings), registry_files.api_stamp_path(settings)]
     if unused:
         server.shell(name=f"Remove {', '.join(unused)} (no longer used)",

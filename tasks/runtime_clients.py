@@ -13,6 +13,7 @@ from regdeploy import runtime_config, runtimes
 from regdeploy.changes import text_diff
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
+from regdeploy.host_state import HostState
 from .host_files import put_if_changed
 from .registry_ca import put_registry_ca
 
@@ -24,13 +25,13 @@ def _warn_without_credentials(settings: Settings, runtime: str) -> None:
 
 
 @deploy("Make containerd trust the registry")
-def trust_registry_containerd(settings: Settings, state: dict) -> None:
+def trust_registry_containerd(settings: Settings, state: HostState) -> None:
     """`state` is the host's DockerHostState fact."""
-    address, files = settings.registry_address, state["files"]
+    address, files = settings.registry_address, state.files
     directory = runtime_config.containerd_hosts_dir(address)
-    current = ("".join(f"{line}\n" for line in state["lines"].get("containerd_config", []))
+    current = ("".join(f"{line}\n" for line in state.lines.get("containerd_config", []))
                if "containerd_config" in files else None)
-    major = runtimes.major_version(state["versions"].get("containerd") or state["versions"].get("containerd.io"))
+    major = runtimes.major_version(state.versions.get("containerd") or state.versions.get("containerd.io"))
     try:
         plan = runtime_config.plan_containerd_config(current, major, f"host {host.name!r}")
     except runtime_config.RuntimeConfigError as exc:
@@ -53,9 +54,9 @@ def trust_registry_containerd(settings: Settings, state: dict) -> None:
 
 
 @deploy("Make Podman trust the registry")
-def trust_registry_podman(settings: Settings, state: dict) -> None:
+def trust_registry_podman(settings: Settings, state: HostState) -> None:
     """`state` is the host's DockerHostState fact."""
-    address, files = settings.registry_address, state["files"]
+    address, files = settings.registry_address, state.files
     _warn_without_credentials(settings, "Podman")
     put_registry_ca(settings, runtime_config.podman_ca_path(address), files.get("podman_ca"), "Podman")
     if not put_if_changed(runtime_config.PODMAN_DROPIN, runtime_config.podman_dropin(address, settings.registry_tls),

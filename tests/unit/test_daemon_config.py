@@ -170,14 +170,15 @@ def test_a_daemon_that_has_not_loaded_the_file_is_reloaded():
 # --- The whole decision for one host: DockerHostState in, plan out --------------------------------
 
 from regdeploy.daemon_config import can_validate, plan_daemon_json  # noqa: E402
+from regdeploy.host_state import HostState  # noqa: E402
 
 
 def host_state(text=None, kind=None, detail="644", trusted=("registry:5000",), active=True,
                version="20.10.24+dfsg1-1+deb12u1+b6", flags=()):
     kind = kind or ("present" if text is not None else "absent")
-    return {"command_line_registries": list(flags), "daemon_json_kind": kind, "daemon_json_detail": detail,
-            "daemon_json": text, "active": active, "trusted": list(trusted) if trusted is not None else None,
-            "dockerd_version": version}
+    return HostState(command_line_registries=list(flags), daemon_json_kind=kind, daemon_json_detail=detail,
+                     daemon_json=text, active=active, trusted=list(trusted) if trusted is not None else None,
+                     dockerd_version=version)
 
 
 CONVERGED = '{"insecure-registries": ["registry:5000"]}'

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from regdeploy.daemon_config import plan_daemon_json
+from regdeploy.host_state import HostState
 from regdeploy.settings import validate_hosts
-from regdeploy.tasks.docker_client import with_install
+from regdeploy.docker_packages import with_install
 
-FRESH = {"command_line_registries": [], "daemon_json_kind": "absent", "daemon_json_detail": "", "daemon_json": None,
-         "active": False, "trusted": None, "dockerd_version": None}
+FRESH = HostState(daemon_json_kind="absent", active=False, trusted=None, dockerd_version=None)
 
 
 def scripts(path: Path, installs_engine: bool = True):

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from regdeploy.host_state import HostState
 from regdeploy.settings import build_settings
-from regdeploy.tasks.docker_engine import missing_packages, packages_for
+from regdeploy.docker_packages import missing_packages, packages_for
 
 BOOKWORM = {"ID": "debian", "VERSION_ID": "12", "VERSION_CODENAME": "bookworm"}
 TRIXIE = {"ID": "debian", "VERSION_ID": "13", "VERSION_CODENAME": "trixie"}
@@ -37,7 +38,7 @@ def test_packages_for(source, server, os_release, apparmor, expected):
 
 
 def test_a_host_with_docker_but_no_apparmor_parser_gets_apparmor_only():
-    state = {"os": BOOKWORM, "apparmor": True, "packages": {"docker.io": True, "apparmor": False}}
+    state = HostState(os=BOOKWORM, apparmor=True, packages={"docker.io": True, "apparmor": False})
     assert missing_packages(settings(), state) == ["apparmor"]
-    state["packages"]["apparmor"] = True
+    state.packages["apparmor"] = True
     assert missing_packages(settings(), state) == []

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from regdeploy.facts import DockerHostState, parse_catalog_lines
+from regdeploy.host_state import HostState, Lock
 
 
 def host_state_command(tmp_path, **kwargs) -> str:
@@ -26,31 +27,29 @@ def test_docker_host_state_parses_every_part_and_keeps_daemon_json_verbatim():
         "daemon.json=present", "{", '  "debug": true,', '  "labels": ["a=b"]', "}",
     ]
     state = DockerHostState().process(output)
-    assert state["packages"] == {"docker.io": True, "curl": False}
-    assert state["dockerd_version"] == "20.10.24+dfsg1-1+deb12u1+b6"
-    assert state["active"] and state["enabled"]
-    assert state["command_line_registries"] == ["ExecStart=/usr/sbin/dockerd --insecure-registry old:5000"]
-    assert state["daemon_json"] == '{\n  "debug": true,\n  "labels": ["a=b"]\n}'
+    assert state.packages == {"docker.io": True, "curl": False}
+    assert state.dockerd_version == "20.10.24+dfsg1-1+deb12u1+b6"
+    assert state.active and state.enabled
+    assert state.command_line_registries == ["ExecStart=/usr/sbin/dockerd --insecure-registry old:5000"]
+    assert state.daemon_json == '{\n  "debug": true,\n  "labels": ["a=b"]\n}'
 
 
 def test_docker_host_state_of_a_fresh_host():
     # dpkg prints nothing for a package it never heard of.
     state = DockerHostState().process(["ActiveState=inactive", "UnitFileState=", "daemon.json=absent"])
-    assert state == {"packages": {}, "active": False, "enabled": False,
-                     "command_line_registries": [], "trusted": None, "daemon_json": None,
-                     "daemon_json_kind": "absent", "daemon_json_detail": "", "lock": None,
-                     "dockerd_version": None, "registry": None, "files": {}, "lines": {}, "stamps": {},
-                     "versions": {}, "os": {}, "tools": set(), "apparmor": False, "cache": None}
+    assert state == HostState()
+    assert (state.packages, state.active, state.enabled, state.daemon_json_kind, state.lock) == (
+        {}, False, False, "absent", None)
 
 
 @pytest.mark.parametrize("line,lock", [
-    ("lock=held 0", {"held": True, "waited": 0, "holder": ""}),
-    ("lock=held 12", {"held": True, "waited": 12, "holder": ""}),
+    ("lock=held 0", Lock(held=True, waited=0, holder="")),
+    ("lock=held 12", Lock(held=True, waited=12, holder="")),
     ("lock=busy 5 regdeploy on ctl (pid 7, started 10:00:00)",
-     {"held": False, "waited": 5, "holder": "regdeploy on ctl (pid 7, started 10:00:00)"}),
+     Lock(held=False, waited=5, holder="regdeploy on ctl (pid 7, started 10:00:00)")),
 ])
 def test_docker_host_state_reports_the_deploy_lock(line, lock):
-    assert DockerHostState().process([line, "daemon.json=absent"])["lock"] == lock
+    assert DockerHostState().process([line, "daemon.json=absent"]).lock == lock
 
 
 @pytest.mark.parametrize("setup,kind,detail,content", [
@@ -65,14 +64,14 @@ def test_docker_host_state_tells_what_daemon_json_is(tmp_path, setup, kind, deta
     result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup}\ndocker() {{ return 1; }}\ncurl() {{ return 1; }}\n{command}"],
                             capture_output=True, text=True, check=True, timeout=10)
     state = DockerHostState().process(result.stdout.splitlines())
-    assert (state["daemon_json_kind"], state["daemon_json_detail"], state["daemon_json"]) == (kind, detail, content)
-    assert state["trusted"] is None  # docker did not answer
+    assert (state.daemon_json_kind, state.daemon_json_detail, state.daemon_json) == (kind, detail, content)
+    assert state.trusted is None  # docker did not answer
 
 
 def test_docker_host_state_reads_what_the_daemon_trusts():
     state = DockerHostState().process(["ActiveState=active", "trusted=registry:5000 127.0.0.0/8",
                                        "daemon.json=absent"])
-    assert state["trusted"] == ["registry:5000", "127.0.0.0/8"]
+    assert state.trusted == ["registry:5000", "127.0.0.0/8"]
 
 
 def test_docker_host_state_command_runs_in_sh_on_a_machine_without_docker(tmp_path):
@@ -82,12 +81,12 @@ def test_docker_host_state_command_runs_in_sh_on_a_machine_without_docker(tmp_pa
     result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
                             check=True)
     state = DockerHostState().process(result.stdout.splitlines())
-    assert not state["packages"].get("no-such-package-x")
+    assert not state.packages.get("no-such-package-x")
     # Docker's version is the installed package's, as dpkg says it here.
     dpkg = subprocess.run(["dpkg-query", "-W", "-f=${Status} ${Version}", "docker.io"], capture_output=True, text=True)
     installed = dpkg.stdout.startswith("install ok installed ")
-    assert state["dockerd_version"] == (dpkg.stdout.rsplit(" ", 1)[1] if installed else None)
-    assert state["daemon_json"] == '{"debug": true}'
+    assert state.dockerd_version == (dpkg.stdout.rsplit(" ", 1)[1] if installed else None)
+    assert state.daemon_json == '{"debug": true}'
 
 
 def test_the_servers_fact_parses_the_registry_side_too():
@@ -96,7 +95,7 @@ def test_the_servers_fact_parses_the_registry_side_too():
                 "aside_left=yes", "storage_entries=1", "storage_repositories=14", "storage_bytes=2048",
                 "container-json=" + json.dumps(inspect)]
     output = ["ActiveState=active", *("registry." + line for line in registry), "daemon.json=absent"]
-    state = DockerHostState().process(output)["registry"]
+    state = DockerHostState().process(output).registry
     assert state.config_sha256 == "a" * 64 and state.data_dir == "partial" and state.image_id == "sha256:abc"
     assert state.port_holders == ("registry", "web") and state.aside_left
     assert (state.storage_entries, state.storage_repositories, state.storage_bytes) == (1, 14, 2048)
@@ -118,8 +117,8 @@ def test_the_servers_fact_reads_the_registry_data_directory(tmp_path, setup, exp
     result = subprocess.run(["sh", "-c", f"cd {tmp_path} && {setup or 'true'}\ndocker() {{ return 1; }}\ncurl() {{ return 1; }}\n{command}"],
                             capture_output=True, text=True, check=True)
     host_state = DockerHostState().process(result.stdout.splitlines())
-    state = host_state["registry"]
-    assert host_state["daemon_json_kind"] == "absent", "the registry's lines must not swallow the host's"
+    state = host_state.registry
+    assert host_state.daemon_json_kind == "absent", "the registry's lines must not swallow the host's"
     assert state.data_dir == expected
     assert state.config_sha256 is None and state.image_id is None and state.container is None
 
@@ -170,11 +169,11 @@ def test_docker_info_is_asked_only_when_the_file_is_not_the_one_dockerd_was_seen
                                 capture_output=True, text=True, check=True)
         return DockerHostState().process(result.stdout.splitlines())
 
-    assert run()["trusted"] == (["registry:5000"] if asked else None)
+    assert run().trusted == (["registry:5000"] if asked else None)
     assert calls(tmp_path).count("sha256sum") == hashed
     # A stamp found by its hash is given the file's mtime: the next run hashes nothing.
     if not asked:
-        assert run()["trusted"] is None and calls(tmp_path).count("sha256sum") == hashed
+        assert run().trusted is None and calls(tmp_path).count("sha256sum") == hashed
 
 
 def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
@@ -200,14 +199,14 @@ def test_docker_host_state_reads_the_secure_modes_files(tmp_path):
                             capture_output=True, text=True, check=True)
     state = DockerHostState().process(result.stdout.splitlines())
     user = subprocess.run(["id", "-un"], capture_output=True, text=True).stdout.strip()
-    assert state["files"] == {"ca": f"{hashlib.sha256(b'CA' + bytes([10])).hexdigest()} 644 {user}",
+    assert state.files == {"ca": f"{hashlib.sha256(b'CA' + bytes([10])).hexdigest()} 644 {user}",
                               "odd": f"{hashlib.sha256(b'other' + bytes([10])).hexdigest()} 644 {user}",
                               "spaced": f"{hashlib.sha256(b'other' + bytes([10])).hexdigest()} 644 {user}",
                               "htpasswd": f"- 600 {user}"}
-    assert state["lines"] == {"htpasswd": ["ci:$2b$10$abc", "ops:$2b$10$def"]}
+    assert state.lines == {"htpasswd": ["ci:$2b$10$abc", "ops:$2b$10$def"]}
     # A stamp counts only while the credential it stands for is there.
-    assert state["stamps"] == {"login": "ci $2b$10$hash 600"}
-    assert (state["daemon_json_kind"], state["daemon_json_detail"]) == ("present", "640")
+    assert state.stamps == {"login": "ci $2b$10$hash 600"}
+    assert (state.daemon_json_kind, state.daemon_json_detail) == ("present", "640")
     # However many files: one find and one sha256sum (a process per file adds up over a fleet).
     assert sorted(calls(tmp_path)) == ["find", "sha256sum"]
 
@@ -219,8 +218,8 @@ def test_a_file_gone_between_the_facts_test_and_its_stat_is_absent():
               "path.htpasswd=lines /etc/htpasswd", "stamp.login=ci $2b$10$hash", "path.login=stamp /root/c.json",
               "path.daemon.json=present /etc/docker/daemon.json", "daemon.json=present", "{}"]
     state = DockerHostState().process(output)
-    assert state["files"] == {} and state["stamps"] == {}
-    assert (state["daemon_json_kind"], state["daemon_json_detail"], state["daemon_json"]) == ("present", "", "{}")
+    assert state.files == {} and state.stamps == {}
+    assert (state.daemon_json_kind, state.daemon_json_detail, state.daemon_json) == ("present", "", "{}")
 
 
 def go_json(value) -> str:
@@ -288,7 +287,7 @@ def stand_in_docker(request, tmp_path):
         setup = f"mkdir -p {tmp_path}/data\n" if data_exists else ""
         result = subprocess.run(["sh", "-c", f"{setup}{stand_ins}{command}"], capture_output=True, text=True,
                                 check=True)
-        state = DockerHostState().process(result.stdout.splitlines())["registry"]
+        state = DockerHostState().process(result.stdout.splitlines()).registry
         assert state.image_id == "sha256:" + "e" * 64
         return state
 
@@ -378,7 +377,7 @@ def fake_dpkg(tmp_path):
 
 def test_dpkg_is_asked_once_while_its_database_does_not_change(tmp_path, fake_dpkg):
     first = fake_dpkg()
-    assert fake_dpkg.queries() == 1 and first["versions"] == {"docker.io": "20.10.24"}
+    assert fake_dpkg.queries() == 1 and first.versions == {"docker.io": "20.10.24"}
     # The same answer, from the cache: dpkg-query is not run again.
     assert fake_dpkg() == first and fake_dpkg.queries() == 1
 
@@ -395,7 +394,7 @@ def test_dpkg_is_asked_again_when_its_database_changes(tmp_path, fake_dpkg, chan
     fake_dpkg()
     (tmp_path / "bin" / "answer").write_text("dpkg=docker.io install ok installed 26.1.5\n")
     subprocess.run(f"cd {tmp_path}/dpkg && sleep 0.01 && {change}", shell=True, check=True)
-    assert fake_dpkg()["versions"] == {"docker.io": "26.1.5"} and fake_dpkg.queries() == 2
+    assert fake_dpkg().versions == {"docker.io": "26.1.5"} and fake_dpkg.queries() == 2
 
 
 def test_dpkg_is_asked_again_for_other_packages(tmp_path, fake_dpkg):
@@ -408,8 +407,8 @@ def test_dpkg_is_asked_again_for_other_packages(tmp_path, fake_dpkg):
 def test_dpkg_is_asked_every_time_where_its_answer_cannot_be_kept(tmp_path, fake_dpkg):
     # A login that may not write the cache's directory (no root, no sudo): the answer is still right.
     (tmp_path / "cache").write_text("a file where the directory would be")
-    assert fake_dpkg()["versions"] == {"docker.io": "20.10.24"}
-    assert fake_dpkg()["versions"] == {"docker.io": "20.10.24"}
+    assert fake_dpkg().versions == {"docker.io": "20.10.24"}
+    assert fake_dpkg().versions == {"docker.io": "20.10.24"}
     assert fake_dpkg.queries() == 2
 
 
@@ -451,7 +450,7 @@ def test_insecure_registry_flags_are_what_dockerd_gets(tmp_path, files, effectiv
                  "docker() { return 1; }\n")
     result = subprocess.run(["sh", "-c", stand_ins + command], capture_output=True, text=True, check=True)
     state = DockerHostState().process(result.stdout.splitlines())
-    assert [flag.replace(str(tmp_path) + "/", "") for flag in state["command_line_registries"]] == flags
+    assert [flag.replace(str(tmp_path) + "/", "") for flag in state.command_line_registries] == flags
     # systemd is asked once: no dockerd runs here, so the service's state is asked for, and that answer
     # carries the effective ExecStart (a running dockerd under an enabled unit is asked nothing, unless
     # a file names the flag: then for ExecStart alone).
@@ -478,7 +477,7 @@ def flags_fact(tmp_path):
         before = calls(tmp_path).count("grep")
         result = subprocess.run(["sh", "-c", stand_ins + command], capture_output=True, text=True, check=True)
         state = DockerHostState().process(result.stdout.splitlines())
-        return ([flag.replace(str(tmp_path) + "/", "") for flag in state["command_line_registries"]],
+        return ([flag.replace(str(tmp_path) + "/", "") for flag in state.command_line_registries],
                 calls(tmp_path).count("grep") > before)
 
     return run
@@ -586,8 +585,8 @@ def test_daemon_json_and_a_lines_checks_file_come_back_verbatim_on_one_line(tmp_
     result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
                             check=True)
     state = DockerHostState().process(result.stdout.splitlines())
-    assert state["daemon_json"] == content.removesuffix("\n")
-    assert state["lines"].get("config", []) == content.splitlines()
+    assert state.daemon_json == content.removesuffix("\n")
+    assert state.lines.get("config", []) == content.splitlines()
     # Each file costs one line of output (pyinfra reads output a line at a time), unless it holds a separator.
     lines = result.stdout.splitlines()
     content_lines = len(content.splitlines())

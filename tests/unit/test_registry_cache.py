@@ -11,9 +11,10 @@ import yaml
 from regdeploy import credentials, daemon_config, security
 from regdeploy.credentials import CredentialError
 from regdeploy.facts import DockerHostState
+from regdeploy.host_state import HostState
 from regdeploy.registry_files import fact_checks, registry_config
 from regdeploy.settings import ConfigError, cache_settings, validate_hosts
-from regdeploy.tasks.registry_cache import cache_facts
+from regdeploy.registry_run import cache_facts
 
 UPSTREAM = "https://upstream.example:443/"
 
@@ -45,8 +46,8 @@ def test_the_cache_is_a_registry_of_its_own_beside_the_registry():
 def test_every_docker_host_lists_the_cache_in_registry_mirrors(shared, mirrors):
     for settings in fleet(shared=shared).values():
         assert settings.docker_mirrors == mirrors
-    state = {"command_line_registries": [], "daemon_json_kind": "present", "daemon_json_detail": "644",
-             "daemon_json": '{"registry-mirrors": ["https://own.example"]}', "active": True, "trusted": None}
+    state = HostState(daemon_json_kind="present", daemon_json_detail="644",
+                      daemon_json='{"registry-mirrors": ["https://own.example"]}', active=True, trusted=None)
     plan = daemon_config.plan_daemon_json(state, "/etc/docker/daemon.json", "reg1:5000", mirrors, "c1")
     # Merged after what is there, and a reload: registry-mirrors is one of the reloadable keys.
     assert plan.action == "reload"
@@ -126,9 +127,9 @@ def test_the_fact_parses_the_cache_apart_from_the_registry():
     state = DockerHostState().process(["registry.config=aaa", "registry.data_dir=data", "registry.cache_left=yes",
                                        "cache.config=bbb", "cache.data_dir=empty", "cache.holder=registry-cache",
                                        "daemon.json=absent"])
-    assert state["registry"].config_sha256 == "aaa" and state["registry"].cache_left
-    assert state["cache"].config_sha256 == "bbb" and state["cache"].data_dir == "empty"
-    assert state["cache"].port_holders == ("registry-cache",)
+    assert state.registry.config_sha256 == "aaa" and state.registry.cache_left
+    assert state.cache.config_sha256 == "bbb" and state.cache.data_dir == "empty"
+    assert state.cache.port_holders == ("registry-cache",)
 
 
 @pytest.mark.parametrize("shared,listed,expected", [

@@ -9,7 +9,7 @@ import pytest
 
 from regdeploy import pki
 from regdeploy.settings import build_settings
-from regdeploy.tasks.registry_gc import MODES, gc_files, plan_gc_schedule
+from regdeploy.gc_schedule import MODES, gc_files, plan_gc_schedule
 
 SCHEDULE = "Sun *-*-* 03:00"
 

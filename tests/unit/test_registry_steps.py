@@ -13,8 +13,9 @@ from pyinfra.context import ctx_host
 
 from regdeploy.registry_plan import ServerState
 from regdeploy.settings import build_settings
-from regdeploy.tasks.docker_engine import START_DOCKER, BackgroundUpload, DaemonJsonWithInstall, Preload, install_and_start
-from regdeploy.tasks.registry_server import RegistrySteps, archive_upload, image_preload, plan_steps, start_registry
+from regdeploy.docker_packages import START_DOCKER, DaemonJsonWithInstall, Preload
+from regdeploy.operations import BackgroundUpload, install_and_start, start_registry
+from regdeploy.registry_run import RegistrySteps, archive_upload, image_preload, plan_steps
 
 CONFIG = "a" * 64
 ARCHIVE = "/srv/images/registry-2.tar"

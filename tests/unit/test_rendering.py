@@ -12,8 +12,8 @@ from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
 from regdeploy.settings import validate_hosts
 from regdeploy.registry_plan import Migration, RegistryPlan, Storage
-from regdeploy.registry_files import loopback_api, registry_config, server_script
-from regdeploy.tasks.registry_server import container_spec_hash, desired_container, run_script
+from regdeploy.registry_files import registry_config, server_script
+from regdeploy.registry_run import container_spec_hash, desired_container, run_script
 
 # The three modes: the manual's plain HTTP, TLS, TLS with authentication.
 MODES = [{"registry_tls": False, "registry_auth": False}, {"registry_tls": True, "registry_auth": False},

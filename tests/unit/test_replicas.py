@@ -11,7 +11,7 @@ from regdeploy import credentials, load_balancer, managed, registry_plan, securi
 from regdeploy.registry_files import fact_checks, holds_secrets, registry_config
 from regdeploy.registry_plan import MOVED_MARKER as MOVED, Migration, PlanError, RegistryPlan, ServerState, Storage
 from regdeploy.settings import ConfigError, validate_hosts
-from regdeploy.tasks.docker_engine import packages_to_check
+from regdeploy.docker_packages import packages_to_check
 
 S3 = {"registry_storage": "s3", "registry_s3_endpoint": "http://rgw.lan:7480", "registry_s3_bucket": "images",
       "registry_s3_access_key": "AK1"}
@@ -159,7 +159,7 @@ def test_the_load_balancer_host_is_asked_about_haproxy_only():
 
 
 def test_a_replaced_replica_waits_until_the_load_balancer_sends_it_requests():
-    from regdeploy.tasks.registry_server import desired_container, run_script
+    from regdeploy.registry_run import desired_container, run_script
 
     settings = validate_hosts(hosts(), check_files=False)["reg2"]
     desired = desired_container(settings, settings.registry_config_path, "0" * 64)
@@ -201,7 +201,7 @@ def test_a_switch_of_storage_copies_into_the_bucket_or_stops_where_images_would_
 
 
 def test_the_copy_into_the_bucket_is_checked_before_the_swap_and_the_key_stays_off_the_command_line():
-    from regdeploy.tasks.registry_server import desired_container, run_script
+    from regdeploy.registry_run import desired_container, run_script
 
     settings = validate_hosts(hosts(), check_files=False)["reg1"]
     desired = desired_container(settings, settings.registry_config_path, "0" * 64)

@@ -1,0 +1,52 @@
+"""The layers: decisions in regdeploy/ never import pyinfra; tasks/ turns their plans into operations,
+and unit tests reach only regdeploy/."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+# The modules that talk to pyinfra: its facts and operations, the deploy entry point, the inventory
+# and connector the CLI uses, and the CLI itself.
+PYINFRA_EDGE = {"cli", "deploys", "facts", "inventory", "operations", "remote"}
+DECISIONS = sorted(p.stem for p in (ROOT / "regdeploy").glob("*.py")
+                   if p.stem not in PYINFRA_EDGE | {"__init__", "__main__"})
+
+
+def test_the_decision_modules_never_import_pyinfra():
+    assert {"host_plan", "host_state", "registry_plan", "daemon_config", "runtimes", "settings"} <= set(DECISIONS)
+    # In a fresh interpreter, one module after another: the first after which pyinfra is loaded is named.
+    probe = ("import importlib, json, sys\n"
+             f"for name in {DECISIONS!r}:\n"
+             "    importlib.import_module('regdeploy.' + name)\n"
+             "    if any(m == 'pyinfra' or m.startswith('pyinfra.') for m in sys.modules):\n"
+             "        print(json.dumps(name)); break\n"
+             "else:\n"
+             "    print(json.dumps(None))\n")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert json.loads(result.stdout) is None, f"regdeploy.{json.loads(result.stdout)} imports pyinfra"
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_unit_tests_import_nothing_from_tasks():
+    for path in sorted((ROOT / "tests" / "unit").glob("*.py")):
+        reached = {name for name in _imports(path) if name.startswith(("tasks", "regdeploy.tasks"))}
+        assert not reached, f"{path.name} imports {sorted(reached)}: test the decision in regdeploy/ instead"
+
+
+def test_tasks_never_read_the_fact_as_a_dict():
+    for path in [*sorted((ROOT / "tasks").glob("*.py")), ROOT / "deploy.py", ROOT / "regdeploy" / "deploys.py"]:
+        assert 'state["' not in path.read_text(), f"{path.name}: read HostState's fields, not keys"

@@ -12,9 +12,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # time: GNU time, which `python -m bench` runs every pyinfra under (wall, CPU, peak RSS); a minimal
-# Debian does not have it.
+# Debian does not have it. shellcheck: the unit suite checks every script regdeploy renders.
 packages=(docker.io debootstrap lxcfs openssh-client python3 python3-venv iptables ca-certificates gnupg
-          qemu-system-x86 qemu-utils time)
+          qemu-system-x86 qemu-utils time shellcheck)
 missing=()
 for package in "${packages[@]}"; do
     # A machine with another Docker engine (Docker's docker-ce, as on GitHub's runners) keeps it.

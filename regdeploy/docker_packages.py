@@ -85,7 +85,7 @@ class DaemonJsonWithInstall:
 
 # Debian's docker.io starts and enables Docker itself; docker-ce's packages may not (policy-rc.d).
 # Asked first: `systemctl enable` runs Debian's SysV sync script, half a second even when enabled.
-START_DOCKER = "systemctl is-active -q docker && systemctl is-enabled -q docker || systemctl enable --now docker"
+START_DOCKER = "{ systemctl is-active -q docker && systemctl is-enabled -q docker; } || systemctl enable --now docker"
 
 
 def with_install(settings: Settings, state: HostState, plan: daemon_config.DaemonJsonPlan,

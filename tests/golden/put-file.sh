@@ -1,0 +1,15 @@
+# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/regdeploy/my file atomically, owned by root with
+# mode 600 from its creation (never readable by others, not even for a moment).
+set -eu
+path='/etc/regdeploy/my file'
+mkdir -p "$(dirname "$path")"
+chmod 700 "$(dirname "$path")"
+umask 077
+staged="$path.regdeploy-new"
+rm -f "$staged"
+cat > "$staged" <<'REGDEPLOY_FILE'
+CA $x `y`
+REGDEPLOY_FILE
+chown root:root "$staged"
+chmod 600 "$staged"
+mv -f "$staged" "$path"

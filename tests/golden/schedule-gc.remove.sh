@@ -1,0 +1,7 @@
+# Rendered by regdeploy (templates/schedule-gc.sh.j2): install (or remove) the registry's
+# scheduled garbage collection. The schedule is checked by systemd before any file is written.
+set -eu
+unit=regdeploy-gc
+systemctl disable --now "$unit.timer" >/dev/null 2>&1 || true
+rm -f /etc/regdeploy/gc.sh /etc/systemd/system/regdeploy-gc.service /etc/systemd/system/regdeploy-gc.timer /etc/systemd/system/timers.target.wants/regdeploy-gc.timer 
+systemctl daemon-reload

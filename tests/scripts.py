@@ -1,0 +1,185 @@
+"""Every script regdeploy sends to a host, rendered for each plan and mode through the code that
+renders it on a deploy: the corpus that tests/golden/ holds and shellcheck reads.
+
+    python -m tests.scripts           # say which golden files are stale
+    python -m tests.scripts --update  # rewrite tests/golden/ from the templates
+
+A change to a template or to what renders it shows up as a diff of tests/golden/ in review.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from regdeploy import daemon_config, load_balancer, registry_files, runtime_config
+from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
+from regdeploy.docker_packages import START_DOCKER, with_install
+from regdeploy.facts import DockerHostState
+from regdeploy.gc_schedule import gc_files
+from regdeploy.host_state import HostState
+from regdeploy.registry_files import GC_FILES, GC_UNIT
+from regdeploy.registry_plan import Migration, RegistryPlan, Storage
+from regdeploy.registry_run import archive_upload, cache_facts, desired_container, registry_facts, run_script
+from regdeploy.rendering import TEMPLATES_DIR, render
+from regdeploy.settings import validate_hosts
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+HOLDER = "regdeploy test on ctl (pid 1, started 00:00:00)"
+SHA = "0" * 64
+
+# The manual's plain HTTP, TLS, TLS with authentication.
+MODES = {"plain": {}, "tls": {"registry_tls": True},
+         "tls-auth": {"registry_tls": True, "registry_auth": True, "registry_users": ["ci"]}}
+
+# Every kind of plan the run-registry script carries out.
+PLANS = {
+    "create": RegistryPlan("create"),
+    "create-clear-aside": RegistryPlan("create", clear_aside=True),
+    "start": RegistryPlan("start", ("it is stopped",)),
+    "recreate": RegistryPlan("recreate", ("ports: 5000->5000 -> 5001->5000",), previous_restart="always"),
+    "adopt-move": RegistryPlan("adopt", ("found image registry:2",), previous_restart="always",
+                               migration=Migration(Storage("volume", "/var/lib/docker/volumes/v/_data", "v"),
+                                                   "/var/lib/registry", repositories=2, bytes=10,
+                                                   redo_partial=True)),
+}
+
+
+def server(**data):
+    return validate_hosts([("reg1", data, {"registry_servers"}), ("client1", data, {"docker_clients"})],
+                          check_files=False)
+
+
+def replicas():
+    data = {"registry_storage": "s3", "registry_s3_bucket": "images", "registry_s3_access_key": "key",
+            "registry_s3_endpoint": "http://rgw:7480"}
+    return validate_hosts([("reg1", data, {"registry_servers"}), ("reg2", data, {"registry_servers"}),
+                           ("lb", data, {"registry_lb"})], check_files=False)
+
+
+def corpus() -> dict[str, str]:
+    """{golden file name: rendered text}; the names end in .sh for what a shell runs."""
+    return dict(_scripts())
+
+
+def _scripts() -> Iterator[tuple[str, str]]:
+    for mode, data in MODES.items():
+        fleet = server(**data)
+        settings, client = fleet["reg1"], fleet["client1"]
+        desired = desired_container(settings, settings.registry_config_path, "a" * 64)
+        for name, plan in PLANS.items():
+            yield (f"run-registry.{name}.{mode}.sh",
+                   run_script(settings, plan, desired, aside="registry.aside",
+                              notice=plan.notice("registry", "registry.aside")))
+        for template in ("registry-backup", "registry-restore", "registry-catalog"):
+            yield (f"{template}.{mode}.sh",
+                   registry_files.server_script(settings, f"{template}.sh.j2", HOLDER, page_size=100))
+        for dry_run in (False, True):
+            yield (f"registry-gc{'.dry-run' if dry_run else ''}.{mode}.sh",
+                   registry_files.server_script(settings, "registry-gc.sh.j2", HOLDER, page_size=100,
+                                                delete_untagged=True, dry_run=dry_run))
+        yield f"registry-config.{mode}.yml", registry_files.registry_config(settings)
+        # The fact, as the deploy asks it on a server and on a client.
+        for role, host in (("server", settings), ("client", client)):
+            yield (f"docker-host-state.{role}.{mode}.sh",
+                   DockerHostState().command(
+                       path=host.docker_daemon_json, packages=("docker.io", "curl"),
+                       lock="/var/lock/regdeploy.lock", holder=HOLDER, lock_timeout=600,
+                       checks=registry_files.fact_checks(host),
+                       registry=registry_facts(host) if host.is_server else None,
+                       **(cache_facts(host) if host.is_server else {})))
+        for action in ("reload", "restart"):
+            yield (f"apply-daemon-json.{action}.{mode}.sh",
+                   render("apply-daemon-json.sh.j2", path=client.docker_daemon_json, action=action, validate=True,
+                          registry=client.registry_address, content='{\n  "debug": true\n}\n',
+                          secure=client.registry_tls, insecure_registries_format=INSECURE_REGISTRIES_FORMAT))
+        early = with_install(client, HostState(), daemon_config.plan_daemon_json(
+            HostState(), client.docker_daemon_json, client.registry_address, (), "client1",
+            secure=client.registry_tls), True)
+        if early:  # the plain mode's fresh client: insecure-registries goes in with the install
+            yield f"daemon-json-before-install.{mode}.sh", early.before
+            yield f"daemon-json-after-install.{mode}.sh", early.after
+    archived = server(registry_image_archive="/srv/registry 2.tar", registry_image_archive_sha256=SHA)["reg1"]
+    upload = archive_upload(archived)
+    assert upload is not None
+    yield "load-image-archive.check.sh", upload.then
+    yield "load-image-archive.sh", upload.load
+    yield "check-archive.sh", render("check-archive.sh.j2", archive="/tmp/pyinfra-0123abcd", sha256=SHA)
+    yield ("install-docker.sh",
+           render("install-docker.sh.j2", before="", install="DEBIAN_FRONTEND=noninteractive apt-get -y install "
+                  "docker.io curl", after=START_DOCKER))
+    yield ("docker-ce-repository.sh",
+           render("docker-ce-repository.sh.j2", base="https://download.docker.com/linux/debian", codename="bookworm",
+                  keyring="/etc/apt/keyrings/docker.gpg", source_file="/etc/apt/sources.list.d/docker.sources"))
+    yield ("docker-login.sh",
+           render("docker-login.sh.j2", registry="registry:5000", user="ci", config_dir=registry_files.DOCKER_CONFIG_DIR,
+                  stamp="ci $2b$10$hash", stamp_path=registry_files.LOGIN_STAMP))
+    yield ("push-images.sh",
+           render("push-images.sh.j2", archive=None, images=[("registry:2", "registry:5000/library/registry:2")]))
+    yield ("push-images.archive.sh",
+           render("push-images.sh.j2", archive="/var/cache/regdeploy/seed.tar",
+                  images=[("app:1", "registry:5000/team/app:1")]))
+    yield ("apply-containerd-config.sh",
+           render("apply-containerd-config.sh.j2", path=runtime_config.CONTAINERD_CONFIG,
+                  content='version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
+                          '  config_path = "/etc/containerd/certs.d"\n'))
+    for name, content in (("put-file.sh", "CA $x `y`\n"), ("put-file.secret.sh", None)):
+        yield name, render("put-file.sh.j2", path="/etc/regdeploy/my file", mode="600", dir_mode="700",
+                           content=content)
+    scheduled = server(registry_gc_schedule="Sun 03:00")["reg1"]
+    files = gc_files(scheduled)
+    yield "regdeploy-gc.service", files["gc_service"]
+    yield "regdeploy-gc.timer", files["gc_timer"]
+    for schedule in ("Sun 03:00", ""):
+        puts = [render("put-file.sh.j2", path=GC_FILES[label], mode="644", content=content)
+                for label, content in files.items()] if schedule else []
+        yield (f"schedule-gc{'.remove' if not schedule else ''}.sh",
+               render("schedule-gc.sh.j2", unit=GC_UNIT, schedule=schedule, files=puts, paths=list(GC_FILES.values())))
+    fleet = replicas()
+    balancer = load_balancer.haproxy_config(fleet["lb"])
+    yield "haproxy.cfg", balancer
+    yield ("apply-haproxy.sh",
+           render("apply-haproxy.sh.j2", path=load_balancer.CONFIG_PATH, content=balancer,
+                  stats_port=fleet["lb"].registry_lb_stats_port))
+    replica = fleet["reg1"]
+    yield ("run-registry.recreate.replica.sh",
+           run_script(replica, PLANS["recreate"], desired_container(replica, replica.registry_config_path, "a" * 64),
+                      aside="registry.aside"))
+
+
+def shell_templates() -> set[str]:
+    """The templates a shell runs (top-level scripts and the parts they include)."""
+    return {p.name for p in TEMPLATES_DIR.glob("*.sh.j2")}
+
+
+def stale() -> list[str]:
+    """The golden files that differ from the corpus, are missing, or have no corpus entry."""
+    wanted = corpus()
+    found = {p.name for p in GOLDEN.glob("*")} if GOLDEN.is_dir() else set()
+    problems = [name for name, text in wanted.items()
+                if name not in found or (GOLDEN / name).read_text() != text]
+    return problems + sorted(found - set(wanted))
+
+
+def update() -> None:
+    GOLDEN.mkdir(exist_ok=True)
+    wanted = corpus()
+    for path in GOLDEN.glob("*"):
+        if path.name not in wanted:
+            path.unlink()
+    for name, text in wanted.items():
+        (GOLDEN / name).write_text(text)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--update", action="store_true", help="rewrite tests/golden/ from the templates")
+    if parser.parse_args().update:
+        update()
+        print(f"wrote {len(corpus())} files to {GOLDEN}")
+    else:
+        names = stale()
+        print("\n".join(names) or "tests/golden/ is up to date")
+        sys.exit(1 if names else 0)

@@ -1,0 +1,39 @@
+"""Every script regdeploy renders (tests/scripts.py's corpus) matches its golden file and passes
+shellcheck; every shell template is in the corpus, run or included."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+
+from tests import scripts
+
+
+def test_the_golden_files_match_the_templates():
+    stale = scripts.stale()
+    assert not stale, f"stale golden files {stale}: review the change, then run python -m tests.scripts --update"
+
+
+def test_every_rendered_script_passes_shellcheck(tmp_path):
+    shellcheck = shutil.which("shellcheck")
+    assert shellcheck, "shellcheck is missing: apt-get install shellcheck (lab/bootstrap.sh installs it)"
+    names = []
+    for name, text in scripts.corpus().items():
+        if name.endswith(".sh"):
+            (tmp_path / name).write_text(text)
+            names.append(name)
+    # POSIX sh: pyinfra runs every command with sh -c (dash on Debian).
+    result = subprocess.run([shellcheck, "--shell=sh", "--format=gcc", *names], cwd=tmp_path, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert len(names) > 50
+
+
+def test_every_shell_template_is_in_the_corpus():
+    templates = scripts.shell_templates()
+    included = {name for path in scripts.TEMPLATES_DIR.glob("*.j2")
+                for name in re.findall(r'{%-?\s*include "([^"]+)"', path.read_text())}
+    rendered = {name.split(".")[0] + ".sh.j2" for name in scripts.corpus()}
+    assert templates - rendered - included == set()
+    assert {"run-registry.sh.j2", "docker-host-state.sh.j2", "registry-gc.sh.j2"} <= rendered

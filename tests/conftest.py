@@ -17,6 +17,15 @@ from tests.access import Access, run_deploy
 from tests.verify.fixtures import add_options, test_image, test_image_archive  # noqa: F401 (fixtures)
 
 TEST_LAB = lab_config.default_lab("regdeploy-test")
+# Each suite's folder is its marker (pyproject.toml declares them): `pytest -m unit`, `-m "not e2e"`.
+LAYERS = ("unit", "lab", "e2e", "verify", "vm")
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        layer = Path(str(item.fspath)).parent.name
+        if layer in LAYERS:
+            item.add_marker(layer)
 
 
 def pytest_addoption(parser):

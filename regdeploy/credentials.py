@@ -21,8 +21,9 @@ ENV_PREFIX = "REGDEPLOY_PASSWORD_"
 PROXY_ENV = "REGDEPLOY_PROXY_PASSWORD"  # the pull-through cache's upstream password
 S3_ENV = "REGDEPLOY_S3_SECRET"  # the S3 secret key (registry_storage=s3)
 HTTP_SECRET_ENV = "REGDEPLOY_HTTP_SECRET"  # the replicas' shared http.secret
-# bcrypt's work factor. The registry accepts any; 10 costs ~60 ms per hash or check here, and a
-# deploy checks each (password, hash) pair once per run (verify() is cached).
+# bcrypt's work factor. The registry accepts any; 10 is `htpasswd -B`'s default, and each hash or
+# check costs a visible share of a second, so a deploy checks each (password, hash) pair once per run
+# (verify() is cached).
 BCRYPT_ROUNDS = 10
 BCRYPT_MAX_BYTES = 72  # bcrypt ignores the rest, and the bcrypt library refuses longer passwords
 

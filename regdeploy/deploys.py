@@ -21,7 +21,7 @@ from pyinfra.api.exceptions import DeployError
 
 from . import deploy_lock, registry_files
 from .docker_packages import packages_to_check
-from .facts import DockerHostState
+from .facts import DPKG_CACHE, DockerHostState
 from .host_plan import HostRefused, plan_host
 from .registry_run import cache_facts, registry_facts
 from .settings import ConfigError, from_inventory, left_alone
@@ -64,6 +64,7 @@ def _provision(settings) -> None:
     # passed down): it takes the host's deploy lock, held until this run's SSH connection to the host
     # ends, and reads Docker, daemon.json, the secure modes' files and, on the server, the registry.
     state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
+                          dpkg_cache=DPKG_CACHE if settings.host_caches else "",
                           packages=tuple(packages_to_check(settings)), lock=deploy_lock.LOCK_PATH,
                           holder=deploy_lock.holder("regdeploy deploy"),
                           lock_timeout=settings.deploy_lock_timeout,

@@ -53,7 +53,8 @@ class DockerHostState(FactBase):
         container an earlier cache may have left (`cache_left`: whether regdeploy made it).
         `checks`: ("file", label, path), ("lines", label, path) or ("stamp", label, stamp path,
         credential path, text the credential must contain or "") for the secure modes' files.
-        `dpkg_cache`: where the host keeps dpkg-query's answer between runs."""
+        `dpkg_cache`: where the host keeps dpkg-query's answer between runs (and beside it the search
+        for --insecure-registry); empty: no cache, both asked every run (host_caches=false)."""
         from .rendering import render
 
         servers = [(prefix, (*spec[:4], int(spec[4]))) for prefix, spec in (("registry", registry), ("cache", cache))

@@ -1,7 +1,7 @@
 """Modules imported on first use (the standard library's importlib.util.LazyLoader recipe).
 
 Every pyinfra run imports regdeploy on the controller before it asks any host anything; `cryptography`
-(TLS modes) and `tomlkit` (containerd hosts) cost ~30 ms of that on every run, whether used or not.
+(TLS modes) and `tomlkit` (containerd hosts) are large imports that most runs never use.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ TEMPLATES_DIR = _PACKAGE_TEMPLATES if _PACKAGE_TEMPLATES.is_dir() else Path(__fi
 
 
 class _BytecodeCache(jinja2.FileSystemBytecodeCache):
-    """Compiled templates kept between runs (compiling the fact's template costs 25-40 ms of every deploy),
+    """Compiled templates kept between runs (the fact's template is large: compiling it would cost every deploy),
     in jinja's own per-user directory (/tmp/_jinja2-cache-UID, mode 0700, its owner checked), keyed by
     each template's source. A cache that cannot be read or written is only slower, never an error."""
 

@@ -100,6 +100,7 @@ class Settings:
     registry_servers_group: str
     docker_clients_group: str
     registry_lb_group: str
+    host_caches: bool
     deploy_lock_timeout: int
     is_server: bool = False
     server_names: tuple[str, ...] = ()

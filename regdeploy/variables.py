@@ -300,6 +300,10 @@ VARIABLES: tuple[Variable, ...] = (
              "The inventory group whose hosts push to and pull from the registry (every host, the same)."),
     Variable("registry_lb_group", "registry_lb", GROUP_NAME,
              "The inventory group of the load balancer in front of several replicas (every host, the same)."),
+    Variable("host_caches", True, Flag("true or false"),
+             "Keep dpkg's answer and the result of the search for `--insecure-registry` on dockerd's command "
+             "line in /var/cache/regdeploy between runs, each used only while what it was read from is "
+             "unchanged. false: ask dpkg and search every run (a slower no-op, the same answers)."),
     Variable("deploy_lock_timeout", 600, Integer("0..86400", low=0, high=86400),
              "Seconds a deploy waits for another deploy (or `regdeploy backup`) on the same host to end "
              "before it stops, naming the holder."),

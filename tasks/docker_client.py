@@ -21,8 +21,8 @@ from .registry_ca import put_registry_ca
 @deploy("Trust the registry in Docker's daemon.json")
 def trust_registry(settings: Settings, state: HostState, plan: daemon_config.DaemonJsonPlan,
                    with_install: bool = False) -> None:
-    """`state` is the host's DockerHostState fact, `plan` its host_plan.HostPlan.daemon_json; `with_install`: the file went
-    in with Docker's install (with_install())."""
+    """`state` is the host's DockerHostState fact, `plan` its host_plan.HostPlan.daemon_json;
+    `with_install`: the file went in with Docker's install (docker_packages.with_install())."""
     path = settings.docker_daemon_json
     # First the CA: once dockerd stops treating the registry as insecure, it must already verify it.
     install_registry_ca(settings, state)

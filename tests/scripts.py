@@ -82,6 +82,9 @@ def _scripts() -> Iterator[tuple[str, str]]:
                                                 delete_untagged=True, dry_run=dry_run))
         yield f"registry-config.{mode}.yml", registry_files.registry_config(settings)
         # The fact, as the deploy asks it on a server and on a client.
+        yield (f"docker-host-state.client.no-caches.{mode}.sh",
+               DockerHostState().command(path=client.docker_daemon_json, packages=("docker.io",), dpkg_cache="",
+                                         checks=registry_files.fact_checks(client)))
         for role, host in (("server", settings), ("client", client)):
             yield (f"docker-host-state.{role}.{mode}.sh",
                    DockerHostState().command(

@@ -78,8 +78,8 @@ if ! take_deploy_lock; then echo "lock=busy $waited $lock_holder"; exit 0; fi
 echo "lock=held $waited"
 
 # join_lines KEY FILE: the file's lines as one output line, "KEY=" and each line after a unit
-# separator ($us, \037). pyinfra reads a command's output line by line, ~35 us of the controller's
-# CPU a line, for every host of every run: a file's content costs one. It fails, printing nothing,
+# separator ($us, \037). pyinfra reads a command's output line by line, in the controller's CPU,
+# for every host of every run: a file's content then costs one line. It fails, printing nothing,
 # for a file that holds a unit separator itself (the caller then sends it line by line). Shell
 # builtins only.
 us=''
@@ -94,10 +94,11 @@ join_lines() {
 
 # One dpkg-query for every package asked about, and Docker's own packages for its version (a
 # process per check adds up over a fleet sharing cores). Packages dpkg never heard of print nothing.
-# Its answer (~6 ms of CPU) is kept in $dpkg_cache with dpkg's database's mtime and read
-# back with shell builtins while that mtime and the packages asked are the same and no dpkg run is
-# half-way (entries in updates/). The mtime is taken before the query, so a change during the query
-# makes the next run ask again; a login without root cannot keep it and always asks.
+# Its answer (dpkg-query reads dpkg's whole database, on every host of every run) is
+# kept in $dpkg_cache with dpkg's database's mtime and read back with shell builtins while that mtime
+# and the packages asked are the same and no dpkg run is half-way (entries in updates/). The mtime is
+# taken before the query, so a change during the query makes the next run ask again; a login without
+# root cannot keep it and always asks. Without a cache (host_caches=false) dpkg is asked every time.
 dpkg_status=/var/lib/dpkg/status
 dpkg_cache=/var/cache/regdeploy/dpkg-query
 dpkg_asked='docker-ce docker.io containerd containerd.io docker.io curl'
@@ -150,7 +151,7 @@ apparmor=
 printf '\037apparmor=%s' "$apparmor"
 # The docker service. A dockerd (Docker's pid file, checked in /proc) running in docker.service's
 # cgroup, with the unit enabled in multi-user.target and not masked, is its answer without systemctl
-# (~10 ms of CPU on every host of every run, a fleet's worth on shared cores). Anything else asks
+# (a process and a D-Bus round trip on every host of every run, a fleet's worth on shared cores). Anything else asks
 # systemctl for the state and the effective ExecStart (drop-ins applied), in one call.
 dockerd_pid=
 { read -r dockerd_pid < /var/run/docker.pid; } 2>/dev/null
@@ -308,7 +309,7 @@ else
     fi
 fi
 # What the running daemon trusts: a file can say more than dockerd has loaded (a deploy killed
-# between writing and reloading, a hand edit). `docker info` costs ~80 ms of CPU, so it is asked only
+# between writing and reloading, a hand edit). `docker info` gathers the whole daemon's state, so it is asked only
 # when the file is not the one regdeploy last saw dockerd take (the apply script's stamp).
 # The stamp holds the file's SHA-256 and has the file's mtime (the apply script copies it): an equal
 # mtime, to the nanosecond with shell builtins, saves hashing the file. A stamp with the hash but

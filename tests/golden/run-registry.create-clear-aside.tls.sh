@@ -52,7 +52,7 @@ manifests() {
 }
 
 # wait_ready SECONDS: until GET $base/v2/ answers, polling every 0.05 s (a new registry container
-# answers some 20 ms after `docker run` returns, and a deploy or a backup waits for this).
+# answers moments after `docker run` returns, and a deploy or a backup waits for this).
 wait_ready() {
     i=0
     until api_curl -fsS -o /dev/null "$base/v2/" 2>/dev/null; do

@@ -595,3 +595,51 @@ def test_daemon_json_and_a_lines_checks_file_come_back_verbatim_on_one_line(tmp_
     else:
         assert lines[-1] == "daemon.json=present"
         assert sum(line.startswith(("lines.config=", "daemon.json.joined=")) for line in lines) == 2
+
+
+@pytest.mark.parametrize("flag", [False, True])
+def test_without_caches_the_fact_gives_the_same_answers_and_keeps_nothing(tmp_path, flag):
+    """host_caches=false: dpkg is asked and dockerd's files searched on every run, nothing is kept,
+    and the host's state reads the same as through the caches, first run and cached run alike."""
+    (tmp_path / "dpkg" / "updates").mkdir(parents=True)
+    (tmp_path / "dpkg" / "status").write_text("Package: docker.io\n")
+    (tmp_path / "bin").mkdir()
+    query = tmp_path / "bin" / "dpkg-query"
+    query.write_text("#!/bin/sh\necho dpkg-query >> \"$CALLS\"\n"
+                     "echo 'dpkg=docker.io install ok installed 26.1.5+dfsg1-9+b6'\nexit 1\n")
+    query.chmod(0o755)
+    (tmp_path / "units" / "docker.service.d").mkdir(parents=True)
+    (tmp_path / "units" / "docker.service").write_text("[Service]\nExecStart=/usr/sbin/dockerd -H fd://\n")
+    if flag:
+        (tmp_path / "default").write_text('DOCKER_OPTS="--insecure-registry old:5000"\n')
+    stand_ins = ("pidof() { echo 4242; }\n"
+                 "systemctl() { echo 'ExecStart={ path=/usr/sbin/dockerd ; argv[]=/usr/sbin/dockerd -H fd:// ; }'; }\n"
+                 "docker() { return 1; }\n" + counting(tmp_path, "grep"))
+
+    def run(cache: str):
+        command = DockerHostState().command(path=str(tmp_path / "daemon.json"), packages=("docker.io",),
+                                            dpkg_cache=cache)
+        command = dockerd_files_in(tmp_path, command).replace("dpkg_status=/var/lib/dpkg/status",
+                                                              f"dpkg_status={tmp_path}/dpkg/status")
+        before = len(calls(tmp_path))
+        result = subprocess.run(["sh", "-c", stand_ins + command], capture_output=True, text=True, check=True,
+                                env={"PATH": f"{tmp_path}/bin:/usr/bin:/bin", "CALLS": str(tmp_path / "calls")})
+        return DockerHostState().process(result.stdout.splitlines()), calls(tmp_path)[before:]
+
+    cache = tmp_path / "cache" / "dpkg-query"
+    next_second()  # the unit files are older than the first grep's round: the second run may skip it
+    first, asked_first = run(str(cache))
+    cached, asked_cached = run(str(cache))
+    plain, asked_plain = run("")
+    plain_again, asked_again = run("")
+    assert first == cached == plain == plain_again
+    assert first.versions == {"docker.io": "26.1.5+dfsg1-9+b6"}
+    assert bool(first.command_line_registries) == flag
+    # Through the caches the second run asks dpkg nothing (and greps nothing, when nothing was found);
+    # without them every run asks and greps, and nothing new is kept.
+    assert asked_first.count("dpkg-query") == 1 and asked_cached.count("dpkg-query") == 0
+    assert asked_cached.count("grep") == (2 if flag else 0)  # found: grep -q, then -H to say where
+    kept = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    for asked in (asked_plain, asked_again):
+        assert asked.count("dpkg-query") == 1 and asked.count("grep") >= 1
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == kept

@@ -1,0 +1,252 @@
+# Rendered by regdeploy (templates/docker-host-state.sh.j2), the DockerHostState fact: the first thing
+# a deploy reads on every host. It takes the host's deploy lock, then reports packages, the docker
+# service, --insecure-registry flags on dockerd's command line, what dockerd trusts, and daemon.json.
+
+# join_lines KEY FILE: the file's lines as one output line, "KEY=" and each line after a unit
+# separator ($us, \037). pyinfra reads a command's output line by line, in the controller's CPU,
+# for every host of every run: a file's content then costs one line. It fails, printing nothing,
+# for a file that holds a unit separator itself (the caller then sends it line by line). Shell
+# builtins only.
+us=''
+join_lines() {
+    text=
+    while IFS= read -r line || [ -n "$line" ]; do
+        case "$line" in *"$us"*) return 1 ;; esac
+        text="$text$us$line"
+    done < "$2"
+    printf '%s=%s\n' "$1" "$text"
+}
+
+# One dpkg-query for every package asked about, and Docker's own packages for its version (a
+# process per check adds up over a fleet sharing cores). Packages dpkg never heard of print nothing.
+# Its answer (dpkg-query reads dpkg's whole database, on every host of every run) is
+# kept in $dpkg_cache with dpkg's database's mtime and read back with shell builtins while that mtime
+# and the packages asked are the same and no dpkg run is half-way (entries in updates/). The mtime is
+# taken before the query, so a change during the query makes the next run ask again; a login without
+# root cannot keep it and always asks. Without a cache (host_caches=false) dpkg is asked every time.
+dpkg_status=/var/lib/dpkg/status
+dpkg_asked='docker-ce docker.io containerd containerd.io docker.io'
+dpkg_query() {
+    dpkg-query -W -f='dpkg=${Package} ${Status} ${Version}\n' docker-ce docker.io containerd containerd.io docker.io 2>/dev/null \
+        || [ $? -eq 1 ]  # 1: some package dpkg never heard of (docker-ce on Debian's own packages)
+}
+# dpkg_print FILE: a kept answer, if it was for the same packages; dpkg_pending: a dpkg run is half-way.
+dpkg_print() {
+    {
+        IFS= read -r first && [ "$first" = "asked=$dpkg_asked" ] || return 1
+        printf joined=  # one output line: see join_lines
+        while IFS= read -r line; do printf '\037%s' "$line"; done
+        echo
+    } < "$1"
+}
+dpkg_pending() {
+    set -- "${dpkg_status%/*}"/updates/[0-9]*
+    [ -e "$1" ]
+}
+dpkg_query
+# The release (which packages Docker comes in) and the container runtimes there, however installed.
+# Read with shell builtins, not sourced in a subshell (a fork on every host of every run): these
+# three keys' values are plain words, maybe quoted.
+os_id='' os_version='' os_codename=''
+if [ -r /etc/os-release ]; then
+    while IFS="=" read -r key value || [ -n "$key" ]; do
+        value=${value#[\"\']}; value=${value%[\"\']}
+        case "$key" in
+            ID) os_id=$value ;; VERSION_ID) os_version=$value ;; VERSION_CODENAME) os_codename=$value ;;
+        esac
+    done < /etc/os-release
+fi
+# From here to the docker service's state: one output line, "joined=" and each after a separator.
+printf 'joined=\037os=%s %s %s' "$os_id" "$os_version" "$os_codename"
+for tool in dockerd podman containerd; do command -v "$tool" >/dev/null 2>&1 && printf '\037tool=%s' "$tool"; done
+# Whether the kernel enforces AppArmor (Docker then needs apparmor_parser to run containers).
+apparmor=
+{ read -r apparmor < /sys/module/apparmor/parameters/enabled; } 2>/dev/null
+printf '\037apparmor=%s' "$apparmor"
+# The docker service. A dockerd (Docker's pid file, checked in /proc) running in docker.service's
+# cgroup, with the unit enabled in multi-user.target and not masked, is its answer without systemctl
+# (a process and a D-Bus round trip on every host of every run, a fleet's worth on shared cores). Anything else asks
+# systemctl for the state and the effective ExecStart (drop-ins applied), in one call.
+dockerd_pid=
+{ read -r dockerd_pid < /var/run/docker.pid; } 2>/dev/null
+dockerd_service=
+case "$dockerd_pid" in
+    ''|*[!0-9]*) ;;
+    *)
+        comm=
+        { read -r comm < /proc/"$dockerd_pid"/comm; } 2>/dev/null
+        if [ "$comm" = dockerd ]; then
+            while IFS= read -r line; do
+                case "$line" in *:/system.slice/docker.service) dockerd_service=yes ;; esac
+            done < /proc/"$dockerd_pid"/cgroup
+        fi 2>/dev/null ;;
+esac
+if [ -n "$dockerd_service" ] && [ -L /etc/systemd/system/multi-user.target.wants/docker.service ] \
+        && ! [ -L /etc/systemd/system/docker.service ]; then
+    unit='ActiveState=active
+UnitFileState=enabled'
+    dockerd_pids=$dockerd_pid
+else
+    unit=$(systemctl show docker --property=ActiveState,UnitFileState,ExecStart 2>/dev/null)
+    dockerd_pids=$(pidof dockerd 2>/dev/null)
+fi
+while IFS= read -r line; do printf '\037%s' "$line"; done <<UNIT
+$unit
+UNIT
+echo
+# The checks' files that exist, each reported with its path, and one sha256sum for the "file"
+# checks: a process per file adds up over a fleet sharing cores. Their modes and owners come from the
+# find below; the controller joins those lines with the checks by path.
+set --
+if [ -f /etc/docker/certs.d/reg1:5000/ca.crt ]; then
+    printf '%s\n' 'path.ca=file /etc/docker/certs.d/reg1:5000/ca.crt'
+    set -- "$@" /etc/docker/certs.d/reg1:5000/ca.crt
+fi
+if [ -f /etc/containerd/certs.d/reg1:5000/hosts.toml ]; then
+    printf '%s\n' 'path.containerd_hosts=file /etc/containerd/certs.d/reg1:5000/hosts.toml'
+    set -- "$@" /etc/containerd/certs.d/reg1:5000/hosts.toml
+fi
+if [ -f /etc/containerd/certs.d/reg1:5000/ca.crt ]; then
+    printf '%s\n' 'path.containerd_ca=file /etc/containerd/certs.d/reg1:5000/ca.crt'
+    set -- "$@" /etc/containerd/certs.d/reg1:5000/ca.crt
+fi
+if [ -f /etc/containers/registries.conf.d/50-regdeploy.conf ]; then
+    printf '%s\n' 'path.podman_conf=file /etc/containers/registries.conf.d/50-regdeploy.conf'
+    set -- "$@" /etc/containers/registries.conf.d/50-regdeploy.conf
+fi
+if [ -f /etc/containers/certs.d/reg1:5000/ca.crt ]; then
+    printf '%s\n' 'path.podman_ca=file /etc/containers/certs.d/reg1:5000/ca.crt'
+    set -- "$@" /etc/containers/certs.d/reg1:5000/ca.crt
+fi
+[ $# -eq 0 ] || sha256sum --tag -- "$@" 2>/dev/null
+# managed_by: its content too (bcrypt hashes: what regdeploy verifies passwords against).
+if [ -f /var/lib/regdeploy/managed-by ]; then
+    printf '%s\n' 'path.managed_by=lines /var/lib/regdeploy/managed-by'
+    set -- "$@" /var/lib/regdeploy/managed-by
+    join_lines lines.managed_by /var/lib/regdeploy/managed-by \
+        || while IFS= read -r line || [ -n "$line" ]; do printf 'line.managed_by=%s\n' "$line"; done < /var/lib/regdeploy/managed-by
+fi
+# login: regdeploy's stamp (user and a bcrypt hash) beside a credential it put there, shown only
+# while the credential itself is there and mentions "reg1:5000"; the credential's mode from the find.
+if [ -f /root/.docker/regdeploy-login ] && [ -f /root/.docker/config.json ] && grep -qF '"reg1:5000"' /root/.docker/config.json; then
+    stamp=
+    { IFS= read -r stamp || [ -n "$stamp" ]; } < /root/.docker/regdeploy-login
+    printf 'stamp.login=%s\n' "$stamp"
+    printf '%s\n' 'path.login=stamp /root/.docker/config.json'
+    set -- "$@" /root/.docker/config.json
+fi
+# containerd_config: its content too (bcrypt hashes: what regdeploy verifies passwords against).
+if [ -f /etc/containerd/config.toml ]; then
+    printf '%s\n' 'path.containerd_config=lines /etc/containerd/config.toml'
+    set -- "$@" /etc/containerd/config.toml
+    join_lines lines.containerd_config /etc/containerd/config.toml \
+        || while IFS= read -r line || [ -n "$line" ]; do printf 'line.containerd_config=%s\n' "$line"; done < /etc/containerd/config.toml
+fi
+path=/etc/docker/daemon.json
+if [ -f "$path" ] && ! [ -L "$path" ]; then
+    printf 'path.daemon.json=present %s\n' "$path"
+    set -- "$@" "$path"
+fi
+# dockerd refuses to start when an option is both on its command line and in daemon.json. One grep
+# (command lines' NULs read as text) looks for --insecure-registry in the running daemons' command
+# lines, /etc/default/docker's DOCKER_OPTS and the unit's files and drop-ins, which a daemon-reload
+# may have changed under a running daemon. Only if it finds one is what dockerd gets reported: from
+# the running daemons, /etc/default/docker and the unit's effective ExecStart as systemd has it
+# (drop-ins applied, so an ExecStart a drop-in replaced does not count).
+flags() {
+    grep -saE "$@" -e '^[^#]*dockerd.*--insecure-registry' -e '^[[:space:]]*ExecStart=.*--insecure-registry' \
+        -e '^[[:space:]]*(export[[:space:]]+)?DOCKER_OPTS=.*--insecure-registry'
+}
+units=  # no spaces in these paths: split and globbed where used
+for dir in /etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system /usr/lib/systemd/system \
+        /lib/systemd/system; do
+    units="$units $dir/docker.service $dir/docker.service.d/*.conf"
+done
+# A grep that found nothing is not run again while nothing it reads can have changed: it is a process
+# on every host of every run. Before it greps, a run writes its shell's pid to $flags_round, whose mtime
+# says when the grep began. After a grep that found nothing, $flags_seen gets the boot id, the running
+# daemons' pids and that round's pid. The grep is skipped while all of these hold:
+# - the boot id and the daemons' pids are the same;
+# - $flags_seen names the round in $flags_round (a run that died mid-grep left a round of its own);
+# - every file grep reads (the unit's files and drop-ins, /etc/default/docker) last changed in a
+#   second before that grep began, and none is a symbolic link (whose target's changes its own
+#   change time does not show).
+# A file's change time (ctime) cannot be set back by cp -p, touch or a package's old mtimes; a new
+# file or drop-in has changed when it appears; one taken away can only take a flag away. Only the
+# clock stepping back after a grep could hide a change (a reboot changes the boot id, a dockerd
+# restart the pids).
+# No cache (host_caches=false): nothing names a round, so grep runs every time; nothing is kept.
+flags_seen=/dev/null flags_round=/dev/null
+boot_id=
+{ read -r boot_id < /proc/sys/kernel/random/boot_id; } 2>/dev/null
+flags_key="$boot_id $dockerd_pids"
+# One find for the modes and owners of the checks' files and daemon.json (stat=), and for the change
+# times of what grep reads and of $flags_round: one process for both. The paths are absolute, so find
+# never takes one for an expression; each ends with "/" so that read keeps a trailing space.
+# shellcheck disable=SC2086 # $units: unit files and drop-in globs, split and expanded on purpose
+stats=$(find "$@" $units /etc/default/docker "$flags_round" -maxdepth 0 -printf '%m %u %C@ %T@ %p/\n' 2>/dev/null)
+newest=0
+round=
+while read -r mode owner changed modified name; do
+    name=${name%/}
+    case "$name" in
+        '') ;;
+        "$flags_round") round=${modified%.*} ;;
+        /etc/default/docker|*/docker.service|*/docker.service.d/*.conf)
+            if [ -L "$name" ]; then newest=linked
+            elif [ "$newest" != linked ] && [ "${changed%.*}" -gt "$newest" ]; then newest=${changed%.*}; fi ;;
+        *) printf 'stat=%s %s %s\n' "$mode" "$owner" "$name" ;;
+    esac
+done <<STATS
+$stats
+STATS
+seen='' round_pid=''
+{ IFS= read -r seen < "$flags_seen"; } 2>/dev/null
+{ IFS= read -r round_pid < "$flags_round"; } 2>/dev/null
+if [ -n "$round" ] && [ "$seen" = "$flags_key $round_pid" ] && [ "$newest" != linked ] \
+        && [ "$newest" -lt "$round" ]; then
+    :  # nothing named the flag then, and nothing grep reads has changed since
+else
+    # printf, not ":": a failed redirection of a special builtin would end the script.
+    { printf '%s\n' $$ > "$flags_round"; } 2>/dev/null
+    set --
+    for pid in $dockerd_pids; do set -- "$@" /proc/"$pid"/cmdline; done
+    set -- "$@" /etc/default/docker
+    # shellcheck disable=SC2086 # as above
+    if flags -q "$@" $units; then
+        { printf '' > "$flags_seen"; } 2>/dev/null
+        case "$unit" in *ExecStart=*) ;; *) unit=$(systemctl show docker --property=ExecStart 2>/dev/null) ;; esac
+        flags -H "$@" | tr '\0' ' ' | sed 's|^/proc/[0-9]*/cmdline:|running dockerd: |; s/^/flag=/'
+        printf '%s\n' "$unit" | sed -n '/^ExecStart=.*--insecure-registry/s/^/flag=/p'
+    else
+        { printf '%s\n' "$flags_key $$" > "$flags_seen"; } 2>/dev/null
+    fi
+fi
+# What the running daemon trusts: a file can say more than dockerd has loaded (a deploy killed
+# between writing and reloading, a hand edit). `docker info` gathers the whole daemon's state, so it is asked only
+# when the file is not the one regdeploy last saw dockerd take (the apply script's stamp).
+# The stamp holds the file's SHA-256 and has the file's mtime (the apply script copies it): an equal
+# mtime, to the nanosecond with shell builtins, saves hashing the file. A stamp with the hash but
+# another mtime (written before stamps had it, or the file touched) is checked by hash, then given it.
+confirmed=
+{ read -r confirmed < "$path".regdeploy-confirmed; } 2>/dev/null
+# shellcheck disable=SC3013 # as above
+if [ -f "$path" ] && [ -n "$confirmed" ] && ! [ "$path" -nt "$path".regdeploy-confirmed ] \
+        && ! [ "$path" -ot "$path".regdeploy-confirmed ]; then
+    echo "trusted=(confirmed)"
+elif [ -f "$path" ] && [ -n "$confirmed" ] && [ "$(sha256sum < "$path")" = "$confirmed" ]; then
+    touch -r "$path" "$path".regdeploy-confirmed 2>/dev/null
+    echo "trusted=(confirmed)"
+else
+    echo "trusted=$(docker info --format '{{range $name, $index := .RegistryConfig.IndexConfigs}}{{if not $index.Secure}}{{$name}} {{end}}{{end}}' 2>/dev/null || echo '(unknown)')"
+fi
+# The file last: its content on one line before it, or else everything after its line, verbatim.
+# Read with shell builtins: one process fewer on every host (a file without a final newline too).
+if [ -L "$path" ]; then echo "daemon.json=symlink $(readlink "$path")"
+elif [ -f "$path" ] && join_lines daemon.json.joined "$path"; then
+    echo "daemon.json=present"  # its mode: the find above
+elif [ -f "$path" ]; then
+    echo "daemon.json=present"
+    while IFS= read -r line || [ -n "$line" ]; do printf '%s\n' "$line"; done < "$path"
+elif [ -e "$path" ]; then echo "daemon.json=other $(stat -c %F "$path")"
+else echo daemon.json=absent; fi

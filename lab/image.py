@@ -12,6 +12,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from regdeploy.registry_plan import CONTAINER_PORT, STORAGE_TARGET
 from regdeploy.rendering import render
 
 from . import config
@@ -225,7 +226,8 @@ def _build_registry_image(rootfs: Path, archive: Path) -> None:
         # enabled, no health check), so a test can tell which one is in effect.
         for image, archive_path, config_path, built_in in (
                 (config.REGISTRY_IMAGE, archive, "/etc/docker/registry/config.yml",
-                 render("registry-config.yml.j2", data_dir="/var/lib/registry")),
+                 render("registry-config.yml.j2", data_dir=STORAGE_TARGET, storage_target=STORAGE_TARGET,
+                        container_port=CONTAINER_PORT)),
                 (config.REGISTRY3_IMAGE, archive.with_name(config.REGISTRY3_ARCHIVE),
                  "/etc/distribution/config.yml", REGISTRY3_BUILT_IN_CONFIG)):
             for stale in ("etc/docker", "etc/distribution"):

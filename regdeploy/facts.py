@@ -8,7 +8,7 @@ from pyinfra.api import FactBase
 
 from .daemon_config import INSECURE_REGISTRIES_FORMAT
 from .host_state import UNIT_SEPARATOR, HostState, parse_catalog_lines, parse_host_state
-from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LABEL
+from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LABEL, STORAGE_TARGET
 
 
 # dpkg-query's answer, kept on each host with the mtime of dpkg's database it was read at (see
@@ -64,7 +64,7 @@ class DockerHostState(FactBase):
                       lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
                       servers=servers, also=cache_name, marker=MIGRATION_MARKER, moved_marker=MOVED_MARKER,
                       aside_suffix=ASIDE_SUFFIX, dpkg_cache=dpkg_cache,
-                      spec_label=SPEC_LABEL, unit_separator=UNIT_SEPARATOR)
+                      spec_label=SPEC_LABEL, unit_separator=UNIT_SEPARATOR, storage_target=STORAGE_TARGET)
 
     def process(self, output: Iterable[str]) -> HostState:
         return parse_host_state(list(output))

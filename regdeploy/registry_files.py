@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import load_balancer, managed, runtime_config, security
 from .deploy_lock import LOCK_PATH
-from .registry_plan import CONFIG_TARGET, DEBUG_PORT
+from .registry_plan import CONFIG_TARGET, CONTAINER_PORT, DEBUG_PORT, STORAGE_TARGET
 from .rendering import render
 from .settings import cache_settings
 
@@ -129,6 +129,7 @@ def registry_config(settings, readonly: bool = False) -> str:
                   allow_delete=settings.registry_allow_delete, tls=settings.registry_tls,
                   auth=settings.registry_auth, tls_dir=tls_dir(settings), auth_dir=auth_dir(settings),
                   certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT,
+                  storage_target=STORAGE_TARGET, container_port=CONTAINER_PORT,
                   proxy=proxy_config(settings), s3=s3_config(settings), http_secret=security.http_secret(settings))
 
 

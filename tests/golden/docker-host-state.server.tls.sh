@@ -383,7 +383,7 @@ fi
     # its Destination); the controller checks it against the parsed JSON before trusting it.
     if [ -S /var/run/docker.sock ] && command -v curl >/dev/null 2>&1; then
         out=$(curl -s --unix-socket /var/run/docker.sock -w '\nregdeploy:end\n' "http://docker/images/$image/json" "http://docker/containers/"registry/json "http://docker/containers/"registry.regdeploy-old/json "http://docker/containers/"registry-cache/json \
-            | awk -v port=5000 -v label="$label" '
+            | awk -v port=5000 -v label="$label" -v target=/var/lib/registry '
                 $0 == "regdeploy:end" { answer++; next }
                 answer == 0 && match($0, /^\{"Id":"sha256:[0-9a-f]+"/) { image = substr($0, 8, RLENGTH - 8) }
                 answer == 1 && /^\{"Id":/ { registry = $0 }
@@ -391,8 +391,8 @@ fi
                 # A pull-through cache an earlier run made, now that none is configured (its JSON has our label).
                 answer == 3 && /^\{"Id":/ && index($0, label) { cache = 1 }
                 END {
-                    tail = "\",\"Destination\":\"/var/lib/registry\""
-                    if (match(registry, /"Source":"[^"]*","Destination":"\/var\/lib\/registry"/))
+                    tail = "\",\"Destination\":\"" target "\""
+                    if (match(registry, "\"Source\":\"[^\"]*" tail))
                         storage = substr(registry, RSTART + 10, RLENGTH - 10 - length(tail))
                     here = index(registry, "\"Running\":true") && index(registry, "\"HostIp\":\"0.0.0.0\",\"HostPort\":\"" port "\"")
                     print (registry != "" ? "yes" : "") "|" storage "|" (here ? "yes" : "") "regdeploy:head"

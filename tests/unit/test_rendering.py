@@ -11,7 +11,7 @@ from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
 from regdeploy.settings import validate_hosts
-from regdeploy.registry_plan import Migration, RegistryPlan, Storage
+from regdeploy.registry_plan import CONTAINER_PORT, STORAGE_TARGET, Migration, RegistryPlan, Storage
 from regdeploy.registry_files import registry_config, server_script
 from regdeploy.registry_run import container_spec_hash, desired_container, run_script
 
@@ -33,9 +33,10 @@ def _sh_syntax_ok(script: str) -> None:
 
 
 def test_registry_config_serves_storage_from_the_mounted_directory():
-    config = yaml.safe_load(render("registry-config.yml.j2", data_dir="/srv/registry"))
-    assert config["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry"
-    assert config["http"]["addr"] == ":5000"
+    # The host's registry_data_dir is mounted on the image's own storage path: config.yml names that.
+    config = yaml.safe_load(registry_config(server_settings(registry_data_dir="/srv/registry")))
+    assert config["storage"]["filesystem"]["rootdirectory"] == "/var/lib/registry" == STORAGE_TARGET
+    assert config["http"]["addr"] == ":5000" == f":{CONTAINER_PORT}"
 
 
 @pytest.mark.parametrize("action", ["reload", "restart"])

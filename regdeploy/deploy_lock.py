@@ -1,4 +1,4 @@
-"""The host's deploy lock (templates/deploy-lock.sh.j2): one deploy, backup or restore at a time per host.
+"""The host's deploy lock (templates/parts/deploy-lock.sh.j2): one deploy, backup or restore at a time per host.
 
 The lock is held by the SSH connection that took it and is free once that connection ends, so a
 killed run never leaves it behind. /run is emptied at boot as well.

@@ -12,7 +12,7 @@ from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LA
 
 
 # dpkg-query's answer, kept on each host with the mtime of dpkg's database it was read at (see
-# templates/docker-host-state.sh.j2); /var/cache: deleting it loses nothing but one query's time.
+# templates/facts/docker-host-state.sh.j2); /var/cache: deleting it loses nothing but one query's time.
 DPKG_CACHE = "/var/cache/regdeploy/dpkg-query"
 
 

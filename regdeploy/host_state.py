@@ -58,7 +58,7 @@ def file_matches(found: str | None, content: str, mode: str) -> bool:
 
 
 def parse_host_state(output: list[str]) -> HostState:
-    """The fact's output (templates/docker-host-state.sh.j2) as a HostState."""
+    """The fact's output (templates/facts/docker-host-state.sh.j2) as a HostState."""
     state = HostState()
     server_lines: dict[str, list[str]] = {}
     # The checks' files as the shell reports them: {label: (kind, path)}, then one find (stat=

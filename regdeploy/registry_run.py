@@ -87,7 +87,7 @@ def archive_upload(settings: Settings) -> Preload | None:
 
 def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: DesiredContainer,
                aside: str, notice: str | None = None) -> str:
-    """The script that carries out `plan` on the server (templates/run-registry.sh.j2)."""
+    """The script that carries out `plan` on the server (templates/actions/run-registry.sh.j2)."""
     return render("run-registry.sh.j2", plan=plan, name=desired.name, image=settings.registry_image, aside=aside,
                   notice=notice, api=registry_files.loopback_api(settings), extra_mounts=desired.extra_mounts,
                   port=desired.host_port, container_port=CONTAINER_PORT, debug_binding=desired.debug_binding,

@@ -14,6 +14,17 @@ import jinja2
 # project's top-level `templates` folder.
 _PACKAGE_TEMPLATES = Path(__file__).resolve().parent / "templates"
 TEMPLATES_DIR = _PACKAGE_TEMPLATES if _PACKAGE_TEMPLATES.is_dir() else Path(__file__).resolve().parent.parent / "templates"
+# templates/ by what each file is; a template is named without its folder (names are unique across them):
+# - facts: the scripts whose output a pyinfra fact parses (and the parts only they include);
+# - actions: the scripts that change a host, or read a registry for the CLI;
+# - config: files written on hosts as they are (config.yml, haproxy.cfg, systemd units);
+# - parts: shell included by several scripts (the deploy lock, the registry API, read-only mode).
+TEMPLATE_GROUPS = ("facts", "actions", "config", "parts")
+
+
+def template_paths() -> dict[str, Path]:
+    """{template name: its file}, every group's."""
+    return {path.name: path for group in TEMPLATE_GROUPS for path in sorted((TEMPLATES_DIR / group).glob("*.j2"))}
 
 
 class _BytecodeCache(jinja2.FileSystemBytecodeCache):
@@ -45,7 +56,7 @@ def _bytecode_cache() -> jinja2.BytecodeCache | None:
 
 
 _environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+    loader=jinja2.FileSystemLoader([str(TEMPLATES_DIR / group) for group in TEMPLATE_GROUPS]),
     undefined=jinja2.StrictUndefined,
     keep_trailing_newline=True,
     bytecode_cache=_bytecode_cache(),

@@ -2,7 +2,7 @@
 
 The server's state is read with the rest of the host (DockerHostState), the decision is the pure
 `registry_plan.plan_registry`, and the container is (re)created by one script
-(templates/run-registry.sh.j2) rather than pyinfra's docker.container: that operation never
+(templates/actions/run-registry.sh.j2) rather than pyinfra's docker.container: that operation never
 recreates a container whose spec changed (its diff is a stub in 3.10), and adopting a registry
 started by hand needs stop, copy, verify, swap and roll back in one ordered step.
 """

@@ -23,7 +23,7 @@ from regdeploy.host_state import HostState
 from regdeploy.registry_files import GC_FILES, GC_UNIT
 from regdeploy.registry_plan import Migration, RegistryPlan, Storage
 from regdeploy.registry_run import archive_upload, cache_facts, desired_container, registry_facts, run_script
-from regdeploy.rendering import TEMPLATES_DIR, render
+from regdeploy.rendering import render, template_paths
 from regdeploy.settings import validate_hosts
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -154,7 +154,7 @@ def _scripts() -> Iterator[tuple[str, str]]:
 
 def shell_templates() -> set[str]:
     """The templates a shell runs (top-level scripts and the parts they include)."""
-    return {p.name for p in TEMPLATES_DIR.glob("*.sh.j2")}
+    return {name for name in template_paths() if name.endswith(".sh.j2")}
 
 
 def stale() -> list[str]:

@@ -1,4 +1,4 @@
-"""The deploy lock's script (templates/deploy-lock.sh.j2), run for real: each contender is a shell under
+"""The deploy lock's script (templates/parts/deploy-lock.sh.j2), run for real: each contender is a shell under
 a stand-in SSH session (a copy of sh named sshd-*, which is what the lock walks up to), all on a lock
 file under tmp_path."""
 

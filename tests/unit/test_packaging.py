@@ -23,7 +23,7 @@ def test_the_wheel_installs_only_regdeploys_namespace(wheel):
 
 def test_the_wheel_carries_the_deploy_its_tasks_and_every_template(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    templates = {f"regdeploy/templates/{p.name}" for p in (REPO / "templates").glob("*.j2")}
+    templates = {f"regdeploy/templates/{p.relative_to(REPO / 'templates')}" for p in (REPO / "templates").glob("*/*.j2")}
     assert templates and templates <= names, templates - names
     tasks = {f"regdeploy/tasks/{p.name}" for p in (REPO / "tasks").glob("*.py")}
     assert {"regdeploy/tasks/__init__.py", "regdeploy/tasks/registry_server.py"} <= tasks <= names, tasks - names

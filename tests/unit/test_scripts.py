@@ -32,8 +32,16 @@ def test_every_rendered_script_passes_shellcheck(tmp_path):
 
 def test_every_shell_template_is_in_the_corpus():
     templates = scripts.shell_templates()
-    included = {name for path in scripts.TEMPLATES_DIR.glob("*.j2")
+    included = {name for path in scripts.template_paths().values()
                 for name in re.findall(r'{%-?\s*include "([^"]+)"', path.read_text())}
     rendered = {name.split(".")[0] + ".sh.j2" for name in scripts.corpus()}
     assert templates - rendered - included == set()
     assert {"run-registry.sh.j2", "docker-host-state.sh.j2", "registry-gc.sh.j2"} <= rendered
+
+
+def test_template_names_are_unique_across_their_groups():
+    from regdeploy.rendering import TEMPLATE_GROUPS, TEMPLATES_DIR
+
+    names = [p.name for group in TEMPLATE_GROUPS for p in (TEMPLATES_DIR / group).glob("*.j2")]
+    assert len(names) == len(set(names)), "a template is named without its folder: names must not repeat"
+    assert {p.parent.name for p in TEMPLATES_DIR.rglob("*.j2")} == set(TEMPLATE_GROUPS)

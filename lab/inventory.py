@@ -70,10 +70,11 @@ def write(lab: config.Lab, hostnames: list[str], specs: dict | None = None) -> N
 
 
 def _role_data(spec) -> str:
-    """Inventory data a host's role needs: hosts that pull without Docker get none installed."""
+    """Inventory data a host's role needs: hosts that pull without Docker get none installed, and
+    say which runtime they pull with (what the verify suite checks)."""
     if spec is None or spec.role not in config.WITHOUT_DOCKER:
         return ""
-    return ', "docker_install_source": "none"'
+    return f', "docker_install_source": "none", "client_runtimes": [{spec.role!r}]'
 
 
 def _comment(spec) -> str:

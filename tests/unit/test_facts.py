@@ -643,3 +643,23 @@ def test_without_caches_the_fact_gives_the_same_answers_and_keeps_nothing(tmp_pa
     for asked in (asked_plain, asked_again):
         assert asked.count("dpkg-query") == 1 and asked.count("grep") >= 1
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == kept
+
+
+@pytest.mark.parametrize("present", [(), ("podman",), ("containerd",), ("dockerd", "containerd", "podman")])
+def test_the_fact_names_the_runtimes_on_the_path(tmp_path, present):
+    """`tools`: which of dockerd, podman and containerd the host has (runtimes.resolve decides from
+    them where client_runtimes is not declared). The PATH holds this machine's tools but those three,
+    and stand-ins for the ones the case has."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for directory in ("/usr/sbin", "/usr/bin", "/sbin", "/bin"):
+        for name in os.listdir(directory):
+            if name not in ("dockerd", "podman", "containerd", "docker") and not (bin_dir / name).exists():
+                (bin_dir / name).symlink_to(os.path.join(directory, name))
+    for name in present:
+        (bin_dir / name).write_text("#!/bin/sh\nexit 0\n")
+        (bin_dir / name).chmod(0o755)
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"))
+    result = subprocess.run([str(bin_dir / "sh"), "-c", command], capture_output=True, text=True, check=True,
+                            env={"PATH": str(bin_dir)})
+    assert DockerHostState().process(result.stdout.splitlines()).tools == set(present)

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from regdeploy import runtimes
 from regdeploy.inventory import load_fleet
 
 from .access import Access
@@ -88,9 +87,25 @@ def any_host(access, inventory_host):
     return access.host(inventory_host)
 
 
+def declared_runtimes(settings) -> tuple[str, ...] | None:
+    """The runtimes the inventory declares for a host, not what the deploy decided from the host (a
+    check must not ask the code it checks): `client_runtimes`, else Docker where regdeploy installs
+    it; none on a host that is only the load balancer. None: nothing is declared."""
+    if not settings.uses_registry:
+        return ()
+    if settings.client_runtimes:
+        return tuple(settings.client_runtimes)
+    if settings.docker_install_source != "none":
+        return ("docker",)
+    return None
+
+
 @pytest.fixture
-def host_runtimes(any_host, inventory_host) -> tuple[str, ...]:
-    """The runtimes the deploy made trust the registry on this host, decided as the deploy decides."""
-    settings = inventory_host.settings
-    tools = {tool for tool in ("dockerd", "podman", "containerd") if any_host.exists(tool)}
-    return runtimes.resolve(settings.client_runtimes, settings.docker_install_source, tools)
+def host_runtimes(inventory_host) -> tuple[str, ...]:
+    """The runtimes that must trust the registry on this host, as the inventory declares them."""
+    declared = declared_runtimes(inventory_host.settings)
+    if declared is None:
+        pytest.fail(f"host {inventory_host.name!r}: docker_install_source is 'none' and client_runtimes is not "
+                    "set, so nothing says which runtimes it pulls with: set client_runtimes (docker, containerd, "
+                    "podman) for it, and the verify suite checks those", pytrace=False)
+    return declared

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from lab import config as lab_config
 from lab import hosts as lab_hosts
+from lab import ssh as lab_ssh
 from lab import image as lab_image
 from regdeploy.variables import DEFAULTS
 
@@ -110,7 +111,7 @@ def by_hand(hostnames: list[str]) -> Sample:
            f"-v {BY_HAND_DATA_DIR}:/var/lib/registry registry:2 >/dev/null")
 
     def work(hostname: str) -> None:
-        ssh = lab_hosts.ssh_command(BENCH_LAB, hostname)
+        ssh = lab_ssh.ssh_command(BENCH_LAB, hostname)
         subprocess.run([*ssh, f"{trust} && {install}"], check=True, stdin=subprocess.DEVNULL)
         if hostname == "registry":
             with open(archive, "rb") as handle:

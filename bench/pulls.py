@@ -21,6 +21,7 @@ from pathlib import Path
 
 from lab import config as lab_config
 from lab import hosts as lab_hosts
+from lab import ssh as lab_ssh
 from regdeploy import load_balancer
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +32,7 @@ RESULTS = REPO_ROOT / "bench" / "results" / "pulls.json"
 
 
 def ssh(hostname: str, command: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(lab_hosts.ssh_command(PULLS_LAB, hostname, command), capture_output=True, text=True,
+    result = subprocess.run(lab_ssh.ssh_command(PULLS_LAB, hostname, command), capture_output=True, text=True,
                             stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:
         raise SystemExit(f"{hostname}: {command!r} failed: {result.stderr.strip()[-800:]}")

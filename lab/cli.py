@@ -8,6 +8,7 @@ import sys
 import click
 
 from . import config, hosts, image
+from . import ssh as lab_ssh
 from .docker import require_engine
 
 
@@ -62,7 +63,7 @@ def status(lab: config.Lab) -> None:
         click.echo(f"lab {lab.name}: no hosts")
         sys.exit(1)
     for hostname in names:
-        state = "ssh ok" if lab.ssh_config_path.exists() and hosts.ssh_ok(lab, hostname) else "no ssh"
+        state = "ssh ok" if lab.ssh_config_path.exists() and lab_ssh.ssh_ok(lab, hostname) else "no ssh"
         click.echo(f"{hostname:12} {state}")
 
 
@@ -72,7 +73,7 @@ def status(lab: config.Lab) -> None:
 @click.pass_obj
 def ssh(lab: config.Lab, hostname: str, command: tuple[str, ...]) -> None:
     """Open a shell (or run COMMAND) on a lab host."""
-    argv = hosts.ssh_command(lab, hostname, *command)
+    argv = lab_ssh.ssh_command(lab, hostname, *command)
     os.execvp(argv[0], argv)
 
 

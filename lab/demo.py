@@ -13,6 +13,7 @@ from regdeploy.inventory import load_fleet
 from regdeploy.registry_api import RegistryClient, base_url
 
 from . import config, hosts
+from . import ssh as lab_ssh
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -23,7 +24,7 @@ def _say(text: str) -> None:
 
 def _on(lab: config.Lab, hostname: str, command: str, stdin=None) -> None:
     click.echo(f"[{hostname}] $ {command}")
-    subprocess.run(hosts.ssh_command(lab, hostname, command), stdin=stdin, check=True)
+    subprocess.run(lab_ssh.ssh_command(lab, hostname, command), stdin=stdin, check=True)
 
 
 def run_demo(lab: config.Lab, clients: int) -> None:

@@ -6,6 +6,8 @@ import json
 import shutil
 import subprocess
 
+from . import config
+
 NO_ENGINE = (
     "No Docker engine answers on this controller. Install and start one, e.g. on Debian 12:\n"
     "  apt-get install -y docker.io && (dockerd >/var/log/dockerd.log 2>&1 &)\n"
@@ -54,3 +56,10 @@ def labelled(kind: str, label: str) -> list[str]:
     else:
         out = docker(kind, "ls", "--filter", f"label={label}", "--format", "{{.Name}}")
     return out.split()
+
+
+def container_hosts(lab: config.Lab) -> list[str]:
+    """Hostnames of this lab's host containers, server first."""
+    names = labelled("container", f"{config.LAB_LABEL}={lab.name}")
+    hosts = [n[len(lab.name) + 1:] for n in names if n.startswith(lab.name + "-")]
+    return sorted(hosts, key=config.host_order)

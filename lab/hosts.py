@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import os
 import secrets
-import shlex
-import subprocess
 import sys
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import config, image, inventory, vm
-from .docker import docker, inspect, labelled, require_engine
+from .docker import container_hosts, docker, inspect, labelled, require_engine
 from .log import step
+from .roles import prepare_role
+from .ssh import close_ssh_master, ensure_ssh_key, wait_for_ssh
 
 LXCFS_UPTIME = Path("/var/lib/lxcfs/proc/uptime")
 OWNER_LABEL = f"{config.LAB_LABEL}.state-dir"
@@ -40,13 +39,6 @@ def running_hosts(lab: config.Lab) -> list[str]:
     if vm.is_vm_lab(lab):
         return vm.running_hosts(lab)
     return container_hosts(lab)
-
-
-def container_hosts(lab: config.Lab) -> list[str]:
-    """Hostnames of this lab's host containers, server first."""
-    names = labelled("container", f"{config.LAB_LABEL}={lab.name}")
-    hosts = [n[len(lab.name) + 1:] for n in names if n.startswith(lab.name + "-")]
-    return sorted(hosts, key=config.host_order)
 
 
 SPEC_LABEL = f"{config.LAB_LABEL}.os"
@@ -113,34 +105,6 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
     return wanted
 
 
-# What each role's host is before regdeploy runs: installed from the image's apt cache (offline).
-ROLE_SETUP = {
-    "containerd-store": "mkdir -p /etc/docker && printf '%s\\n' "
-                        "'{\"features\": {\"containerd-snapshotter\": true}}' > /etc/docker/daemon.json",
-    "containerd": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q containerd >/dev/null "
-                  "&& systemctl enable --now containerd >/dev/null 2>&1",
-    "podman": "DEBIAN_FRONTEND=noninteractive apt-get install -y -q podman >/dev/null",
-}
-
-
-def prepare_role(lab: config.Lab, hostname: str, spec: config.HostSpec) -> None:
-    if spec.role == "ceph":
-        prepare_store(lab, hostname)
-        return
-    run_on(lab, hostname, ROLE_SETUP[spec.role], f"prepare it as {spec}")
-
-
-STORE_SCRIPT = Path(__file__).with_name("ceph-store.sh")
-
-
-def prepare_store(lab: config.Lab, hostname: str) -> None:
-    """Ceph with RGW on the store host (lab/ceph-store.sh): the bucket and key the inventory names."""
-    remote = f"sh -c {shlex.quote(STORE_SCRIPT.read_text())} store {config.STORE_ACCESS_KEY} {config.STORE_BUCKET} " \
-             f"{config.STORE_PORT}"
-    # The secret goes on stdin, never on a command line.
-    run_on(lab, hostname, remote, "make the Ceph store", stdin=lab.s3_secret_path.read_text().splitlines()[0] + "\n")
-
-
 def _ensure_secrets(lab: config.Lab) -> None:
     """The store's S3 secret key and the replicas' http.secret: made once per lab, 0600."""
     for path in (lab.s3_secret_path, lab.http_secret_path):
@@ -148,15 +112,6 @@ def _ensure_secrets(lab: config.Lab) -> None:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(20) + "\n")
-
-
-def run_on(lab: config.Lab, hostname: str, command: str, what: str, stdin: str = "") -> str:
-    """Run `command` on a lab host over SSH, `stdin` its input: its output, or SystemExit saying it
-    could not `what`."""
-    result = subprocess.run(ssh_command(lab, hostname, command), capture_output=True, text=True, input=stdin)
-    if result.returncode != 0:
-        raise SystemExit(f"{hostname}: could not {what}: {result.stderr.strip()[-1500:]}")
-    return result.stdout.strip()
 
 
 def _check_owner(lab: config.Lab, existing: set[str]) -> None:
@@ -178,12 +133,6 @@ def _raise_inotify_limits() -> None:
         except OSError as exc:
             print(f"lab: cannot raise {path} to {wanted} ({exc}): large labs may boot without sshd",
                   file=sys.stderr)
-
-
-def ensure_ssh_key(lab: config.Lab) -> None:
-    if not lab.ssh_key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{lab.name}",
-                        "-f", str(lab.ssh_key)], check=True)
 
 
 def _ensure_network(lab: config.Lab) -> None:
@@ -216,34 +165,6 @@ def _start_host(lab: config.Lab, hostname: str, index: int, spec: config.HostSpe
     docker(*args, config.host_image(spec.suite))
 
 
-def ssh_command(lab: config.Lab, hostname: str, *command: str) -> list[str]:
-    return ["ssh", "-F", str(lab.ssh_config_path), "-o", "ConnectTimeout=3", hostname, *command]
-
-
-def ssh_ok(lab: config.Lab, hostname: str) -> bool:
-    return subprocess.run(
-        ssh_command(lab, hostname, "true"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-    ).returncode == 0
-
-
-def wait_for_ssh(lab: config.Lab, hostnames: list[str], timeout: float = 120,
-                 logs: Callable[[str], str] | None = None) -> None:
-    def wait(hostname: str) -> str | None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if ssh_ok(lab, hostname):
-                return None
-            time.sleep(0.5)
-        return hostname
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        late = [h for h in pool.map(wait, hostnames) if h]
-    if late:
-        tail = logs(late[0]) if logs else docker("logs", "--tail", "20", lab.container_name(late[0]), check=False)
-        raise SystemExit(f"no SSH after {timeout:.0f} s on: {', '.join(late)}\n{tail}")
-
-
 def reboot(lab: config.Lab, hostname: str) -> None:
     """Restart one host like a machine reboot: processes end, its volume and containers stay (a VM
     really reboots)."""
@@ -261,11 +182,6 @@ def _close_ssh_masters(lab: config.Lab) -> None:
         return
     for hostname in running_hosts(lab):
         close_ssh_master(lab, hostname)
-
-
-def close_ssh_master(lab: config.Lab, hostname: str) -> None:
-    subprocess.run(["ssh", "-F", str(lab.ssh_config_path), "-O", "exit", hostname],
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
 REMOVE_BATCH = 16

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import config, vm_image
+from . import config, docker, inventory, roles, ssh, vm_image
 from .log import step
 
 MEMORY_MB = 1536
@@ -257,12 +257,10 @@ def _ensure_tap(lab: config.Lab, state: dict, index: int) -> str:
 
 def up(lab: config.Lab, clients: int = 1, rebuild: bool = False, os_spec: str = "") -> list[str]:
     """Boot the lab's VMs (or add VMs up to `clients` clients) and wait until every one answers SSH."""
-    from . import hosts, inventory  # hosts dispatches here: imported when used
-
     lab = vm_lab(lab)
     if not 0 <= clients <= 40:
         raise SystemExit("--clients must be between 0 and 40 for VMs")
-    if hosts.container_hosts(lab):
+    if docker.container_hosts(lab):
         raise SystemExit(f"lab {lab.name} runs as containers: `python -m lab --name {lab.name} down` first")
     wanted = config.hostnames(clients)
     state = load_state(lab) or {"lab": lab.name, "subnet": lab.subnet, "hosts": {}}
@@ -280,7 +278,7 @@ def up(lab: config.Lab, clients: int = 1, rebuild: bool = False, os_spec: str = 
     print(f"lab: VMs run on {accel.name.upper()} ({accel.reason})", file=sys.stderr)
     state["accel"] = dataclasses.asdict(accel)
     run_dir(lab).mkdir(parents=True, exist_ok=True)
-    hosts.ensure_ssh_key(lab)
+    ssh.ensure_ssh_key(lab)
     _ensure_network(lab, state)
     public_key = Path(f"{lab.ssh_key}.pub").read_text()
     booted = []
@@ -302,16 +300,16 @@ def up(lab: config.Lab, clients: int = 1, rebuild: bool = False, os_spec: str = 
             booted.append(hostname)
     inventory.write(lab, wanted, specs)
     with step("wait for SSH on every VM"):
-        hosts.wait_for_ssh(lab, wanted, timeout=SSH_TIMEOUT, logs=lambda h: console_tail(lab, h))
+        ssh.wait_for_ssh(lab, wanted, timeout=SSH_TIMEOUT, logs=lambda h: console_tail(lab, h))
     with step("give every VM the lab's names"):
         with ThreadPoolExecutor(max_workers=8) as pool:
-            list(pool.map(lambda h: hosts.run_on(lab, h, hosts_block_script(lab, wanted),
+            list(pool.map(lambda h: ssh.run_on(lab, h, hosts_block_script(lab, wanted),
                                                  "write the lab's names into /etc/hosts"), wanted))
     prepare = [h for h in booted if specs[h].role != "docker"]
     if prepare:
         with step(f"make {', '.join(f'{h} ({specs[h]})' for h in prepare)} what they play"):
             for hostname in prepare:
-                hosts.prepare_role(lab, hostname, specs[hostname])
+                roles.prepare_role(lab, hostname, specs[hostname])
     return wanted
 
 
@@ -333,25 +331,21 @@ def console_tail(lab: config.Lab, hostname: str, lines: int = 20) -> str:
 
 
 def boot_id(lab: config.Lab, hostname: str) -> str:
-    from . import hosts
-
-    return subprocess.run(hosts.ssh_command(lab, hostname, "cat /proc/sys/kernel/random/boot_id"),
+    return subprocess.run(ssh.ssh_command(lab, hostname, "cat /proc/sys/kernel/random/boot_id"),
                           capture_output=True, text=True, stdin=subprocess.DEVNULL, check=True).stdout.strip()
 
 
 def reboot(lab: config.Lab, hostname: str) -> None:
     """A real reboot: the guest's `systemctl reboot`, qemu resets the machine, the kernel boots again;
     back when SSH answers with a new boot id."""
-    from . import hosts
-
     before = boot_id(lab, hostname)
-    subprocess.run(hosts.ssh_command(lab, hostname, "systemctl reboot"), capture_output=True,
+    subprocess.run(ssh.ssh_command(lab, hostname, "systemctl reboot"), capture_output=True,
                    stdin=subprocess.DEVNULL)
     deadline = time.monotonic() + SSH_TIMEOUT
     while time.monotonic() < deadline:
         # The shared connection died with the old boot: never let a stale master answer.
-        hosts.close_ssh_master(lab, hostname)
-        if hosts.ssh_ok(lab, hostname):
+        ssh.close_ssh_master(lab, hostname)
+        if ssh.ssh_ok(lab, hostname):
             try:
                 if boot_id(lab, hostname) != before:
                     return

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from lab import config as lab_config
-from lab import hosts as lab_hosts
+from lab import ssh as lab_ssh
 from lab.docker import docker
 from regdeploy import deploy_lock
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
@@ -176,7 +176,7 @@ def test_an_unreachable_client_does_not_stop_the_others_and_converges_on_the_nex
         assert "registry:5006" in access.ssh("client1", DOCKER_STATE).split()
     finally:
         docker("start", container)
-        lab_hosts.wait_for_ssh(lab_session.lab, ["client2"])
+        lab_ssh.wait_for_ssh(lab_session.lab, ["client2"])
     fresh = lab_session.access()
     again = run_deploy(lab_session.inventory, "--data", "registry_port=5006")
     assert again.returncode == 0, again.stderr[-3000:]

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from lab import config as lab_config
-from lab import hosts as lab_hosts
+from lab import ssh as lab_ssh
 from lab.docker import docker
 from regdeploy import credentials, load_balancer
 from regdeploy.registry_api import RegistryClient, base_url
@@ -158,7 +158,7 @@ def test_a_dead_replica_costs_no_pull(scale, test_image_archive):
     assert_no_failed_pull(loops.outcomes(), at_least=3)
     # It comes back by itself once its machine does (restart policy, nothing on its disk to lose).
     docker("start", SCALE_LAB.container_name(victim))
-    lab_hosts.wait_for_ssh(SCALE_LAB, [victim])
+    lab_ssh.wait_for_ssh(SCALE_LAB, [victim])
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
 
 
@@ -244,7 +244,7 @@ def store_s3(command: str, *curl_args: str) -> str:
     """curl against the lab store's S3 API, on the store, with the lab's key (from stdin)."""
     key = SCALE_LAB.s3_secret_path.read_text().splitlines()[0]
     result = subprocess.run(
-        lab_hosts.ssh_command(SCALE_LAB, lab_config.STORE_HOST,
+        lab_ssh.ssh_command(SCALE_LAB, lab_config.STORE_HOST,
                               "curl -fsS -K - --aws-sigv4 aws:amz:us-east-1:s3 -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "
                               + " ".join(curl_args) + f" http://127.0.0.1:{lab_config.STORE_PORT}/{command}"),
         input=credentials.curl_config(lab_config.STORE_ACCESS_KEY, key), capture_output=True, text=True)

@@ -50,3 +50,20 @@ def test_unit_tests_import_nothing_from_tasks():
 def test_tasks_never_read_the_fact_as_a_dict():
     for path in [*sorted((ROOT / "tasks").glob("*.py")), ROOT / "deploy.py", ROOT / "regdeploy" / "deploys.py"]:
         assert 'state["' not in path.read_text(), f"{path.name}: read HostState's fields, not keys"
+
+
+def test_the_lab_modules_import_each_other_without_a_cycle():
+    modules = {p.stem: p for p in (ROOT / "lab").glob("*.py")}
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                found.update([node.module.split(".")[0]] if node.module else [a.name for a in node.names])
+        edges[name] = found & set(modules)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(n == goal or (n not in seen and reaches(n, goal, seen | {n})) for n in edges[start])
+
+    assert edges["vm"] and edges["hosts"], "the graph was read"
+    assert [m for m in modules if reaches(m, m, set())] == []

@@ -24,7 +24,7 @@ from .docker_packages import packages_to_check
 from .facts import DPKG_CACHE, DockerHostState
 from .host_plan import HostRefused, plan_host
 from .registry_run import cache_facts, registry_facts
-from .settings import ConfigError, from_inventory, left_alone
+from .settings import ConfigError, Settings, from_inventory, left_alone
 from .tasks.docker_client import trust_registry
 from .tasks.docker_engine import install_docker
 from .tasks.host_files import record_version
@@ -59,7 +59,7 @@ def registry() -> None:
     _provision(settings)
 
 
-def _provision(settings) -> None:
+def _provision(settings: Settings) -> None:
     # The one fact a host costs (pyinfra 3 runs a fact's command on every call, so it is read once and
     # passed down): it takes the host's deploy lock, held until this run's SSH connection to the host
     # ends, and reads Docker, daemon.json, the secure modes' files and, on the server, the registry.

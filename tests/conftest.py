@@ -53,6 +53,14 @@ class LabSession:
     def access(self) -> Access:
         return Access.load(self.inventory, self.workdir)
 
+    def fresh(self) -> None:
+        """The lab's hosts as the lab makes them, for a test that starts from scratch: recreated when a
+        module that ran before (in whatever order pytest was given them) deployed to them."""
+        if self.deployed:
+            lab_hosts.down(self.lab)
+            self.up()
+            self.deployed = False
+
     def ensure_deployed(self) -> None:
         if not self.deployed:
             result = run_deploy(self.inventory)

@@ -49,6 +49,7 @@ def _registry_container(access, server):
 
 
 def test_cold_deploy_from_scratch(lab_session, access):
+    lab_session.fresh()  # this module may run after another that deployed to the shared lab
     # client2 already has a daemon.json an operator wrote: the deploy must keep all of it.
     access.ssh("client2", f"mkdir -p /etc/docker && echo '{json.dumps(PREFILLED)}' > /etc/docker/daemon.json")
     for h in access.fleet.hosts:

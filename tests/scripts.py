@@ -14,10 +14,10 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from regdeploy import daemon_config, load_balancer, registry_files, runtime_config
+from regdeploy import daemon_config, deploy_lock, load_balancer, registry_files, runtime_config
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
-from regdeploy.docker_packages import START_DOCKER, with_install
-from regdeploy.facts import DockerHostState
+from regdeploy.docker_packages import START_DOCKER, packages_to_check, with_install
+from regdeploy.facts import DPKG_CACHE, DockerHostState
 from regdeploy.gc_schedule import gc_files
 from regdeploy.host_state import HostState
 from regdeploy.registry_files import GC_FILES, GC_UNIT
@@ -59,6 +59,14 @@ def replicas():
                            ("lb", data, {"registry_lb"})], check_files=False)
 
 
+def fact_command(host, dpkg_cache: str = DPKG_CACHE) -> str:
+    return DockerHostState().command(
+        path=host.docker_daemon_json, packages=tuple(packages_to_check(host)), lock=deploy_lock.LOCK_PATH,
+        holder=HOLDER, lock_timeout=host.deploy_lock_timeout, checks=registry_files.fact_checks(host),
+        registry=registry_facts(host) if host.is_server else None, dpkg_cache=dpkg_cache,
+        **(cache_facts(host) if host.is_server else {}))
+
+
 def corpus() -> dict[str, str]:
     """{golden file name: rendered text}; the names end in .sh for what a shell runs."""
     return dict(_scripts())
@@ -81,18 +89,12 @@ def _scripts() -> Iterator[tuple[str, str]]:
                    registry_files.server_script(settings, "registry-gc.sh.j2", HOLDER, page_size=100,
                                                 delete_untagged=True, dry_run=dry_run))
         yield f"registry-config.{mode}.yml", registry_files.registry_config(settings)
-        # The fact, as the deploy asks it on a server and on a client.
-        yield (f"docker-host-state.client.no-caches.{mode}.sh",
-               DockerHostState().command(path=client.docker_daemon_json, packages=("docker.io",), dpkg_cache="",
-                                         checks=registry_files.fact_checks(client)))
+        # The fact, as the deploy asks it (regdeploy.deploys) on a server and on a client; without
+        # host_caches once.
         for role, host in (("server", settings), ("client", client)):
-            yield (f"docker-host-state.{role}.{mode}.sh",
-                   DockerHostState().command(
-                       path=host.docker_daemon_json, packages=("docker.io", "curl"),
-                       lock="/var/lock/regdeploy.lock", holder=HOLDER, lock_timeout=600,
-                       checks=registry_files.fact_checks(host),
-                       registry=registry_facts(host) if host.is_server else None,
-                       **(cache_facts(host) if host.is_server else {})))
+            yield f"docker-host-state.{role}.{mode}.sh", fact_command(host)
+        if mode == "plain":
+            yield "docker-host-state.client.no-caches.plain.sh", fact_command(client, dpkg_cache="")
         for action in ("reload", "restart"):
             yield (f"apply-daemon-json.{action}.{mode}.sh",
                    render("apply-daemon-json.sh.j2", path=client.docker_daemon_json, action=action, validate=True,

@@ -1,6 +1,81 @@
 # Rendered by regdeploy (templates/docker-host-state.sh.j2), the DockerHostState fact: the first thing
 # a deploy reads on every host. It takes the host's deploy lock, then reports packages, the docker
 # service, --insecure-registry flags on dockerd's command line, what dockerd trusts, and daemon.json.
+# Included by regdeploy's scripts (templates/deploy-lock.sh.j2): the host's deploy lock.
+# It belongs to the SSH connection that took it (its sshd process, by pid and start time): held for
+# as long as that connection lives, free once it ends, however it ends (finished, killed, network
+# gone), so no run ever has to clean up after another; a script that ends before its connection
+# does calls release_deploy_lock. take_deploy_lock waits up to
+# 600 s; on failure $lock_holder says who holds it. Without an sshd ancestor (run by
+# systemd: the scheduled garbage collection) the lock is tied to this script's own shell instead.
+lock=/run/regdeploy.lock
+waited=0
+lock_holder=
+# proc_stat PID: its parent ($ppid) and start time ($started_at), from the fields of /proc/PID/stat
+# after the command name (which may hold spaces), read with shell builtins: every deploy takes the
+# lock first on every host, and a process per field adds up over a fleet sharing its cores.
+proc_stat() {
+    line=
+    { read -r line < /proc/"$1"/stat; } 2>/dev/null || return 1
+    # shellcheck disable=SC2086 # split on purpose: the fields of /proc/PID/stat after the name
+    set -- ${line##*) }
+    [ $# -ge 20 ] || return 1
+    ppid=$2
+    shift 19
+    started_at=$1
+}
+take_deploy_lock() {
+    session=$$
+    while [ "$session" -gt 1 ]; do
+        comm=
+        { read -r comm < /proc/"$session"/comm; } 2>/dev/null
+        case "$comm" in sshd*) break ;; esac
+        if [ "$session" = $$ ]; then session=$PPID  # the shell knows its own parent
+        elif proc_stat "$session"; then session=$ppid; else session=1; fi
+    done
+    [ "$session" -gt 1 ] || session=$$
+    proc_stat "$session"
+    me="$session $started_at"
+    until try_deploy_lock; do
+        if [ "$waited" -ge 600 ]; then
+            lock_holder=$(cut -d' ' -f3- "$lock")
+            return 1
+        fi
+        waited=$((waited + 1))
+        sleep 1
+    done
+}
+
+# try_deploy_lock: one attempt, under an flock of $lock.guard on descriptor 9, opened in this shell
+# (a subshell per attempt costs a process on every host of every run) and closed after: closing the
+# last descriptor of the file releases the flock.
+try_deploy_lock() {
+    { command exec 9>>"$lock.guard"; } 2>/dev/null || return 1
+    flock -x 9
+    if [ -s "$lock" ]; then
+        read -r lock_pid lock_started _ < "$lock"
+        if [ "$lock_pid $lock_started" = "$me" ]; then exec 9>&-; return 0; fi
+        # Held while the holder's connection lives (same pid, same start time).
+        if proc_stat "$lock_pid" && [ "$started_at" = "$lock_started" ]; then exec 9>&-; return 1; fi
+    fi
+    printf '%s %s\n' "$me" 'regdeploy test on ctl (pid 1, started 00:00:00)' > "$lock"
+    set -- $?  # not taken if it could not be written
+    exec 9>&-
+    return "$1"
+}
+
+# release_deploy_lock: let the next run in now (only a lock this connection holds).
+release_deploy_lock() {
+    [ -n "${me:-}" ] || return 0
+    (
+        flock -x 9
+        read -r pid started _ < "$lock" 2>/dev/null
+        [ "$pid $started" = "$me" ] && : > "$lock"
+    ) 9>>"$lock.guard"
+}
+
+if ! take_deploy_lock; then echo "lock=busy $waited $lock_holder"; exit 0; fi
+echo "lock=held $waited"
 
 # join_lines KEY FILE: the file's lines as one output line, "KEY=" and each line after a unit
 # separator ($us, \037). pyinfra reads a command's output line by line, in the controller's CPU,
@@ -25,9 +100,9 @@ join_lines() {
 # taken before the query, so a change during the query makes the next run ask again; a login without
 # root cannot keep it and always asks. Without a cache (host_caches=false) dpkg is asked every time.
 dpkg_status=/var/lib/dpkg/status
-dpkg_asked='docker-ce docker.io containerd containerd.io docker.io'
+dpkg_asked='docker-ce docker.io containerd containerd.io docker.io docker-cli apparmor'
 dpkg_query() {
-    dpkg-query -W -f='dpkg=${Package} ${Status} ${Version}\n' docker-ce docker.io containerd containerd.io docker.io 2>/dev/null \
+    dpkg-query -W -f='dpkg=${Package} ${Status} ${Version}\n' docker-ce docker.io containerd containerd.io docker.io docker-cli apparmor 2>/dev/null \
         || [ $? -eq 1 ]  # 1: some package dpkg never heard of (docker-ce on Debian's own packages)
 }
 # dpkg_print FILE: a kept answer, if it was for the same packages; dpkg_pending: a dpkg run is half-way.

@@ -8,7 +8,7 @@
 # does calls release_deploy_lock. take_deploy_lock waits up to
 # 600 s; on failure $lock_holder says who holds it. Without an sshd ancestor (run by
 # systemd: the scheduled garbage collection) the lock is tied to this script's own shell instead.
-lock=/var/lock/regdeploy.lock
+lock=/run/regdeploy.lock
 waited=0
 lock_holder=
 # proc_stat PID: its parent ($ppid) and start time ($started_at), from the fields of /proc/PID/stat
@@ -101,9 +101,9 @@ join_lines() {
 # root cannot keep it and always asks. Without a cache (host_caches=false) dpkg is asked every time.
 dpkg_status=/var/lib/dpkg/status
 dpkg_cache=/var/cache/regdeploy/dpkg-query
-dpkg_asked='docker-ce docker.io containerd containerd.io docker.io curl'
+dpkg_asked='docker-ce docker.io containerd containerd.io docker.io docker-cli apparmor curl'
 dpkg_query() {
-    dpkg-query -W -f='dpkg=${Package} ${Status} ${Version}\n' docker-ce docker.io containerd containerd.io docker.io curl 2>/dev/null \
+    dpkg-query -W -f='dpkg=${Package} ${Status} ${Version}\n' docker-ce docker.io containerd containerd.io docker.io docker-cli apparmor curl 2>/dev/null \
         || [ $? -eq 1 ]  # 1: some package dpkg never heard of (docker-ce on Debian's own packages)
 }
 # dpkg_print FILE: a kept answer, if it was for the same packages; dpkg_pending: a dpkg run is half-way.

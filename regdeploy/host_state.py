@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from .registry_plan import ServerState, storage_of
 
 # Between the lines the fact sends as one output line ("joined=" lines and a file's content, join_lines
-# in the template): pyinfra reads output a line at a time, and a converged deploy's controller time
-# is mostly that reading. A unit separator: a file that holds one is sent line by line instead.
+# in the template): pyinfra reads output a line at a time, in the controller's CPU, for every line of
+# every host. A unit separator: a file that holds one is sent line by line instead.
 UNIT_SEPARATOR = "\x1f"
 
 

@@ -3,8 +3,8 @@
 `plan_registry(desired, observed)` compares the container the deploy wants with the one the
 server runs (its `docker inspect`, read by the server's DockerHostState fact) and returns a plan: nothing,
 start, create, recreate or adopt; why, field by field (old -> new); and whether the registry's data
-must move first. tasks/registry_server.py turns the plan into one script; the tests feed inspect
-fixtures in and check plans out, with no host.
+must move first. registry_run.run_script turns the plan into one script (tasks/registry_server.py
+runs it); the tests feed inspect fixtures in and check plans out, with no host.
 
 Data safety rules decided here:
 - a container of another name publishing the registry port stops the deploy (nothing changed);

@@ -3,15 +3,15 @@
 Replace the example names with your machines (names or addresses pyinfra can SSH to). The
 registry's address, as clients use it, is the server's name here plus `registry_port`
 (`registry.example.com:5000`), unless `registry_host` says otherwise. Variables and defaults:
-regdeploy/variables.py and the README's table; put shared ones in group_data/all.py.
+docs/reference/variables.md (generated from regdeploy/variables.py); put shared ones in group_data/all.py.
 
 To try regdeploy without machines of your own, use the lab: `python -m lab demo` writes and uses
 .lab/regdeploy-lab/inventory.py.
 """
 
 # One registry server (also configured as a Docker client of itself), or several replicas on a shared
-# S3 bucket (registry_storage="s3", registry_s3_*) with a host in `registry_lb` below: README,
-# "Several replicas on shared storage".
+# S3 bucket (registry_storage="s3", registry_s3_*) with a host in `registry_lb` below:
+# docs/howto/replicas.md.
 registry_servers = [
     ("registry.example.com", {
         "ssh_user": "root",

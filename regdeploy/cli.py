@@ -471,8 +471,8 @@ def verify(ctx: Context, pytest_args: tuple[str, ...]) -> None:
 
 
 def markdown_reference() -> str:
-    """The README's table of exit codes and of what each command's --json prints, from EXIT_HELP
-    and the commands' own --json help (`python -m regdeploy.cli`, checked by a unit test)."""
+    """The table of exit codes and of what each command's --json prints, from EXIT_HELP
+    and the commands' own --json help: docs/reference/cli.md (docs/generate.py, checked by a unit test)."""
     rows = ["| exit code | meaning |", "| --- | --- |"]
     rows += [f"| {code.value} | {text} |" for code, text in EXIT_HELP.items()]
     rows += ["", "| command | `--json` prints |", "| --- | --- |"]

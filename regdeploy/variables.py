@@ -1,7 +1,7 @@
 """Every inventory variable regdeploy reads, declared once: its default, its kind (type and check)
 and its help text.
 
-`Settings` (its fields and their types), the per-value validation and the README's variables table
+`Settings` (its fields and their types), the per-value validation and the docs' variables page (docs/generate.py)
 (`python -m regdeploy.variables`, checked by a unit test) are all derived from `VARIABLES`: adding a
 variable is one entry here plus its use.
 """
@@ -24,7 +24,7 @@ class Invalid(ValueError):
 class Kind:
     """How a variable's raw value (inventory data, or a string from `--data`) becomes its setting."""
 
-    accepts: str  # for the README: what may be given
+    accepts: str  # for the docs: what may be given
     type: type = str
 
     def parse(self, name: str, value: Any) -> Any:

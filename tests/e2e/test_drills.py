@@ -2,7 +2,7 @@
 
 Each drill breaks something the way it breaks on real fleets and checks the promise that matters:
 files byte-for-byte unchanged when the deploy refuses, the registry back with every image, the
-next run converging with no manual cleanup. Figures (seconds) are printed for the README.
+next run converging with no manual cleanup. Figures (seconds) are printed for the docs.
 """
 
 from __future__ import annotations

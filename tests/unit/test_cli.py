@@ -213,14 +213,6 @@ def test_the_dry_run_report_adds_up_what_would_be_freed():
                                                {"digest": "sha256:bb", "bytes": 23}]}
 
 
-def test_readme_reference_block_is_current():
-    from regdeploy.cli import markdown_reference
-
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    block = text.split("<!-- cli:start -->\n", 1)[1].split("\n<!-- cli:end -->", 1)[0]
-    assert block == markdown_reference(), "regenerate it with: python -m regdeploy.cli"
-
-
 def test_a_host_is_run_on_through_pyinfras_connector_with_bytes_in_and_out(tmp_path):
     """remote.Connection.run on pyinfra's @local connector: the script gets stdin as bytes, its stdout
     comes back as bytes, its exit status as is, and progress counts what was streamed."""

@@ -4,7 +4,7 @@ the verify suite with its push/pull round trip, a real reboot of the server with
 registry back from systemd at boot and every image intact, and `down` removing what the lab made.
 
 The tests run in file order and share the VMs. On a controller where KVM cannot boot a stock kernel
-they run under TCG: expect minutes, not seconds (the README gives this machine's timings).
+they run under TCG: expect minutes, not seconds (docs/contributing/lab.md gives this machine's timings).
 """
 
 from __future__ import annotations

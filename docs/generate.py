@@ -4,13 +4,15 @@
 
 - reference/variables.md from regdeploy/variables.py (every variable, its default, kind and help);
 - reference/cli.md from the `regdeploy` command's click definitions (usage, options, exit codes,
-  what each --json prints).
+  what each --json prints);
+- reference/verify.md from the verify suite (tests/verify): each module's purpose and its checks.
 
 tests/unit/test_docs.py fails when a page is stale, and builds the site with `mkdocs build --strict`.
 """
 
 from __future__ import annotations
 
+import ast
 import sys
 from pathlib import Path
 
@@ -44,7 +46,24 @@ def cli_page() -> str:
     return "\n".join(parts)
 
 
-PAGES = {"reference/variables.md": variables_page, "reference/cli.md": cli_page}
+def verify_page() -> str:
+    parts = [HEADER.format(source="tests/verify") + "# The verify suite's checks\n",
+             "What `regdeploy -i INVENTORY verify` (or `pytest tests/verify --inventory=INVENTORY`) checks on "
+             "a deployed fleet, module by module. Checks about hosts run once per host of regdeploy's groups, "
+             "so one failing host never hides another.\n"]
+    for path in sorted((DOCS.parent / "tests" / "verify").glob("test_*.py")):
+        module = ast.parse(path.read_text())
+        purpose = " ".join((ast.get_docstring(module) or "").split())
+        parts.append(f"## {path.stem.removeprefix('test_').replace('_', ' ').capitalize()}\n")
+        parts.append(f"{purpose}\n")
+        parts += [f"- {node.name.removeprefix('test_').replace('_', ' ')} (`{path.name}::{node.name}`)"
+                  for node in module.body if isinstance(node, ast.FunctionDef) and node.name.startswith("test_")]
+        parts.append("")
+    return "\n".join(parts)
+
+
+PAGES = {"reference/variables.md": variables_page, "reference/cli.md": cli_page,
+         "reference/verify.md": verify_page}
 
 
 def stale() -> list[str]:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -28,3 +29,14 @@ def test_the_site_builds_strictly(tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert (tmp_path / "site" / "reference" / "variables" / "index.html").exists()
+
+
+def test_every_test_the_docs_name_exists():
+    """A page that says "proven by tests/x.py::test_y" must name a test that is there (renamed or
+    removed tests would leave a guarantee unproven without anyone noticing)."""
+    defined = {(path.name, name) for path in (ROOT / "tests").rglob("test_*.py")
+               for name in re.findall(r"^def (test_\w+)", path.read_text(), re.M)}
+    cited = {(file, name) for page in (ROOT / "docs").rglob("*.md")
+             for file, name in re.findall(r"(test_\w+\.py)::(test_\w+)", page.read_text())}
+    assert len(cited) > 15
+    assert cited - defined == set()

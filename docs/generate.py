@@ -5,7 +5,8 @@
 - reference/variables.md from regdeploy/variables.py (every variable, its default, kind and help);
 - reference/cli.md from the `regdeploy` command's click definitions (usage, options, exit codes,
   what each --json prints);
-- reference/verify.md from the verify suite (tests/verify): each module's purpose and its checks.
+- reference/verify.md from the verify suite (tests/verify): each module's purpose and its checks;
+- the "Current" table of benchmarks.md from bench/current.json (the run recorded for the docs).
 
 tests/unit/test_docs.py fails when a page is stale, and builds the site with `mkdocs build --strict`.
 """
@@ -62,8 +63,23 @@ def verify_page() -> str:
     return "\n".join(parts)
 
 
+def benchmarks_page() -> str:
+    """benchmarks.md with its current table rewritten; the rest of the page (how to run them, the dated
+    history) is written by hand."""
+    import json
+
+    from bench.__main__ import table
+
+    text = (DOCS / "benchmarks.md").read_text()
+    results = json.loads((DOCS.parent / "bench" / "current.json").read_text())
+    current = (f"Measured {results['started']} on {results['machine']}.\n\n" + table(results).rstrip("\n"))
+    head, _, rest = text.partition("<!-- current:start -->\n")
+    _, _, tail = rest.partition("<!-- current:end -->")
+    return f"{head}<!-- current:start -->\n{current}\n<!-- current:end -->{tail}"
+
+
 PAGES = {"reference/variables.md": variables_page, "reference/cli.md": cli_page,
-         "reference/verify.md": verify_page}
+         "reference/verify.md": verify_page, "benchmarks.md": benchmarks_page}
 
 
 def stale() -> list[str]:

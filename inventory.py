@@ -29,3 +29,9 @@ docker_clients = [
     ("build1.example.com", {"ssh_user": "root"}),
     ("app1.example.com", {"ssh_user": "root"}),
 ]
+
+# Hosts of your estate that are not regdeploy's stay in the same inventory: the deploy says once that it
+# leaves them alone and never touches them. A fuller estate (group_data, secrets): examples/estate/.
+databases = [
+    ("db1.example.com", {"ssh_user": "root"}),
+]

@@ -1,9 +1,9 @@
 """Every inventory variable regdeploy reads, declared once: its default, its kind (type and check)
 and its help text.
 
-`Settings` (its fields and their types), the per-value validation and the docs' variables page (docs/generate.py)
-(`python -m regdeploy.variables`, checked by a unit test) are all derived from `VARIABLES`: adding a
-variable is one entry here plus its use.
+`Settings`' fields and their types (held to these by a unit test), the per-value validation and the
+docs' variables page (docs/generate.py, checked by a unit test) all derive from `VARIABLES`: adding a
+variable is one entry here, its field in `Settings`, and its use.
 """
 
 from __future__ import annotations

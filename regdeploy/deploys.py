@@ -19,11 +19,9 @@ from __future__ import annotations
 from pyinfra import host, inventory, logger
 from pyinfra.api.exceptions import DeployError
 
-from . import deploy_lock, registry_files
-from .docker_packages import packages_to_check
-from .facts import DPKG_CACHE, DockerHostState
+from . import deploy_lock
+from .facts import DockerHostState, host_state_arguments
 from .host_plan import HostRefused, plan_host
-from .registry_run import cache_facts, registry_facts
 from .settings import ConfigError, Settings, from_inventory, left_alone
 from .tasks.docker_client import trust_registry
 from .tasks.docker_engine import install_docker
@@ -63,14 +61,7 @@ def _provision(settings: Settings) -> None:
     # The one fact a host costs (pyinfra 3 runs a fact's command on every call, so it is read once and
     # passed down): it takes the host's deploy lock, held until this run's SSH connection to the host
     # ends, and reads Docker, daemon.json, the secure modes' files and, on the server, the registry.
-    state = host.get_fact(DockerHostState, path=settings.docker_daemon_json,
-                          dpkg_cache=DPKG_CACHE if settings.host_caches else "",
-                          packages=tuple(packages_to_check(settings)), lock=deploy_lock.LOCK_PATH,
-                          holder=deploy_lock.holder("regdeploy deploy"),
-                          lock_timeout=settings.deploy_lock_timeout,
-                          checks=registry_files.fact_checks(settings),
-                          registry=registry_facts(settings) if settings.is_server else None,
-                          **(cache_facts(settings) if settings.is_server else {}))
+    state = host.get_fact(DockerHostState, **host_state_arguments(settings, deploy_lock.holder("regdeploy deploy")))
     try:
         plan = plan_host(settings, state)
     except HostRefused as exc:

@@ -6,9 +6,14 @@ from typing import Iterable
 
 from pyinfra.api import FactBase
 
+from . import registry_files
 from .daemon_config import INSECURE_REGISTRIES_FORMAT
+from .deploy_lock import LOCK_PATH
+from .docker_packages import packages_to_check
 from .host_state import UNIT_SEPARATOR, HostState, parse_catalog_lines, parse_host_state
 from .registry_plan import ASIDE_SUFFIX, MIGRATION_MARKER, MOVED_MARKER, SPEC_LABEL, STORAGE_TARGET
+from .registry_run import cache_facts, registry_facts
+from .settings import Settings
 
 
 # dpkg-query's answer, kept on each host with the mtime of dpkg's database it was read at (see
@@ -68,6 +73,16 @@ class DockerHostState(FactBase):
 
     def process(self, output: Iterable[str]) -> HostState:
         return parse_host_state(list(output))
+
+
+def host_state_arguments(settings: Settings, holder: str) -> dict:
+    """What a deploy asks DockerHostState for on the host `settings` describe (`holder`: who takes the
+    deploy lock, as a waiting run is told); tests/scripts.py renders the same for the golden files."""
+    return dict(path=settings.docker_daemon_json, dpkg_cache=DPKG_CACHE if settings.host_caches else "",
+                packages=tuple(packages_to_check(settings)), lock=LOCK_PATH, holder=holder,
+                lock_timeout=settings.deploy_lock_timeout, checks=registry_files.fact_checks(settings),
+                registry=registry_facts(settings) if settings.is_server else None,
+                **(cache_facts(settings) if settings.is_server else {}))
 
 
 class RegistryCatalog(FactBase):

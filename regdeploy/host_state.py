@@ -3,10 +3,10 @@ of the scripts' output. Pure (no pyinfra): the decisions take these records, tes
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 
+from .pki import sha256
 from .registry_plan import ServerState, storage_of
 
 # Between the lines the fact sends as one output line ("joined=" lines and a file's content, join_lines
@@ -54,7 +54,7 @@ class HostState:
 def file_matches(found: str | None, content: str, mode: str) -> bool:
     """Whether the fact's "SHA256 MODE OWNER" for a file (HostState.files) says it holds `content`
     with `mode`, owned by root."""
-    return found == f"{hashlib.sha256(content.encode()).hexdigest()} {mode} root"
+    return found == f"{sha256(content)} {mode} root"
 
 
 def parse_host_state(output: list[str]) -> HostState:

@@ -14,15 +14,15 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from regdeploy import daemon_config, deploy_lock, load_balancer, registry_files, runtime_config
+from regdeploy import daemon_config, load_balancer, registry_files, runtime_config
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
-from regdeploy.docker_packages import START_DOCKER, packages_to_check, with_install
-from regdeploy.facts import DPKG_CACHE, DockerHostState
+from regdeploy.docker_packages import START_DOCKER, with_install
+from regdeploy.facts import DockerHostState, host_state_arguments
 from regdeploy.gc_schedule import gc_files
 from regdeploy.host_state import HostState
 from regdeploy.registry_files import GC_FILES, GC_UNIT
 from regdeploy.registry_plan import Migration, RegistryPlan, Storage
-from regdeploy.registry_run import archive_upload, cache_facts, desired_container, registry_facts, run_script
+from regdeploy.registry_run import archive_upload, desired_container, run_script
 from regdeploy.rendering import render, template_paths
 from regdeploy.settings import validate_hosts
 
@@ -59,12 +59,8 @@ def replicas():
                            ("lb", data, {"registry_lb"})], check_files=False)
 
 
-def fact_command(host, dpkg_cache: str = DPKG_CACHE) -> str:
-    return DockerHostState().command(
-        path=host.docker_daemon_json, packages=tuple(packages_to_check(host)), lock=deploy_lock.LOCK_PATH,
-        holder=HOLDER, lock_timeout=host.deploy_lock_timeout, checks=registry_files.fact_checks(host),
-        registry=registry_facts(host) if host.is_server else None, dpkg_cache=dpkg_cache,
-        **(cache_facts(host) if host.is_server else {}))
+def fact_command(host) -> str:
+    return DockerHostState().command(**host_state_arguments(host, HOLDER))
 
 
 def corpus() -> dict[str, str]:
@@ -94,7 +90,8 @@ def _scripts() -> Iterator[tuple[str, str]]:
         for role, host in (("server", settings), ("client", client)):
             yield f"docker-host-state.{role}.{mode}.sh", fact_command(host)
         if mode == "plain":
-            yield "docker-host-state.client.no-caches.plain.sh", fact_command(client, dpkg_cache="")
+            uncached = server(host_caches=False)["client1"]
+            yield "docker-host-state.client.no-caches.plain.sh", fact_command(uncached)
         for action in ("reload", "restart"):
             yield (f"apply-daemon-json.{action}.{mode}.sh",
                    render("apply-daemon-json.sh.j2", path=client.docker_daemon_json, action=action, validate=True,

@@ -145,6 +145,14 @@ def plan_htpasswd(current: str | None, passwords: Mapping[str, str]) -> str | No
     return "".join(f"{user}:{kept.get(user) or hash_password(password)}\n" for user, password in passwords.items())
 
 
+def rotated_entries(current: str | None, passwords: Mapping[str, str]) -> str:
+    """The htpasswd lines of `current` whose user stays but whose password changes: the hashes a
+    rotation keeps accepting until every host has logged in with the new password (empty: none)."""
+    entries = parse_htpasswd(current or "")
+    return "".join(f"{user}:{entries[user]}\n" for user, password in passwords.items()
+                   if user in entries and not verify(password, entries[user]))
+
+
 @functools.lru_cache(maxsize=64)
 def stamp(user: str, password: str) -> str:
     """What regdeploy writes beside a credential it put on a host (a `docker login`, the server's

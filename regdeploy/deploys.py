@@ -30,9 +30,10 @@ from .tasks.registry_cache import run_registry_cache
 from .tasks.registry_gc import schedule_gc
 from .tasks.registry_lb import run_load_balancer
 from .tasks.registry_login import log_in_to_registry
-from .tasks.registry_security import install_registry_secrets, remove_unused_secrets
+from .tasks.registry_security import drop_previous_passwords, install_registry_secrets, remove_unused_secrets
 from .tasks.registry_seed import seed_registry
 from .tasks.registry_server import run_registry
+from .tasks.registry_token import remove_token_service, run_token_service
 from .tasks.runtime_clients import trust_registry_containerd, trust_registry_podman
 
 # The inventories whose hosts left alone were already listed (pyinfra calls registry() once per host).
@@ -81,12 +82,18 @@ def _provision(settings: Settings) -> None:
         run_load_balancer(settings, state)
     if settings.is_server:
         install_registry_secrets(settings, state)
+        if settings.registry_access:
+            run_token_service(settings, state)
         run_registry(settings, state.registry, preloaded)
         run_registry_cache(settings, state, preloaded)
     # pyinfra orders operations by their place here: every host logs in once the registry runs.
-    if plan.docker:
-        log_in_to_registry(settings, state)
+    if plan.docker or "podman" in plan.runtimes:
+        log_in_to_registry(settings, state, docker=bool(plan.docker), podman="podman" in plan.runtimes)
     if settings.is_server:
+        if settings.registry_auth:
+            drop_previous_passwords(settings, state)
+        if not settings.registry_access:
+            remove_token_service(settings, state)
         remove_unused_secrets(settings, state)
         if settings.first_replica:
             # Replicas share their storage: one pushes the seed images for all.

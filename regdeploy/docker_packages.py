@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from . import daemon_config, load_balancer, runtimes
+from . import access, daemon_config, load_balancer, runtimes
 from .host_state import HostState
 from .rendering import render
 from .settings import Settings
@@ -47,7 +47,8 @@ def packages_to_check(settings: Settings) -> list[str]:
     balancer's on the registry_lb host (which gets no Docker unless it also uses the registry)."""
     docker = packages_for(settings) + (["docker.io"] if settings.docker_install_source == "docker-ce" else []) \
         if settings.uses_registry else []
-    return docker + (list(load_balancer.PACKAGES) if settings.is_lb else [])
+    return docker + (list(load_balancer.PACKAGES) if settings.is_lb else []) + \
+        (list(access.TOKEN_PACKAGES) if settings.is_server and settings.registry_access else [])
 
 
 def missing_packages(settings: Settings, state: HostState, wanted: list[str] | None = None) -> list[str]:

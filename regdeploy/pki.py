@@ -37,6 +37,8 @@ RENEW_BEFORE = datetime.timedelta(days=30)
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
 SERVER_CERT, SERVER_KEY = "registry.crt", "registry.key"
+# The token service's signing key and its self-signed certificate (the registry's rootcertbundle).
+TOKEN_CERT, TOKEN_KEY = "token-signing.crt", "token-signing.key"
 
 
 class TlsError(ValueError):
@@ -134,21 +136,31 @@ def _cert_pem(cert: x509.Certificate) -> str:
     return cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def make_ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+def _key_usage(signs_certificates: bool) -> x509.KeyUsage:
+    """Signatures only; a CA's key also signs certificates and revocation lists."""
+    return x509.KeyUsage(digital_signature=True, key_cert_sign=signs_certificates, crl_sign=signs_certificates,
+                         content_commitment=False, key_encipherment=False, data_encipherment=False,
+                         key_agreement=False, encipher_only=False, decipher_only=False)
+
+
+def _self_signed(common_name: str, now: datetime.datetime, ca: bool) -> tuple[x509.Certificate,
+                                                                            ec.EllipticCurvePrivateKey]:
+    """A new key and its self-signed certificate (CA_VALIDITY): a CA, or a signing certificate."""
     key = _key()
-    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, "regdeploy registry CA"),
+    name = x509.Name([x509.NameAttribute(x509.oid.NameOID.COMMON_NAME, common_name),
                       x509.NameAttribute(x509.oid.NameOID.ORGANIZATION_NAME, "regdeploy")])
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + CA_VALIDITY)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False,
-                                         data_encipherment=False, key_agreement=False, encipher_only=False,
-                                         decipher_only=False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .sign(key, hashes.SHA256()))
-    return cert, key
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + CA_VALIDITY)
+               .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
+               .add_extension(_key_usage(signs_certificates=ca), critical=True))
+    if ca:
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    return builder.sign(key, hashes.SHA256()), key
+
+
+def make_ca(now: datetime.datetime) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    return _self_signed("regdeploy registry CA", now, ca=True)
 
 
 def issue(ca: x509.Certificate, ca_key, names: list[str], now: datetime.datetime,
@@ -248,3 +260,35 @@ def given_material(cert_path: str, key_path: str, ca_path: str, registry_host: s
         raise TlsError(f"registry_tls_ca {ca_path!r} did not issue registry_tls_cert {cert_path!r} (or the last "
                        "certificate of its chain)")
     return TlsMaterial(cert_pem=cert_pem, key_pem=key_pem, ca_pem=ca_pem, generated=False)
+
+
+@dataclass(frozen=True)
+class SigningMaterial:
+    cert_pem: str
+    key_pem: str
+
+
+def token_signing_material(directory: Path, now: datetime.datetime | None = None) -> tuple[SigningMaterial, list[str]]:
+    """The key the token service signs tokens with and its self-signed certificate, which the registry
+    trusts as its `rootcertbundle`: made once in `directory` (beside the CA), made again 30 days
+    before it expires; with what was done."""
+    now = now or _now()
+    _prepare(directory)
+    cert_path, key_path = directory / TOKEN_CERT, directory / TOKEN_KEY
+    cert = _load_cert(cert_path)
+    done = []
+    if cert is None or not key_path.is_file() or cert.not_valid_after_utc - now < RENEW_BEFORE:
+        cert, key = _self_signed("regdeploy token signing", now, ca=False)
+        _write(key_path, _key_pem(key), 0o600)
+        _write(cert_path, _cert_pem(cert), 0o644)
+        done.append(f"made the token signing key {key_path} (valid until {cert.not_valid_after_utc:%Y-%m-%d})")
+    return SigningMaterial(cert_path.read_text(), key_path.read_text()), done
+
+
+def expiring(pem: str, now: datetime.datetime | None = None,
+             within: datetime.timedelta = RENEW_BEFORE) -> list[tuple[str, datetime.datetime]]:
+    """(subject, expiry) of every certificate in `pem` that expires within `within` of `now`
+    (or already has): what the verify suite warns about."""
+    now = now or _now()
+    return [(cert.subject.rfc4514_string(), cert.not_valid_after_utc)
+            for cert in x509.load_pem_x509_certificates(pem.encode()) if cert.not_valid_after_utc - now < within]

@@ -8,11 +8,13 @@ so they agree on every path and on how a script on the server talks to the regis
 
 from __future__ import annotations
 
+import json
 import posixpath
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
-from . import load_balancer, managed, runtime_config, security
+from . import access, load_balancer, managed, runtime_config, security
 from .deploy_lock import LOCK_PATH
 from .registry_plan import CONFIG_TARGET, CONTAINER_PORT, DEBUG_PORT, STORAGE_TARGET
 from .rendering import render
@@ -35,6 +37,12 @@ def htpasswd_path(settings) -> str:
     return posixpath.join(auth_dir(settings), "htpasswd")
 
 
+def previous_htpasswd_path(settings) -> str:
+    """With registry_access, during a password rotation: the old hashes, which the token service also
+    accepts until every host has logged in with the new password (then the deploy removes it)."""
+    return posixpath.join(auth_dir(settings), "htpasswd.previous")
+
+
 def api_credentials_path(settings) -> str:
     """The curl config (0600) with which regdeploy's scripts on the server authenticate to the registry:
     the `registry_login_user`'s password on the server, as `docker login` keeps it (root-only)."""
@@ -50,6 +58,14 @@ def api_stamp_path(settings) -> str:
 DOCKER_CONFIG_DIR = "/root/.docker"
 DOCKER_CONFIG = f"{DOCKER_CONFIG_DIR}/config.json"
 LOGIN_STAMP = f"{DOCKER_CONFIG_DIR}/regdeploy-login"
+
+
+# Podman's credentials for root, where they survive a reboot: the auth file Podman reads after
+# ${XDG_RUNTIME_DIR}/containers/auth.json (a tmpfs, /run/containers/0 for root) and before Docker's
+# config.json (containers-auth.json(5)); regdeploy's stamp beside it, as for Docker.
+PODMAN_AUTH_DIR = "/root/.config/containers"
+PODMAN_AUTH = f"{PODMAN_AUTH_DIR}/auth.json"
+PODMAN_LOGIN_STAMP = f"{PODMAN_AUTH_DIR}/regdeploy-login"
 
 
 def client_ca_path(settings) -> str:
@@ -78,6 +94,7 @@ def fact_checks(settings) -> tuple:
     hosts_dir = runtime_config.containerd_hosts_dir(address)
     checks = [*lb, ("file", "ca", client_ca_path(settings)),
               ("stamp", "login", LOGIN_STAMP, DOCKER_CONFIG, f'"{address}"'),
+              ("stamp", "podman_login", PODMAN_LOGIN_STAMP, PODMAN_AUTH, f'"{address}"'),
               # containerd and Podman, whether or not the host has them (a test of a path costs nothing).
               ("file", "containerd_hosts", f"{hosts_dir}/hosts.toml"), ("file", "containerd_ca", f"{hosts_dir}/ca.crt"),
               ("lines", "containerd_config", runtime_config.CONTAINERD_CONFIG),
@@ -91,8 +108,10 @@ def fact_checks(settings) -> tuple:
         checks += [("file", "cache_config", cache.registry_config_path),
                    ("file", "tls_cert", tls_cert_path(settings)), ("file", "tls_key", tls_key_path(settings)),
                    ("lines", "htpasswd", htpasswd_path(settings)),
+                   ("file", "htpasswd_previous", previous_htpasswd_path(settings)),
                    ("stamp", "api", api_stamp_path(settings), api_credentials_path(settings), ""),
-                   *(("file", label, path) for label, path in GC_FILES.items())]
+                   *(("file", label, path) for label, path in GC_FILES.items()),
+                   *(("file", label, path) for label, path in token_files(settings).items())]
     return tuple(checks)
 
 
@@ -122,6 +141,85 @@ def server_script(settings, template: str, holder: str, *, dry_run: bool = False
                   refused=REFUSED, dry_run=dry_run, **extra)
 
 
+# registry_access: regdeploy's token service on each registry server (regdeploy/token_service.py,
+# run by Debian's python3 with PyJWT and bcrypt, supervised by systemd).
+TOKEN_PACKAGES = access.TOKEN_PACKAGES
+TOKEN_UNIT = "regdeploy-token"
+TOKEN_SCRIPT = "/usr/local/lib/regdeploy/token_service.py"
+TOKEN_UNIT_PATH = f"/etc/systemd/system/{TOKEN_UNIT}.service"
+TOKEN_ENABLED = f"/etc/systemd/system/multi-user.target.wants/{TOKEN_UNIT}.service"
+
+
+def token_dir(settings) -> str:
+    """The token service's config.json and signing key (0700; both 0600)."""
+    return posixpath.join(settings.registry_config_dir, "token")
+
+
+def token_config_path(settings) -> str:
+    return posixpath.join(token_dir(settings), "config.json")
+
+
+def token_key_path(settings) -> str:
+    return posixpath.join(token_dir(settings), "signing.key")
+
+
+def token_cert_path(settings) -> str:
+    """The signing certificate, in the directory the registry container sees (its rootcertbundle)."""
+    return posixpath.join(auth_dir(settings), TOKEN_CERT_NAME)
+
+
+TOKEN_CERT_NAME = "token-signing.crt"
+
+
+def token_files(settings) -> dict[str, str]:
+    """{fact label: path} of the token service's files on a server."""
+    return {"token_script": TOKEN_SCRIPT, "token_unit": TOKEN_UNIT_PATH, "token_enabled": TOKEN_ENABLED,
+            "token_config": token_config_path(settings), "token_key": token_key_path(settings),
+            "token_cert": token_cert_path(settings)}
+
+
+def token_realm(settings) -> str:
+    """Where clients get tokens: the token service on registry_host (the server, or the load balancer)."""
+    return f"https://{settings.registry_host}:{settings.registry_token_port}/token"
+
+
+@dataclass(frozen=True)
+class TokenAuth:
+    realm: str
+    service: str
+    issuer: str
+    cert_name: str = TOKEN_CERT_NAME
+
+
+def token_auth(settings) -> TokenAuth | None:
+    """The registry's `auth.token` section; None without registry_access."""
+    if not settings.registry_access:
+        return None
+    return TokenAuth(token_realm(settings), access.SERVICE, access.ISSUER)
+
+
+def token_service_config(settings) -> str:
+    """The token service's config.json: the rules, and where its files are on the server."""
+    config = access.token_config(access.parse_rules(settings.registry_access),
+                                 listen=f"0.0.0.0:{settings.registry_token_port}", htpasswd=htpasswd_path(settings),
+                                 previous_htpasswd=previous_htpasswd_path(settings),
+                                 signing_key=token_key_path(settings), signing_cert=token_cert_path(settings),
+                                 tls_cert=tls_cert_path(settings), tls_key=tls_key_path(settings))
+    return json.dumps(config, indent=2, sort_keys=True) + "\n"
+
+
+def token_service_script() -> str:
+    return (Path(__file__).parent / "token_service.py").read_text()
+
+
+def token_unit(settings, inputs: str) -> str:
+    """The token service's systemd unit. `inputs`: a hash of what the service reads only at its start
+    (script, signing key, TLS certificate and key): when one changes, so does the unit, and the
+    deploy restarts it. config.json and htpasswd are re-read by the service itself."""
+    return render("regdeploy-token.service.j2", script=TOKEN_SCRIPT, inputs=inputs,
+                  config_path=token_config_path(settings))
+
+
 def registry_config(settings, readonly: bool = False) -> str:
     """config.yml for the registry container (read-only: for `regdeploy backup`'s copy window), or
     for the pull-through cache (settings.cache_settings) its cache.yml, upstream credentials included."""
@@ -130,7 +228,8 @@ def registry_config(settings, readonly: bool = False) -> str:
                   auth=settings.registry_auth, tls_dir=tls_dir(settings), auth_dir=auth_dir(settings),
                   certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT,
                   storage_target=STORAGE_TARGET, container_port=CONTAINER_PORT,
-                  proxy=proxy_config(settings), s3=s3_config(settings), http_secret=security.http_secret(settings))
+                  proxy=proxy_config(settings), s3=s3_config(settings), http_secret=security.http_secret(settings),
+                  token=token_auth(settings))
 
 
 @dataclass(frozen=True)
@@ -204,19 +303,32 @@ def extra_mounts(settings) -> list[tuple[str, str]]:
 class LoopbackApi:
     """How a script on the server reaches the registry: `base` is the URL clients use (the name the
     certificate covers), `connect` the host:port curl rewrites to loopback (`--connect-to`), and
-    `options` curl's other arguments (CA, credentials), already quoted for the shell."""
+    `options` curl's other arguments (CA, credentials), already quoted for the shell. With
+    registry_access the registry takes tokens, not passwords: `token` is the token service's URL,
+    `token_connect` its host:port rewritten to loopback, and `token_options` the CA and credentials
+    it is asked with (then `options` holds no credentials)."""
 
     base: str
     connect: str
     options: str
+    token: str = ""
+    token_connect: str = ""  # curl's --connect-to HOST:PORT:127.0.0.1:PORT for the token service
+    token_options: str = ""
+    token_service: str = ""
 
 
 def loopback_api(settings) -> LoopbackApi:
-    options = []
-    if settings.registry_tls:
-        options += ["--cacert", client_ca_path(settings)]
-    if settings.registry_auth:
-        options += ["--config", api_credentials_path(settings)]
+    ca = ["--cacert", client_ca_path(settings)] if settings.registry_tls else []
+    credentials = ["--config", api_credentials_path(settings)] if settings.registry_auth else []
     scheme = "https" if settings.registry_tls else "http"
-    return LoopbackApi(base=f"{scheme}://{settings.registry_address}", connect=settings.registry_address,
-                       options=" ".join(shlex.quote(o) for o in options))
+
+    def quoted(options: list[str]) -> str:
+        return " ".join(shlex.quote(o) for o in options)
+
+    base = f"{scheme}://{settings.registry_address}"
+    if settings.registry_access:
+        return LoopbackApi(base=base, connect=settings.registry_address, options=quoted(ca),
+                           token=token_realm(settings), token_service=access.SERVICE,
+                           token_connect=f"{settings.registry_host}:{settings.registry_token_port}:127.0.0.1:"
+                                         f"{settings.registry_token_port}", token_options=quoted(ca + credentials))
+    return LoopbackApi(base=base, connect=settings.registry_address, options=quoted(ca + credentials))

@@ -31,6 +31,20 @@ def tls_material(settings) -> pki.TlsMaterial | None:
     return _tls[key]
 
 
+_signing: dict[str, pki.SigningMaterial] = {}
+
+
+def signing_material(settings) -> pki.SigningMaterial | None:
+    """The token service's signing key and certificate; None without registry_access."""
+    if not settings.registry_access:
+        return None
+    if settings.registry_tls_dir not in _signing:
+        material, done = pki.token_signing_material(Path(settings.registry_tls_dir))
+        made.extend(done)
+        _signing[settings.registry_tls_dir] = material
+    return _signing[settings.registry_tls_dir]
+
+
 def ca_path(settings) -> str | None:
     """The CA file on the controller (what the CLI verifies the registry with); None without TLS."""
     if not settings.registry_tls:

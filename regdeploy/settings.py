@@ -94,6 +94,8 @@ class Settings:
     registry_users: tuple[str, ...]
     registry_password_file: str
     registry_login_user: str
+    registry_access: tuple[str, ...]
+    registry_token_port: int
     registry_docker_login: bool
     registry_allow_delete: bool
     registry_gc_schedule: str
@@ -177,7 +179,7 @@ def cache_settings(settings: Settings) -> Settings:
         settings, serves_cache=True, registry_container_name=settings.registry_proxy_container_name,
         registry_storage="filesystem",
         registry_port=settings.registry_proxy_port, registry_data_dir=settings.registry_proxy_data_dir,
-        registry_metrics_port=0, registry_auth=False, registry_allow_delete=False, registry_gc_schedule="",
+        registry_metrics_port=0, registry_auth=False, registry_access=(), registry_allow_delete=False, registry_gc_schedule="",
         registry_seed_images=(), registry_seed_archives=())
 
 
@@ -291,6 +293,10 @@ def _storage_problems(values: dict[str, Any], replicas: int) -> list[str]:
         if values["registry_proxy_remote_url"]:
             problems.append("registry_proxy_remote_url with several replicas: the pull-through cache runs "
                             "on a single server only")
+        if values["registry_access"]:
+            problems.append("registry_access with several replicas: the token service runs on a single server "
+                            "for now (the load balancer does not forward registry_token_port); use one server, "
+                            "or registry_auth without rules")
     return problems
 
 
@@ -313,6 +319,9 @@ def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
     if any(given) and not all(given):
         problems.append("registry_tls_cert, registry_tls_key and registry_tls_ca go together: give all three "
                         "(your own certificate) or none (regdeploy makes them)")
+    if values["registry_access"] and not values["registry_auth"]:
+        problems.append("registry_access needs registry_auth=true (and so registry_tls): the rules are about "
+                        "registry_users' accounts")
     if values["registry_auth"]:
         if not values["registry_tls"]:
             problems.append("registry_auth needs registry_tls=true: without TLS, Docker sends every password in "
@@ -322,6 +331,16 @@ def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
         elif values["registry_login_user"] and values["registry_login_user"] not in values["registry_users"]:
             problems.append(f"registry_login_user={values['registry_login_user']!r} is not one of registry_users "
                             f"({', '.join(values['registry_users'])})")
+        if values["registry_access"]:
+            from . import access
+            try:
+                rules = access.parse_rules(values["registry_access"])
+                problems += access.rule_problems(rules, values["registry_users"])
+            except access.AccessError as exc:
+                problems.append(str(exc))
+            if values["registry_token_port"] == values["registry_port"]:
+                problems.append(f"registry_token_port={values['registry_token_port']} is also registry_port: the "
+                                "token service and the registry need a port each")
         if (values["registry_seed_images"] or values["registry_seed_archives"]) and not values["registry_docker_login"]:
             problems.append("seeding the registry with registry_auth needs registry_docker_login=true (the server's "
                             "Docker pushes the seed images as registry_login_user)")
@@ -415,12 +434,27 @@ def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool
         if not errors and len(values) > 1:
             errors.append(f"hosts disagree on {name} ({', '.join(sorted(values))}); set it for all hosts "
                           "(group data), not per host")
+    if not errors:
+        errors.extend(_login_problems(settings))
     if not errors and check_files:
         errors.extend(_secure_material_problems(settings[server]))
     if errors:
         raise ConfigError("invalid inventory data, nothing was changed on any host:\n  - "
                           + "\n  - ".join(errors))
     return settings
+
+
+def _login_problems(settings: dict[str, Settings]) -> list[str]:
+    """With registry_access: each host's login account against the rules (the server's must not lock
+    regdeploy's own scripts out)."""
+    from . import access
+
+    problems = []
+    for name, host in settings.items():
+        if host.registry_access and host.uses_registry and (host.is_server or host.registry_docker_login):
+            problems += access.login_problems(access.parse_rules(host.registry_access), name, host.login_user,
+                                              host.is_server)
+    return problems
 
 
 def _secure_material_problems(settings: Settings) -> list[str]:

@@ -117,9 +117,11 @@ class ListOf(Kind):
     item: Kind = Kind("")
     item_refusal: str = ""  # for items checked by `item.pattern`: "{name} entry {value!r} ..."
     type: type = tuple
+    separator: str = ","  # between the items of one string (`--data`)
 
     def parse(self, name: str, value: Any) -> tuple:
-        items = [i.strip() for i in value.split(",") if i.strip()] if isinstance(value, str) else list(value)
+        items = ([i.strip() for i in value.split(self.separator) if i.strip()] if isinstance(value, str)
+                 else list(value))
         parsed, problems = [], []
         for entry in items:
             try:
@@ -280,8 +282,24 @@ VARIABLES: tuple[Variable, ...] = (
              "Untracked `user:password` lines (mode 0600) for `registry_users`; the environment wins.", shared=True),
     Variable("registry_login_user", "", Text("one of registry_users, or empty", pattern=f"|{USER_NAME}",
                                              refusal="is not a user name"),
-             "The account every host's Docker logs in as (root's ~/.docker/config.json) and regdeploy's own "
-             "scripts use. Empty: the first of `registry_users`.", shared=True),
+             "The account this host's runtimes log in as (Docker: root's ~/.docker/config.json; containerd, "
+             "Podman: their own files) and, on the server, regdeploy's own scripts use. Per host with "
+             "`registry_access`: clients pull as one account, build hosts push as another. Empty: the first "
+             "of `registry_users`."),
+    Variable("registry_access", [],
+             ListOf("list of 'ACCOUNT PATTERN ACTIONS' rules (`;` between rules in --data)",
+                    item=Text("", pattern=r"\S+\s+\S+\s+\S+"), separator=";",
+                    item_refusal="is not 'ACCOUNT PATTERN ACTIONS' (e.g. 'robot-a team-a/* pull,push')"),
+             "Who may do what, with `registry_auth`: each rule gives ACCOUNT (one of `registry_users`, or "
+             "`anonymous` for requests without credentials) the ACTIONS (pull, push, delete; comma-separated) "
+             "on the repositories matching PATTERN (`*` matches anything, `/` included: `team-a/*`). An "
+             "account gets the union of its rules; /v2/_catalog is for accounts that may pull `*`. Empty: every "
+             "account may do everything (htpasswd). Set: distribution's token authentication, with regdeploy's "
+             "token service on every registry server. The server's `registry_login_user` needs pull,push on `*`.",
+             shared=True),
+    Variable("registry_token_port", 5002, Integer("1..65535", low=1, high=65535),
+             "With `registry_access`: the HTTPS port of the token service clients get their tokens from, on "
+             "`registry_host` (the server, or the load balancer in front of the replicas).", shared=True),
     Variable("registry_docker_login", True, Flag("true or false"),
              "With `registry_auth`: log every host's Docker (root) in as `registry_login_user`."),
     Variable("registry_allow_delete", False, Flag("true or false"),

@@ -1,13 +1,15 @@
-"""`docker login` of every host's root Docker to a registry that requires authentication, and the
-logout when it no longer does.
+"""`docker login` of every host's root Docker (and `podman login` where Podman pulls) to a registry that
+requires authentication, and the logout when it no longer does.
 
 Idempotent without reading any secret back: the login writes a stamp (user and bcrypt hash) that
-the next run verifies the password against; the password reaches `docker login` on stdin.
+the next run verifies the password against; the password reaches `docker login` and `podman login`
+on stdin.
 """
 
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 
 from pyinfra import host
 from pyinfra.api import deploy
@@ -19,22 +21,50 @@ from regdeploy.settings import Settings
 from regdeploy.host_state import HostState
 
 
-@deploy("Log Docker in to the registry")
-def log_in_to_registry(settings: Settings, state: HostState) -> None:
-    """`state` is the host's DockerHostState fact."""
-    found = state.stamps.get("login")
+@dataclass(frozen=True)
+class _Runtime:
+    name: str  # as said in operation names
+    stamp_label: str  # the fact's stamp for it
+    logout: str  # the command that logs it out and removes its stamp
+
+
+@deploy("Log in to the registry")
+def log_in_to_registry(settings: Settings, state: HostState, docker: bool, podman: bool) -> None:
+    """Root's Docker (`docker`) and Podman (`podman`, into an auth file that survives a reboot), each
+    as this host's registry_login_user; `state` is the host's DockerHostState fact. One operation per
+    host, at one place in the deploy for every host: pyinfra orders operations across hosts by the
+    hosts that share them, and the server's own login comes after its registry runs, so every host's
+    login does too."""
     address = settings.registry_address
+    quoted = shlex.quote(address)
+    runtimes = []
+    if docker:
+        runtimes.append(_Runtime("Docker", "login", f"DOCKER_CONFIG={shlex.quote(registry_files.DOCKER_CONFIG_DIR)} "
+                                 f"docker logout {quoted} >/dev/null && rm -f {shlex.quote(registry_files.LOGIN_STAMP)}"))
+    if podman:
+        runtimes.append(_Runtime("Podman", "podman_login",
+                                 f"podman logout --authfile {shlex.quote(registry_files.PODMAN_AUTH)} {quoted} "
+                                 f">/dev/null 2>&1; rm -f {shlex.quote(registry_files.PODMAN_LOGIN_STAMP)}"))
     if settings.registry_auth and settings.registry_docker_login:
         user, password = security.login(settings)
-        if credentials.stamp_matches(found, user, password):
-            host.noop(f"Docker is logged in to {address} as {user}")
-            return
-        server.shell(name=f"Log Docker in to {address} as {user}",
-                     commands=[render("docker-login.sh.j2", registry=address, user=user,
-                                      config_dir=registry_files.DOCKER_CONFIG_DIR,
-                                      stamp=credentials.stamp(user, password), stamp_path=registry_files.LOGIN_STAMP)],
-                     _stdin=password)
-    elif found:
-        server.shell(name=f"Log Docker out of {address} (registry_auth or registry_docker_login is off)",
-                     commands=[f"DOCKER_CONFIG={shlex.quote(registry_files.DOCKER_CONFIG_DIR)} docker logout "
-                               f"{shlex.quote(address)} >/dev/null && rm -f {shlex.quote(registry_files.LOGIN_STAMP)}"])
+        stale = [r for r in runtimes if not credentials.stamp_matches(state.stamps.get(r.stamp_label), user, password)]
+        names = {r.name for r in stale}
+        script = render("registry-login.sh.j2", registry=address, user=user, stamp=credentials.stamp(user, password),
+                        docker=dict(config_dir=registry_files.DOCKER_CONFIG_DIR,
+                                    stamp_path=registry_files.LOGIN_STAMP) if "Docker" in names else None,
+                        podman=dict(auth_file=registry_files.PODMAN_AUTH,
+                                    stamp_path=registry_files.PODMAN_LOGIN_STAMP) if "Podman" in names else None,
+                        ) if stale else ""
+        # Also when nothing is stale: then the operation has no command (no change), and is there only
+        # so every host has it at the same place. pyinfra orders operations across hosts by the ones
+        # they share: the server's puts every login after its htpasswd, token service and registry,
+        # and before the end of a password rotation (drop_previous_passwords).
+        said = " and ".join(r.name for r in (stale or runtimes))
+        server.shell(name=f"Log {said} in to {address} as {user}" if stale else
+                     f"{said} logged in to {address} as {user}",
+                     commands=[script] if stale else [], _stdin=password if stale else None)
+        return
+    found = [r for r in runtimes if state.stamps.get(r.stamp_label)]
+    if found:
+        server.shell(name=f"Log {' and '.join(r.name for r in found)} out of {address} (registry_auth or "
+                          "registry_docker_login is off)", commands=[" && ".join(f"{{ {r.logout}; }}" for r in found)])

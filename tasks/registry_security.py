@@ -48,6 +48,15 @@ def install_registry_secrets(settings: Settings, state: HostState) -> None:
     found = files.get("htpasswd")
     current = "".join(f"{line}\n" for line in state.lines.get("htpasswd", [])) if found else None
     wanted = credentials.plan_htpasswd(current, passwords)
+    rotated = credentials.rotated_entries(current, passwords) if settings.registry_access and wanted else ""
+    if rotated:
+        # The old hashes first: the token service accepts them too until every host has logged in
+        # with the new password (drop_previous_passwords, after the logins).
+        previous = registry_files.previous_htpasswd_path(settings)
+        host.log(f"Will keep the previous passwords of {', '.join(l.split(':')[0] for l in rotated.splitlines())} "
+                 f"in {previous} until every host has logged in with the new ones")
+        server.shell(name=f"Keep the rotated passwords' previous hashes in {previous} (mode 600)",
+                     commands=[_put(previous, "600", dir_mode="755")], _stdin=rotated)
     if wanted is not None or found.split()[1:] != ["600", "root"]:
         host.log(f"Will {'write' if wanted else 'fix the mode of'} {path} (users: {', '.join(passwords)})")
         server.shell(name=f"Write the registry's users to {path} (mode 600)",
@@ -59,6 +68,17 @@ def install_registry_secrets(settings: Settings, state: HostState) -> None:
                      commands=[_put(path, "600", stamp=credentials.stamp(user, password),
                                     stamp_path=registry_files.api_stamp_path(settings))],
                      _stdin=credentials.curl_config(user, password))
+
+
+@deploy("End the password rotation")
+def drop_previous_passwords(settings: Settings, state: HostState) -> None:
+    """After every host's login: the previous hashes of rotated passwords are no longer accepted."""
+    current = "".join(f"{line}\n" for line in state.lines.get("htpasswd", [])) if "htpasswd" in state.files else None
+    rotating = settings.registry_access and credentials.rotated_entries(current, security.passwords(settings))
+    if rotating or "htpasswd_previous" in state.files:
+        previous = registry_files.previous_htpasswd_path(settings)
+        server.shell(name=f"Stop accepting the previous passwords (remove {previous})",
+                     commands=[f"rm -f {shlex.quote(previous)}"])
 
 
 @deploy("Remove the registry's unused TLS and authentication files")

@@ -20,8 +20,9 @@ from .registry_ca import put_registry_ca
 
 def _warn_without_credentials(settings: Settings, runtime: str) -> None:
     if settings.registry_auth:
-        host.log(f"registry_auth: regdeploy logs in Docker only; {runtime} on this host has no credentials for "
-                 f"{settings.registry_address} and will be refused until it has some", log_func=logger.warning)
+        host.log(f"registry_auth: regdeploy logs in Docker and Podman only; {runtime} on this host has no "
+                 f"credentials for {settings.registry_address} and will be refused until it has some",
+                 log_func=logger.warning)
 
 
 @deploy("Make containerd trust the registry")
@@ -57,7 +58,6 @@ def trust_registry_containerd(settings: Settings, state: HostState) -> None:
 def trust_registry_podman(settings: Settings, state: HostState) -> None:
     """`state` is the host's DockerHostState fact."""
     address, files = settings.registry_address, state.files
-    _warn_without_credentials(settings, "Podman")
     put_registry_ca(settings, runtime_config.podman_ca_path(address), files.get("podman_ca"), "Podman")
     if not put_if_changed(runtime_config.PODMAN_DROPIN, runtime_config.podman_dropin(address, settings.registry_tls),
                            files.get("podman_conf"), f"Write Podman's {runtime_config.PODMAN_DROPIN}"):

@@ -36,11 +36,12 @@ class Access(verify_access.Access):
             time.sleep(0.1)
         raise AssertionError(f"the registry on {h if isinstance(h, str) else h.name} did not answer within {limit} s")
 
-    def inventory_with(self, path: Path, **data) -> Path:
-        """This inventory's hosts, connected to as here, with `data` on top of every host's: the same
-        fleet in another mode (e.g. registry_tls)."""
+    def inventory_with(self, path: Path, per_host: dict[str, dict] | None = None, **data) -> Path:
+        """This inventory's hosts, connected to as here, with `data` on top of every host's (and
+        `per_host[name]` on top of that): the same fleet in another mode (e.g. registry_tls)."""
         def entry(h: InventoryHost) -> str:
-            return f"    ({h.name!r}, {{**{dict(h.data)!r}, **{data!r}}}),\n"
+            own = (per_host or {}).get(h.name, {})
+            return f"    ({h.name!r}, {{**{dict(h.data)!r}, **{data!r}, **{own!r}}}),\n"
 
         path.write_text(f"registry_servers = [\n{entry(self.fleet.server)}]\n"
                         f"docker_clients = [\n{''.join(entry(c) for c in self.fleet.clients)}]\n")
@@ -134,14 +135,15 @@ def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None, 
 
 
 @contextlib.contextmanager
-def own_lab(request, lab: lab_config.Lab, clients: int, workdir: Path, replicas: int = 0) -> Iterator[Access]:
+def own_lab(request, lab: lab_config.Lab, clients: int, workdir: Path, replicas: int = 0,
+            os_spec: str = "") -> Iterator[Access]:
     """A lab of a test module's own (adoption, drills, docker-ce), created fresh for it and removed
     after it unless --keep-lab; skipped when --inventory points at the user's hosts. `replicas`:
     registry replicas on the lab's Ceph store behind a load balancer (lab.hosts.up)."""
     if request.config.getoption("--inventory"):
         pytest.skip("lab-only test: --inventory points at your own hosts")
     lab_hosts.down(lab)
-    lab_hosts.up(lab, clients=clients, replicas=replicas)
+    lab_hosts.up(lab, clients=clients, replicas=replicas, os_spec=os_spec)
     try:
         yield Access.load(lab.inventory_path, workdir)
     finally:

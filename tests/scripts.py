@@ -10,6 +10,7 @@ A change to a template or to what renders it shows up as a diff of tests/golden/
 from __future__ import annotations
 
 import argparse
+import posixpath
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -103,6 +104,24 @@ def _scripts() -> Iterator[tuple[str, str]]:
         if early:  # the plain mode's fresh client: insecure-registries goes in with the install
             yield f"daemon-json-before-install.{mode}.sh", early.before
             yield f"daemon-json-after-install.{mode}.sh", early.after
+    # registry_access: the registry takes tokens from regdeploy's token service.
+    access_fleet = server(registry_tls=True, registry_auth=True, registry_users=["ci", "nodes"],
+                          registry_access=["ci * pull,push,delete", "nodes * pull"])
+    token_server = access_fleet["reg1"]
+    yield "registry-config.tls-access.yml", registry_files.registry_config(token_server)
+    for template in ("registry-catalog", "registry-backup"):
+        yield (f"{template}.tls-access.sh",
+               registry_files.server_script(token_server, f"{template}.sh.j2", HOLDER, page_size=100))
+    yield "docker-host-state.server.tls-access.sh", fact_command(token_server)
+    yield "regdeploy-token.service", registry_files.token_unit(token_server, "0123456789abcdef")
+    yield "token-service.json", registry_files.token_service_config(token_server)
+    yield ("start-token-service.sh",
+           render("start-token-service.sh.j2", unit=registry_files.TOKEN_UNIT, port=5002,
+                  health="https://127.0.0.1:5002/healthz"))
+    yield ("stop-token-service.sh",
+           render("stop-token-service.sh.j2", unit=registry_files.TOKEN_UNIT,
+                  paths=[registry_files.TOKEN_UNIT_PATH, posixpath.dirname(registry_files.TOKEN_SCRIPT),
+                         registry_files.token_dir(token_server), registry_files.token_cert_path(token_server)]))
     archived = server(registry_image_archive="/srv/registry 2.tar", registry_image_archive_sha256=SHA)["reg1"]
     upload = archive_upload(archived)
     assert upload is not None
@@ -115,9 +134,10 @@ def _scripts() -> Iterator[tuple[str, str]]:
     yield ("docker-ce-repository.sh",
            render("docker-ce-repository.sh.j2", base="https://download.docker.com/linux/debian", codename="bookworm",
                   keyring="/etc/apt/keyrings/docker.gpg", source_file="/etc/apt/sources.list.d/docker.sources"))
-    yield ("docker-login.sh",
-           render("docker-login.sh.j2", registry="registry:5000", user="ci", config_dir=registry_files.DOCKER_CONFIG_DIR,
-                  stamp="ci $2b$10$hash", stamp_path=registry_files.LOGIN_STAMP))
+    yield ("registry-login.sh",
+           render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$hash",
+                  docker=dict(config_dir=registry_files.DOCKER_CONFIG_DIR, stamp_path=registry_files.LOGIN_STAMP),
+                  podman=dict(auth_file=registry_files.PODMAN_AUTH, stamp_path=registry_files.PODMAN_LOGIN_STAMP)))
     yield ("push-images.sh",
            render("push-images.sh.j2", archive=None, images=[("registry:2", "registry:5000/library/registry:2")]))
     yield ("push-images.archive.sh",

@@ -108,7 +108,7 @@ def test_plain_to_tls_with_auth_in_one_run(lab):
     done = first.changes()
     assert all(("Trust the registry in Docker's daemon.json | Install the registry's CA for Docker as "
                 f"/etc/docker/certs.d/{REGISTRY}/ca.crt", h) in done for h in ("registry", "client1", "client2"))
-    assert all(("Log Docker in to the registry | Log Docker in to registry:5000 as ci", h) in done
+    assert all(("Log in to the registry | Log Docker in to registry:5000 as ci", h) in done
                for h in ("registry", "client1", "client2"))
     # A reload, not a restart: the container on the client kept running, untouched.
     assert lab.keeper() == keeper and " true " in keeper
@@ -190,7 +190,7 @@ def test_no_password_in_output_or_process_lists_and_rotation_takes(lab):
     changed = {op for op, _ in result.changes()}
     assert "Install the registry's TLS and authentication files | Write the registry's users to " \
            "/etc/regdeploy/auth/htpasswd (mode 600)" in changed
-    assert "Log Docker in to the registry | Log Docker in to registry:5000 as ci" in changed
+    assert "Log in to the registry | Log Docker in to registry:5000 as ci" in changed
     output = result.stderr + json_text(result)
     assert "[pyinfra.api" in output, "the run was not --debug"
     process_lists = {host: lab.ssh(host, "cat /tmp/ps.log") for host in hosts}

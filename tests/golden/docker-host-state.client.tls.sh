@@ -221,6 +221,15 @@ if [ -f /root/.docker/regdeploy-login ] && [ -f /root/.docker/config.json ] && g
     printf '%s\n' 'path.login=stamp /root/.docker/config.json'
     set -- "$@" /root/.docker/config.json
 fi
+# podman_login: regdeploy's stamp (user and a bcrypt hash) beside a credential it put there, shown only
+# while the credential itself is there and mentions "reg1:5000"; the credential's mode from the find.
+if [ -f /root/.config/containers/regdeploy-login ] && [ -f /root/.config/containers/auth.json ] && grep -qF '"reg1:5000"' /root/.config/containers/auth.json; then
+    stamp=
+    { IFS= read -r stamp || [ -n "$stamp" ]; } < /root/.config/containers/regdeploy-login
+    printf 'stamp.podman_login=%s\n' "$stamp"
+    printf '%s\n' 'path.podman_login=stamp /root/.config/containers/auth.json'
+    set -- "$@" /root/.config/containers/auth.json
+fi
 # containerd_config: its content too (bcrypt hashes: what regdeploy verifies passwords against).
 if [ -f /etc/containerd/config.toml ]; then
     printf '%s\n' 'path.containerd_config=lines /etc/containerd/config.toml'

@@ -216,6 +216,10 @@ if [ -f /etc/regdeploy/tls/registry.key ]; then
     printf '%s\n' 'path.tls_key=file /etc/regdeploy/tls/registry.key'
     set -- "$@" /etc/regdeploy/tls/registry.key
 fi
+if [ -f /etc/regdeploy/auth/htpasswd.previous ]; then
+    printf '%s\n' 'path.htpasswd_previous=file /etc/regdeploy/auth/htpasswd.previous'
+    set -- "$@" /etc/regdeploy/auth/htpasswd.previous
+fi
 if [ -f /etc/regdeploy/gc.sh ]; then
     printf '%s\n' 'path.gc_script=file /etc/regdeploy/gc.sh'
     set -- "$@" /etc/regdeploy/gc.sh
@@ -231,6 +235,30 @@ fi
 if [ -f /etc/systemd/system/timers.target.wants/regdeploy-gc.timer ]; then
     printf '%s\n' 'path.gc_enabled=file /etc/systemd/system/timers.target.wants/regdeploy-gc.timer'
     set -- "$@" /etc/systemd/system/timers.target.wants/regdeploy-gc.timer
+fi
+if [ -f /usr/local/lib/regdeploy/token_service.py ]; then
+    printf '%s\n' 'path.token_script=file /usr/local/lib/regdeploy/token_service.py'
+    set -- "$@" /usr/local/lib/regdeploy/token_service.py
+fi
+if [ -f /etc/systemd/system/regdeploy-token.service ]; then
+    printf '%s\n' 'path.token_unit=file /etc/systemd/system/regdeploy-token.service'
+    set -- "$@" /etc/systemd/system/regdeploy-token.service
+fi
+if [ -f /etc/systemd/system/multi-user.target.wants/regdeploy-token.service ]; then
+    printf '%s\n' 'path.token_enabled=file /etc/systemd/system/multi-user.target.wants/regdeploy-token.service'
+    set -- "$@" /etc/systemd/system/multi-user.target.wants/regdeploy-token.service
+fi
+if [ -f /etc/regdeploy/token/config.json ]; then
+    printf '%s\n' 'path.token_config=file /etc/regdeploy/token/config.json'
+    set -- "$@" /etc/regdeploy/token/config.json
+fi
+if [ -f /etc/regdeploy/token/signing.key ]; then
+    printf '%s\n' 'path.token_key=file /etc/regdeploy/token/signing.key'
+    set -- "$@" /etc/regdeploy/token/signing.key
+fi
+if [ -f /etc/regdeploy/auth/token-signing.crt ]; then
+    printf '%s\n' 'path.token_cert=file /etc/regdeploy/auth/token-signing.crt'
+    set -- "$@" /etc/regdeploy/auth/token-signing.crt
 fi
 [ $# -eq 0 ] || sha256sum --tag -- "$@" 2>/dev/null
 # managed_by: its content too (bcrypt hashes: what regdeploy verifies passwords against).
@@ -248,6 +276,15 @@ if [ -f /root/.docker/regdeploy-login ] && [ -f /root/.docker/config.json ] && g
     printf 'stamp.login=%s\n' "$stamp"
     printf '%s\n' 'path.login=stamp /root/.docker/config.json'
     set -- "$@" /root/.docker/config.json
+fi
+# podman_login: regdeploy's stamp (user and a bcrypt hash) beside a credential it put there, shown only
+# while the credential itself is there and mentions "reg1:5000"; the credential's mode from the find.
+if [ -f /root/.config/containers/regdeploy-login ] && [ -f /root/.config/containers/auth.json ] && grep -qF '"reg1:5000"' /root/.config/containers/auth.json; then
+    stamp=
+    { IFS= read -r stamp || [ -n "$stamp" ]; } < /root/.config/containers/regdeploy-login
+    printf 'stamp.podman_login=%s\n' "$stamp"
+    printf '%s\n' 'path.podman_login=stamp /root/.config/containers/auth.json'
+    set -- "$@" /root/.config/containers/auth.json
 fi
 # containerd_config: its content too (bcrypt hashes: what regdeploy verifies passwords against).
 if [ -f /etc/containerd/config.toml ]; then

@@ -100,3 +100,15 @@ def test_given_material_is_checked_like_a_handshake(tmp_path, ca):
     os.unlink(paths[1])
     with pytest.raises(pki.TlsError, match="registry_tls_key=.* does not exist on the controller"):
         pki.given_material(*paths, registry_host="registry.corp.example")
+
+
+def test_certificates_within_30_days_of_expiry_are_found(ca):
+    ca_cert, ca_key = ca
+    soon, _ = pki.issue(ca_cert, ca_key, ["reg1"], NOW, validity=datetime.timedelta(days=20))
+    later, _ = pki.issue(ca_cert, ca_key, ["reg1"], NOW, validity=datetime.timedelta(days=200))
+    pem = pki._cert_pem(soon) + pki._cert_pem(later)
+    found = pki.expiring(pem, NOW)
+    assert [(subject, expiry.date()) for subject, expiry in found] == [
+        ("CN=reg1", (NOW + datetime.timedelta(days=20)).date())]
+    assert pki.expiring(pki._cert_pem(later), NOW) == []
+    assert len(pki.expiring(pki._cert_pem(later), NOW + datetime.timedelta(days=190))) == 1

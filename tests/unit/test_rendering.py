@@ -2,6 +2,7 @@
 
 import hashlib
 import shlex
+import os
 import subprocess
 
 import pytest
@@ -188,8 +189,26 @@ def test_put_file_writes_a_secret_from_stdin_with_its_mode_from_the_start(tmp_pa
     assert (tmp_path / "ca.crt").read_text() == "CA $x `y`\n"
 
 
-def test_docker_login_script_reads_the_password_from_stdin_only():
-    script = render("docker-login.sh.j2", registry="registry:5000", user="ci", config_dir="/root/.docker",
-                    stamp="ci $2b$10$x", stamp_path="/root/.docker/regdeploy-login")
-    _sh_syntax_ok(script)
-    assert "--password-stdin" in script and "--password " not in script
+def test_the_login_script_hands_the_password_to_each_runtime_on_stdin_only(tmp_path):
+    """Run against stand-in docker and podman that record their arguments and stdin."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("docker", "podman"):
+        stand_in = bin_dir / tool
+        stand_in.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{tmp_path}/{tool}.args"\ncat > "{tmp_path}/{tool}.stdin"\n')
+        stand_in.chmod(0o755)
+    password = "pa ss'$(id)\"x"
+    script = render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$x",
+                    docker={"config_dir": str(tmp_path / "docker"), "stamp_path": str(tmp_path / "docker-stamp")},
+                    podman={"auth_file": str(tmp_path / "containers" / "auth.json"),
+                            "stamp_path": str(tmp_path / "podman-stamp")})
+    (tmp_path / "containers").mkdir()
+    (tmp_path / "containers" / "auth.json").write_text("{}")
+    subprocess.run(["sh", "-c", script], input=password + "\n", text=True, check=True,
+                   env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    for tool in ("docker", "podman"):
+        assert (tmp_path / f"{tool}.stdin").read_text() == password + "\n"
+        args = (tmp_path / f"{tool}.args").read_text()
+        assert "--password-stdin" in args and password not in args and "ci" in args
+        assert (tmp_path / f"{tool}-stamp").read_text() == "ci $2b$10$x\n"
+    assert oct((tmp_path / "containers" / "auth.json").stat().st_mode & 0o777) == "0o600"

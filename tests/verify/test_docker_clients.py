@@ -33,7 +33,9 @@ def test_daemon_json_lists_the_registry_unless_it_serves_tls(docker_host, any_ho
     if docker_host is None:
         assert not any_host.file(inventory_host.settings.docker_daemon_json).exists
         return
-    config = json.loads(any_host.file(inventory_host.settings.docker_daemon_json).content_string or "{}")
+    daemon_json = any_host.file(inventory_host.settings.docker_daemon_json)
+    # A fleet deployed straight into TLS mode needs no daemon.json (nothing to list): none is made.
+    config = json.loads(daemon_json.content_string or "{}") if daemon_json.exists else {}
     listed = fleet.registry_address in (config.get("insecure-registries") or [])
     assert listed != fleet.server.settings.registry_tls, config
 

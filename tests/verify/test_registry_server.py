@@ -2,10 +2,11 @@
 storage, its files in each mode, the API as clients see it."""
 
 import shlex
+import warnings
 
 import yaml
 
-from regdeploy import registry_files
+from regdeploy import pki, registry_files
 from regdeploy.registry_plan import DEBUG_PORT, SPEC_LABEL
 from regdeploy.settings import cache_settings
 
@@ -65,7 +66,30 @@ def test_registry_config_says_what_the_settings_say(server_host, fleet):
 
 def test_registry_api_answers_with_the_deploys_credentials(server_host, fleet):
     api = registry_files.loopback_api(fleet.server.settings)
-    assert _status(server_host, f"{api.base}/v2/", *_loopback(fleet), api.options) == "200"
+    if not api.token:
+        assert _status(server_host, f"{api.base}/v2/", *_loopback(fleet), api.options) == "200"
+        return
+    # registry_access: a token from the token service (asked as regdeploy's scripts ask it), handed to
+    # curl on stdin, then the registry answers with it, and refuses the password itself.
+    sed = r"""sed -n 's/.*"token": *"\([^"]*\)".*/\1/p'"""
+    script = (f"token=$(curl -fsS --connect-to {shlex.quote(api.token_connect)} {api.token_options} "
+              f"{shlex.quote(api.token + '?service=' + api.token_service)} | {sed}) && [ -n \"$token\" ] && "
+              "printf 'header = \"Authorization: Bearer %s\"\\n' \"$token\" | "
+              f"curl -s -o /dev/null -w '%{{http_code}}' -K - {' '.join(_loopback(fleet))} {api.options} "
+              f"{shlex.quote(api.base + '/v2/')}")
+    assert server_host.check_output(script) == "200"
+    credentials = f"--config {shlex.quote(registry_files.api_credentials_path(fleet.server.settings))}"
+    assert _status(server_host, f"{api.base}/v2/", *_loopback(fleet), api.options, credentials) == "401"
+
+
+def test_the_token_service_runs_where_rules_are_set(server_host, fleet):
+    settings = fleet.server.settings
+    unit = server_host.service(registry_files.TOKEN_UNIT)
+    if not settings.registry_access:
+        assert not server_host.file(registry_files.TOKEN_UNIT_PATH).exists, "a token service without registry_access"
+        return
+    assert unit.is_running and unit.is_enabled
+    assert server_host.socket(f"tcp://0.0.0.0:{settings.registry_token_port}").is_listening
 
 
 def test_anonymous_requests_are_refused_when_auth_is_on(server_host, fleet):
@@ -96,6 +120,23 @@ def test_secret_files_are_root_only(server_host, fleet):
         assert not server_host.file(registry_files.tls_dir(settings)).exists
     if not settings.registry_auth:
         assert not server_host.file(registry_files.api_credentials_path(settings)).exists
+
+
+def test_certificates_are_valid_and_a_near_expiry_is_warned_about(server_host, fleet):
+    """The server's certificate, the CA the hosts trust and the token signing certificate: none expired
+    (a failure), and a warning for each that expires within 30 days."""
+    settings = fleet.server.settings
+    if not settings.registry_tls:
+        return
+    paths = [registry_files.tls_cert_path(settings), registry_files.client_ca_path(settings)]
+    if settings.registry_access:
+        paths.append(registry_files.token_cert_path(settings))
+    for path in paths:
+        for subject, expiry in pki.expiring(server_host.file(path).content_string):
+            left = expiry - pki._now()
+            assert left.total_seconds() > 0, f"{path}: {subject} expired on {expiry:%Y-%m-%d}"
+            warnings.warn(f"{path} on {fleet.server.name}: {subject} expires on {expiry:%Y-%m-%d}, in {left.days} days; "
+                          "a deploy re-issues a certificate regdeploy made (yours: replace it)", UserWarning)
 
 
 def test_debug_endpoint_reports_health_and_metrics_on_loopback_unless_published(server_host, fleet):

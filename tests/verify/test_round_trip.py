@@ -1,5 +1,7 @@
 """A real push with Docker from one client, then a pull on every host with each of its runtimes
-(Docker, Podman, containerd's ctr), through the deployed registry: the same manifest digest."""
+(Docker, Podman, containerd's ctr), through the deployed registry: the same manifest digest. With
+registry_access, each host's rights come from the rules for its login account: a host allowed to
+pull pulls, one that is not is refused, and a host without push rights is denied a push."""
 
 import re
 import time
@@ -8,10 +10,19 @@ from dataclasses import astuple
 
 import pytest
 
+from regdeploy import access as rights
 from regdeploy import registry_files, runtime_config
 from regdeploy.facts import RegistryCatalog
 
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+REPOSITORY = "lab/busybox"
+
+
+def may(settings, action: str, repository: str = REPOSITORY) -> bool:
+    """Whether the host these settings describe may `action` on `repository` as its login account."""
+    if not settings.registry_access:
+        return True
+    return action in rights.allowed(rights.parse_rules(settings.registry_access), settings.login_user, repository)
 CTR_NAMESPACE = "regdeploy-verify"
 
 
@@ -19,9 +30,10 @@ CTR_NAMESPACE = "regdeploy-verify"
 def pushed(access, fleet, test_image, test_image_archive) -> tuple[str, str]:
     """(reference, manifest digest) of a uniquely tagged image pushed with Docker from the first client
     that has Docker (the server when no client has)."""
-    pusher = next((c for c in fleet.clients if access.ssh(c, "command -v docker || true")), fleet.server)
+    pusher = next((c for c in fleet.clients if may(c.settings, "push") and access.ssh(c, "command -v docker || true")),
+                  fleet.server)
     tag = f"rt-{int(time.time())}-{uuid.uuid4().hex[:6]}"
-    target = f"{fleet.registry_address}/lab/busybox:{tag}"
+    target = f"{fleet.registry_address}/{REPOSITORY}:{tag}"
     if test_image_archive:
         access.load_image_archive(pusher, test_image_archive)
     access.ssh(pusher, f"docker image inspect {test_image} >/dev/null 2>&1 || docker pull -q {test_image}")
@@ -34,7 +46,7 @@ def pushed(access, fleet, test_image, test_image_archive) -> tuple[str, str]:
     api = astuple(registry_files.loopback_api(fleet.server.settings))
     catalog = fact.process(access.host(fleet.server).check_output(
         fact.command(port=fleet.server.settings.registry_port, api=api)).splitlines())
-    assert tag in catalog["lab/busybox"]
+    assert tag in catalog[REPOSITORY]
     return target, digest
 
 
@@ -56,8 +68,19 @@ def test_every_host_pulls_the_pushed_image_with_each_of_its_runtimes(access, inv
     assert host_runtimes, f"{inventory_host.name} has no runtime"
     for runtime in host_runtimes:
         command = PULL[runtime].format(ref=ref)
-        if fleet.server.settings.registry_auth and runtime != "docker":
-            # Only Docker is logged in by the deploy: the others must be refused, not served anonymously.
+        logged_in = runtime in ("docker", "podman") and inventory_host.settings.registry_docker_login
+        if fleet.server.settings.registry_auth and not (logged_in and may(inventory_host.settings, "pull")):
+            # Docker and Podman are logged in by the deploy, containerd is not; an account without the
+            # right to pull: refused, not served anonymously.
             assert access.ssh(inventory_host, command, check=False) == "", runtime
             continue
         assert digest in access.ssh(inventory_host, command), f"{runtime} on {inventory_host.name}"
+    settings = inventory_host.settings
+    if settings.registry_access and "docker" in host_runtimes and may(settings, "pull") and not may(settings, "push"):
+        # The rules give this host's account no push here: the registry denies it.
+        denied = f"{ref}-denied"
+        access.ssh(inventory_host, f"docker pull -q {ref} >/dev/null && docker tag {ref} {denied}")
+        output = access.ssh(inventory_host, f"docker push {denied} 2>&1; docker image rm {ref} {denied} >/dev/null",
+                            check=False)
+        assert "denied" in output or "unauthorized" in output, output
+

@@ -470,6 +470,32 @@ def verify(ctx: Context, pytest_args: tuple[str, ...]) -> None:
     sys.exit(Exit.OK if status == 0 else Exit.BAD_INPUT if status == pytest.ExitCode.USAGE_ERROR else Exit.FAILED)
 
 
+@main.command("rotate-ca")
+@click.argument("step", type=click.Choice(["begin", "switch", "finish", "cert"]))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable: {step, directory, done}.")
+@click.pass_obj
+def rotate_ca(ctx: Context, step: str, as_json: bool) -> None:
+    """One step of a rotation of the CA regdeploy made, on the controller only (in registry_tls_dir);
+    deploy after each: begin (every host trusts a next CA too), switch (the server's certificate is
+    re-issued by it), finish (the old CA goes). `cert` rotates the server's certificate alone (a new
+    key, same CA). Exit 6 when a step is out of order."""
+    from .pki import TlsError, rotate_ca as rotate, rotate_cert
+
+    settings = ctx.fleet.server.settings
+    if not settings.registry_tls or settings.registry_tls_ca:
+        raise Failure("rotate-ca rotates the CA regdeploy made: the inventory has registry_tls off, or its own "
+                      "CA (registry_tls_ca)", Exit.BAD_INPUT)
+    try:
+        directory = Path(settings.registry_tls_dir)
+        done = rotate_cert(directory) if step == "cert" else rotate(directory, step)
+    except TlsError as exc:
+        raise Failure(str(exc), Exit.REFUSED) from None
+    if as_json:
+        _json({"step": step, "directory": settings.registry_tls_dir, "done": done})
+    else:
+        click.echo(done)
+
+
 def markdown_reference() -> str:
     """The table of exit codes and of what each command's --json prints, from EXIT_HELP
     and the commands' own --json help: docs/reference/cli.md (docs/generate.py, checked by a unit test)."""

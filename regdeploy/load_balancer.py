@@ -12,6 +12,7 @@ import re
 from .rendering import render
 
 LB_BACKEND = "registry_replicas"
+TOKEN_BACKEND = "token_services"  # registry_access: each replica's token service, on registry_token_port
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 # haproxy, and curl for the wait on its status page after a reload.
 PACKAGES = ("haproxy", "curl")
@@ -30,4 +31,6 @@ def haproxy_config(settings) -> str:
     replicas = [(server_name(name), address) for name, address in settings.replicas]
     return render("haproxy.cfg.j2", port=settings.registry_port, backend=LB_BACKEND, replicas=replicas,
                   tls=settings.registry_tls, stats_port=settings.registry_lb_stats_port,
-                  check_ms=CHECK_MS, fall=FALL, rise=RISE)
+                  check_ms=CHECK_MS, fall=FALL, rise=RISE,
+                  token_port=settings.registry_token_port if settings.registry_access else 0,
+                  token_backend=TOKEN_BACKEND)

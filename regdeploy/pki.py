@@ -36,6 +36,12 @@ CERT_VALIDITY = datetime.timedelta(days=365)
 RENEW_BEFORE = datetime.timedelta(days=30)
 
 CA_CERT, CA_KEY = "ca.crt", "ca.key"
+# A CA rotation (rotate_ca): the next CA beside the current one, then the previous CA (certificate
+# only) beside the new current one; TRUSTED is what every host trusts meanwhile: all of them.
+CA_NEXT_CERT, CA_NEXT_KEY = "ca-next.crt", "ca-next.key"
+CA_PREVIOUS_CERT = "ca-previous.crt"
+TRUSTED = "trusted.crt"
+ROTATION_STEPS = ("begin", "switch", "finish")
 SERVER_CERT, SERVER_KEY = "registry.crt", "registry.key"
 # The token service's signing key and its self-signed certificate (the registry's rootcertbundle).
 TOKEN_CERT, TOKEN_KEY = "token-signing.crt", "token-signing.key"
@@ -228,9 +234,70 @@ def generated_material(directory: Path, names: list[str], now: datetime.datetime
         _write(cert_path, _cert_pem(cert), 0o644)
         done.append(f"issued the registry certificate {cert_path} for {', '.join(names)} "
                     f"(valid until {cert.not_valid_after_utc:%Y-%m-%d}): {reason}")
+    trusted = trusted_pem(directory)
+    if not (directory / TRUSTED).is_file() or (directory / TRUSTED).read_text() != trusted:
+        _write(directory / TRUSTED, trusted, 0o644)
     material = TlsMaterial(cert_pem=cert_path.read_text(), key_pem=(directory / SERVER_KEY).read_text(),
-                           ca_pem=(directory / CA_CERT).read_text(), generated=True)
+                           ca_pem=trusted, generated=True)
     return material, done
+
+
+def trusted_pem(directory: Path) -> str:
+    """The CAs every host trusts: the current one and, during a rotation, the next or the previous."""
+    return "".join((directory / name).read_text() for name in (CA_CERT, CA_NEXT_CERT, CA_PREVIOUS_CERT)
+                   if (directory / name).is_file())
+
+
+def rotate_cert(directory: Path) -> str:
+    """The server certificate regdeploy made, removed so that the next deploy issues a new one (new key,
+    same names and CA): a leaf rotation."""
+    cert = directory / SERVER_CERT
+    if not cert.is_file() or not (directory / CA_KEY).is_file():
+        raise TlsError(f"{directory} holds no certificate regdeploy made (registry_tls_cert is yours to replace)")
+    cert.unlink()
+    (directory / SERVER_KEY).unlink(missing_ok=True)
+    return f"removed {cert} and its key: the next deploy issues a new certificate and key and restarts the registry"
+
+
+def rotate_ca(directory: Path, step: str, now: datetime.datetime | None = None) -> str:
+    """One step of a CA rotation with an overlap, each followed by a deploy (what it does then):
+
+    - begin: a next CA beside the current one; every host trusts both, the server keeps its certificate;
+    - switch: the next CA becomes the current one (the old one's key is deleted, its certificate kept as
+      the previous CA); the server's certificate is re-issued by the new CA, every host trusts both;
+    - finish: the previous CA goes; every host trusts the new one only.
+
+    Refused (TlsError, nothing changed) out of order."""
+    now = now or _now()
+    current, following, previous = (directory / n for n in (CA_CERT, CA_NEXT_CERT, CA_PREVIOUS_CERT))
+    if step not in ROTATION_STEPS:
+        raise TlsError(f"unknown CA rotation step {step!r}: {', '.join(ROTATION_STEPS)}")
+    if not current.is_file() or not (directory / CA_KEY).is_file():
+        raise TlsError(f"{directory} holds no CA regdeploy made (deploy with registry_tls first; a CA of your own, "
+                       "registry_tls_ca, you rotate yourself)")
+    if step == "begin":
+        if following.is_file() or previous.is_file():
+            raise TlsError(f"a CA rotation is under way in {directory} ({'next' if following.is_file() else 'previous'} "
+                           f"CA present): {'switch' if following.is_file() else 'finish'} it first")
+        ca, key = make_ca(now)
+        _write(directory / CA_NEXT_KEY, _key_pem(key), 0o600)
+        _write(following, _cert_pem(ca), 0o644)
+        return (f"made the next CA {following}: deploy, so that every host trusts it beside the current one, "
+                "then `regdeploy rotate-ca switch`")
+    if step == "switch":
+        if not following.is_file() or not (directory / CA_NEXT_KEY).is_file():
+            raise TlsError(f"no next CA in {directory}: `regdeploy rotate-ca begin` and a deploy come first")
+        _write(previous, current.read_text(), 0o644)
+        _write(directory / CA_KEY, (directory / CA_NEXT_KEY).read_text(), 0o600)
+        _write(current, following.read_text(), 0o644)
+        (directory / CA_NEXT_KEY).unlink()
+        following.unlink()
+        return (f"the next CA is now {current} (the old one kept as {previous}, without its key): deploy, so "
+                "that the server's certificate is re-issued by it, then `regdeploy rotate-ca finish`")
+    if following.is_file() or not previous.is_file():
+        raise TlsError(f"no CA rotation to finish in {directory}" + (" (switch first)" if following.is_file() else ""))
+    previous.unlink()
+    return f"removed the previous CA {previous}: deploy, so that every host trusts the new CA only"
 
 
 def given_material(cert_path: str, key_path: str, ca_path: str, registry_host: str) -> TlsMaterial:

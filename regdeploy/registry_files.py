@@ -214,8 +214,8 @@ def token_service_script() -> str:
 
 def token_unit(settings, inputs: str) -> str:
     """The token service's systemd unit. `inputs`: a hash of what the service reads only at its start
-    (script, signing key, TLS certificate and key): when one changes, so does the unit, and the
-    deploy restarts it. config.json and htpasswd are re-read by the service itself."""
+    (script, signing key): when one changes, so does the unit, and the deploy restarts it. config.json,
+    htpasswd and the TLS certificate and key are re-read by the service itself when they change."""
     return render("regdeploy-token.service.j2", script=TOKEN_SCRIPT, inputs=inputs,
                   config_path=token_config_path(settings))
 

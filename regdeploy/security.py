@@ -49,7 +49,11 @@ def ca_path(settings) -> str | None:
     """The CA file on the controller (what the CLI verifies the registry with); None without TLS."""
     if not settings.registry_tls:
         return None
-    return settings.registry_tls_ca or str(Path(settings.registry_tls_dir) / pki.CA_CERT)
+    if settings.registry_tls_ca:
+        return settings.registry_tls_ca
+    # Every CA the hosts trust (a rotation under way: both), once a deploy has written it.
+    trusted = Path(settings.registry_tls_dir) / pki.TRUSTED
+    return str(trusted if trusted.is_file() else Path(settings.registry_tls_dir) / pki.CA_CERT)
 
 
 def passwords(settings) -> dict[str, str]:

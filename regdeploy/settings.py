@@ -266,6 +266,9 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
         errors.extend(f"{where}: {problem}" for problem in _cache_problems(values))
     replicas = replicas or ((server_name, server_address or server_name),)
     errors.extend(f"{where}: {problem}" for problem in _storage_problems(values, len(replicas)))
+    if lb and values["registry_access"] and values["registry_token_port"] == values["registry_lb_stats_port"]:
+        errors.append(f"{where}: registry_token_port={values['registry_token_port']} is also registry_lb_stats_port: "
+                      "the load balancer needs a port for each")
     if lb and values["registry_lb_stats_port"] == values["registry_port"]:
         errors.append(f"{where}: registry_lb_stats_port={values['registry_port']} is also registry_port: the load "
                       "balancer needs a port for each")
@@ -293,10 +296,6 @@ def _storage_problems(values: dict[str, Any], replicas: int) -> list[str]:
         if values["registry_proxy_remote_url"]:
             problems.append("registry_proxy_remote_url with several replicas: the pull-through cache runs "
                             "on a single server only")
-        if values["registry_access"]:
-            problems.append("registry_access with several replicas: the token service runs on a single server "
-                            "for now (the load balancer does not forward registry_token_port); use one server, "
-                            "or registry_auth without rules")
     return problems
 
 

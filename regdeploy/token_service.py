@@ -299,26 +299,53 @@ class TlsServer(ThreadingHTTPServer):
     daemon_threads = True
     timeout_seconds = 30
 
-    def __init__(self, address, handler, context: ssl.SSLContext):
+    def __init__(self, address, handler, contexts: "Contexts"):
         super().__init__(address, handler)
-        self.context = context
+        self.contexts = contexts
 
     def finish_request(self, request, client_address):
         request.settimeout(self.timeout_seconds)
         try:
-            connection = self.context.wrap_socket(request, server_side=True)
+            connection = self.contexts.get().wrap_socket(request, server_side=True)
         except (ssl.SSLError, OSError):
             return
         self.RequestHandlerClass(connection, client_address, self)
+
+
+class Contexts:
+    """The TLS certificate and key, loaded again for the next connection once either file changed: a
+    re-issued certificate takes without a restart. While the pair does not match (one written, not
+    yet the other), the previous pair serves."""
+
+    def __init__(self, cert: str, key: str):
+        self.cert, self.key = cert, key
+        self._seen: tuple = ()
+        self._context: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> ssl.SSLContext:
+        seen = tuple((s.st_mtime_ns, s.st_size, s.st_ino) for s in map(os.stat, (self.cert, self.key)))
+        with self._lock:
+            if seen != self._seen:
+                context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                try:
+                    context.load_cert_chain(self.cert, self.key)
+                except ssl.SSLError:
+                    if self._context is None:
+                        raise
+                    return self._context
+                self._context, self._seen = context, seen
+            assert self._context is not None
+            return self._context
 
 
 def make_server(config_path: str) -> TlsServer:
     service = Service(config_path)
     config = service.config.get()
     host, _, port = config["listen"].rpartition(":")
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(config["tls_cert"], config["tls_key"])
-    return TlsServer((host.strip("[]") or "0.0.0.0", int(port)), handler_for(service), context)
+    contexts = Contexts(config["tls_cert"], config["tls_key"])
+    contexts.get()  # a pair that cannot serve stops the service at its start, said in its journal
+    return TlsServer((host.strip("[]") or "0.0.0.0", int(port)), handler_for(service), contexts)
 
 
 def serve(config_path: str) -> None:

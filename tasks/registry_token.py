@@ -30,10 +30,10 @@ def run_token_service(settings: Settings, state: HostState) -> None:
         apt.packages(name=f"Install the token service's packages ({', '.join(missing)})", packages=missing,
                      update=True, no_recommends=True)
     signing = security.signing_material(settings)
-    tls = security.tls_material(settings)
-    assert signing is not None and tls is not None  # registry_access needs registry_auth, which needs TLS
+    assert signing is not None  # registry_access is set
     script = registry_files.token_service_script()
-    inputs = hashlib.sha256("\0".join((script, signing.key_pem, tls.cert_pem, tls.key_pem)).encode()).hexdigest()[:16]
+    # The TLS certificate is not among them: the service loads a re-issued one for the next connection.
+    inputs = hashlib.sha256("\0".join((script, signing.key_pem)).encode()).hexdigest()[:16]
     changed = False
     changed |= put_if_changed(registry_files.TOKEN_SCRIPT, script, files.get("token_script"),
                               f"Install the token service {registry_files.TOKEN_SCRIPT}", dir_mode="755")

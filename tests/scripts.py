@@ -53,9 +53,9 @@ def server(**data):
                           check_files=False)
 
 
-def replicas():
+def replicas(**extra):
     data = {"registry_storage": "s3", "registry_s3_bucket": "images", "registry_s3_access_key": "key",
-            "registry_s3_endpoint": "http://rgw:7480"}
+            "registry_s3_endpoint": "http://rgw:7480", **extra}
     return validate_hosts([("reg1", data, {"registry_servers"}), ("reg2", data, {"registry_servers"}),
                            ("lb", data, {"registry_lb"})], check_files=False)
 
@@ -159,6 +159,9 @@ def _scripts() -> Iterator[tuple[str, str]]:
                 for label, content in files.items()] if schedule else []
         yield (f"schedule-gc{'.remove' if not schedule else ''}.sh",
                render("schedule-gc.sh.j2", unit=GC_UNIT, schedule=schedule, files=puts, paths=list(GC_FILES.values())))
+    access_replicas = replicas(registry_tls=True, registry_auth=True, registry_users=["ci"],
+                               registry_access=["ci * pull,push,delete"])
+    yield "haproxy.tls-access.cfg", load_balancer.haproxy_config(access_replicas["lb"])
     fleet = replicas()
     balancer = load_balancer.haproxy_config(fleet["lb"])
     yield "haproxy.cfg", balancer

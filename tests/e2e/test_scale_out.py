@@ -1,8 +1,10 @@
 """Several registry replicas on shared object storage behind a load balancer, on a lab of its own
-(regdeploy-scale): three replicas on the lab's one-node Ceph (RGW, host `store`), haproxy on `lb`, two
+(regdeploy-scale): three replicas on the lab's one-node Ceph (RGW, host `store`), haproxy on `lb`, three
 clients. Pushes go through the load balancer and every host pulls them; a replica whose machine dies
 costs no pull; a rolling change replaces the replicas one at a time with pulls going on, and every
-image and digest survives all replicas being recreated.
+image and digest survives all replicas being recreated. Last, TLS with accounts with rights through
+the load balancer: a dead replica, a password rotation, a CA rotation and a certificate rotation, each
+with every client pulling in a loop, cost no pull.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from tests.access import REPO_ROOT, own_lab, run_deploy
 
 SCALE_LAB = lab_config.default_lab("regdeploy-scale")
 REPLICAS = 3
+CLIENTS = 3  # three hosts pulling through each drill
 # Pull, record the outcome, remove the image (so the next pull fetches every layer again), until told
 # to stop: on the client itself, so the controller's timing never decides what counts.
 PULL_LOOP = """
@@ -39,7 +42,7 @@ done >> /tmp/pulls.log
 @pytest.fixture(scope="module")
 def scale(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("scale")
-    with own_lab(request, SCALE_LAB, 2, work, replicas=REPLICAS) as access:
+    with own_lab(request, SCALE_LAB, CLIENTS, work, replicas=REPLICAS) as access:
         first = run_deploy(access.inventory)
         assert first.returncode == 0, first.stderr[-4000:]
         yield access, first
@@ -293,3 +296,77 @@ def test_a_single_server_moves_onto_the_bucket_with_every_image_and_never_back(s
     back = run_deploy(on_disk)
     assert back.returncode != 0 and "copied into the S3 bucket" in back.stderr, back.stderr[-2000:]
     assert ("team/new", "1") in api.manifests()
+
+
+def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path, test_image_archive):
+    """Last (it leaves the replicas in TLS with accounts): every replica runs the token service with the
+    same key, rules and accounts, haproxy passes TLS and the token port through to them, a pull-only
+    account is denied a push, and a dead replica costs no pull though every pull asks for a token."""
+    access, _ = scale
+    pusher, puller = (c.name for c in access.fleet.clients[:2])
+    passwords = tmp_path / "passwords"
+    passwords.write_text("ci:ci-Scale-Pa55\nnodes:nodes-Scale-Pa55\n")
+    passwords.chmod(0o600)
+    secure = access.inventory_with(
+        tmp_path / "secure.py", per_host={puller: {"registry_login_user": "nodes"}},
+        registry_tls=True, registry_auth=True, registry_users=["ci", "nodes"],
+        registry_access=["ci * pull,push,delete", "nodes * pull"], registry_tls_dir=str(tmp_path / "tls"),
+        registry_password_file=str(passwords))
+    first = run_deploy(secure)
+    assert first.returncode == 0, first.stderr[-4000:]
+    again = run_deploy(secure)
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+    for i in range(1, REPLICAS + 1):
+        assert access.ssh(f"registry{i}", "systemctl is-active regdeploy-token") == "active"
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+
+    reference = f"{access.fleet.registry_address}/team/secure:1"
+    push(access, pusher, reference, test_image_archive)
+    access.ssh(puller, f"docker pull -q {reference} >/dev/null")
+    denied = access.ssh(puller, f"docker tag {reference} {reference}-nodes && docker push {reference}-nodes 2>&1",
+                        check=False)
+    assert "denied" in denied, denied
+
+    victim = "registry3"
+    with PullLoops(access, reference) as loops:
+        time.sleep(3)
+        docker("kill", SCALE_LAB.container_name(victim))
+        wait_for_lb(access, {"registry1": "UP", "registry2": "UP", "registry3": "DOWN"}, limit=30)
+        time.sleep(8)
+    assert_no_failed_pull(loops.outcomes(), at_least=3)
+    docker("start", SCALE_LAB.container_name(victim))
+    lab_ssh.wait_for_ssh(SCALE_LAB, [victim])
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+    assert access.ssh(victim, "systemctl is-active regdeploy-token") == "active"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify", f"--inventory={secure}",
+         f"--test-image-archive={test_image_archive}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:]
+
+    # Rotations, each one deploy with every client pulling in a loop (each pull asks for a token and
+    # fetches every layer): a password, then the CA with an overlap (begin, switch, finish), then the
+    # server certificate alone. The certificate changes replace the replicas one at a time.
+    regdeploy = str(Path(sys.executable).parent / "regdeploy")
+    steps = [("password", None), ("ca begin", "begin"), ("ca switch", "switch"), ("ca finish", "finish"),
+             ("certificate", "cert")]
+    counts = {}
+    for name, step in steps:
+        if step is None:
+            passwords.write_text("ci:ci-Scale-Rotated\nnodes:nodes-Scale-Rotated\n")
+        else:
+            said = subprocess.run([regdeploy, "-i", str(secure), "rotate-ca", step], capture_output=True, text=True,
+                                  timeout=60)
+            assert said.returncode == 0, said.stderr
+        with PullLoops(access, reference) as loops:
+            time.sleep(3)
+            rotated = run_deploy(secure)
+            time.sleep(3)
+        assert rotated.returncode == 0, (name, rotated.stderr[-3000:])
+        outcomes = loops.outcomes()
+        assert_no_failed_pull(outcomes, at_least=3)
+        counts[name] = {client: len(lines) for client, lines in outcomes.items()}
+        wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+    print(f"pulls per client through each rotation, none failed: {counts}")
+    assert run_deploy(secure).changed_hosts() == set()

@@ -233,6 +233,25 @@ def test_a_rotated_password_overlaps_while_the_previous_hashes_are_kept(service)
     assert service.ask([], "nodes", "nodes-rotated")[0] == 200
 
 
+def test_a_reissued_tls_certificate_serves_the_next_connection_without_a_restart(service):
+    import socket
+
+    def served() -> bytes:
+        context = ssl.create_default_context(cafile=str(service.directory / "tls" / pki.CA_CERT))
+        with socket.create_connection(("127.0.0.1", service.port)) as raw:
+            with context.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.getpeercert(binary_form=True)
+
+    before = served()
+    (service.directory / "tls" / pki.SERVER_CERT).unlink()  # re-issued by the next generated_material
+    material, _ = pki.generated_material(service.directory / "tls", ["localhost", "127.0.0.1"])
+    (service.directory / "registry.key").write_text(material.key_pem)
+    assert served() == before  # the key changed, the certificate not yet: the old pair serves
+    (service.directory / "registry.crt").write_text(material.cert_pem)
+    assert served() != before
+    assert service.ask([], "ci", "ci-pass")[0] == 200
+
+
 def test_a_client_that_never_speaks_does_not_hold_the_service(service):
     import socket
 

@@ -229,3 +229,26 @@ def test_a_host_is_run_on_through_pyinfras_connector_with_bytes_in_and_out(tmp_p
         assert seen and seen[-1] == len(payload)
         out = io.BytesIO()
         assert connection.run("printf 'a\\0b'", stdout=out) == 0 and out.getvalue() == b"a\0b"
+
+
+def test_rotate_ca_steps_in_order_and_exit_6_out_of_order(tmp_path):
+    tls = tmp_path / "tls"
+    inventory = tmp_path / "inventory.py"
+    inventory.write_text(f"registry_servers = [('reg1', {{'registry_tls': True, 'registry_tls_dir': {str(tls)!r}}})]\n")
+
+    def rotate(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([REGDEPLOY, "-i", str(inventory), "rotate-ca", *args], capture_output=True, text=True,
+                              timeout=60)
+
+    refused = rotate("begin")
+    assert refused.returncode == Exit.REFUSED and "holds no CA regdeploy made" in refused.stderr
+    from regdeploy import pki
+
+    pki.generated_material(tls, ["reg1"])
+    begun = rotate("begin", "--json")
+    assert begun.returncode == 0, begun.stderr
+    assert json.loads(begun.stdout)["step"] == "begin" and (tls / pki.CA_NEXT_CERT).is_file()
+    again = rotate("begin")
+    assert again.returncode == Exit.REFUSED and "switch it first" in again.stderr
+    assert rotate("switch").returncode == 0 and rotate("finish").returncode == 0
+    assert rotate("cert").returncode == 0 and not (tls / pki.SERVER_CERT).exists()

@@ -67,3 +67,13 @@ def test_the_lab_modules_import_each_other_without_a_cycle():
 
     assert edges["vm"] and edges["hosts"], "the graph was read"
     assert [m for m in modules if reaches(m, m, set())] == []
+
+
+def test_every_test_module_has_a_name_of_its_own():
+    """pytest imports test modules by basename (the test folders are not packages): two folders with a
+    test_x.py each stop a whole run at collection."""
+    root = Path(__file__).resolve().parents[1]
+    names: dict[str, list[str]] = {}
+    for path in root.rglob("test_*.py"):
+        names.setdefault(path.name, []).append(str(path.relative_to(root)))
+    assert not {name: paths for name, paths in names.items() if len(paths) > 1}

@@ -112,3 +112,48 @@ def test_certificates_within_30_days_of_expiry_are_found(ca):
         ("CN=reg1", (NOW + datetime.timedelta(days=20)).date())]
     assert pki.expiring(pki._cert_pem(later), NOW) == []
     assert len(pki.expiring(pki._cert_pem(later), NOW + datetime.timedelta(days=190))) == 1
+
+
+def test_a_ca_rotation_overlaps_and_refuses_steps_out_of_order(tmp_path):
+    directory = tmp_path / "tls"
+    material, _ = pki.generated_material(directory, NAMES, NOW)
+    old_ca = (directory / pki.CA_CERT).read_text()
+    assert material.ca_pem == old_ca and (directory / pki.TRUSTED).read_text() == old_ca
+    for step in ("switch", "finish"):
+        with pytest.raises(pki.TlsError):
+            pki.rotate_ca(directory, step, NOW)
+
+    pki.rotate_ca(directory, "begin", NOW)
+    with pytest.raises(pki.TlsError, match="switch it first"):
+        pki.rotate_ca(directory, "begin", NOW)
+    during, _ = pki.generated_material(directory, NAMES, NOW)
+    new_ca = (directory / pki.CA_NEXT_CERT).read_text()
+    # Every host trusts both; the server keeps its certificate (still the old CA's).
+    assert during.ca_pem == old_ca + new_ca and during.cert_pem == material.cert_pem
+
+    pki.rotate_ca(directory, "switch", NOW)
+    switched, done = pki.generated_material(directory, NAMES, NOW)
+    assert switched.ca_pem == new_ca + old_ca and switched.cert_pem != material.cert_pem
+    assert any("not issued by" in line or "issued the registry certificate" in line for line in done), done
+    cert = x509.load_pem_x509_certificate(switched.cert_pem.encode())
+    assert cert.issuer == x509.load_pem_x509_certificate(new_ca.encode()).subject
+    assert (directory / pki.CA_CERT).read_text() == new_ca
+    assert not (directory / pki.CA_NEXT_KEY).exists() and oct((directory / pki.CA_KEY).stat().st_mode & 0o777) == "0o600"
+
+    pki.rotate_ca(directory, "finish", NOW)
+    after, _ = pki.generated_material(directory, NAMES, NOW)
+    assert after.ca_pem == new_ca and after.cert_pem == switched.cert_pem
+    assert (directory / pki.TRUSTED).read_text() == new_ca
+    with pytest.raises(pki.TlsError, match="no CA rotation to finish"):
+        pki.rotate_ca(directory, "finish", NOW)
+
+
+def test_a_leaf_rotation_issues_a_new_key_from_the_same_ca(tmp_path):
+    directory = tmp_path / "tls"
+    before, _ = pki.generated_material(directory, NAMES, NOW)
+    pki.rotate_cert(directory)
+    after, done = pki.generated_material(directory, NAMES, NOW)
+    assert after.key_pem != before.key_pem and after.cert_pem != before.cert_pem and after.ca_pem == before.ca_pem
+    assert any("issued the registry certificate" in line for line in done)
+    with pytest.raises(pki.TlsError):
+        pki.rotate_cert(tmp_path / "empty")

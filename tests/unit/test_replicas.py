@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from regdeploy import credentials, load_balancer, managed, registry_plan, security
+from regdeploy import credentials, load_balancer, managed, registry_files, registry_plan, security
 from regdeploy.registry_files import fact_checks, holds_secrets, registry_config
 from regdeploy.registry_plan import MOVED_MARKER as MOVED, Migration, PlanError, RegistryPlan, ServerState, Storage
 from regdeploy.settings import ConfigError, validate_hosts
@@ -143,6 +143,23 @@ def test_haproxy_sends_to_every_replica_and_checks_each(shared, mode, check):
     assert mode in config and "bind :5000" in config and "bind :8404" in config
     assert ("retry-on conn-failure empty-response 503" in config) == (mode == "mode http")
     assert "option redispatch 1" in config and "option httpchk GET /v2/" in config
+
+
+def test_with_accounts_haproxy_also_passes_the_token_port_to_every_replicas_token_service():
+    access = {"registry_tls": True, "registry_auth": True, "registry_users": ["ci"],
+              "registry_access": ["ci * pull,push"]}
+    settings = validate_hosts(hosts(shared=access), check_files=False)
+    config = load_balancer.haproxy_config(settings["lb1"])
+    token = config[config.index("frontend token"):config.index("frontend stats")]
+    assert "bind :5002" in token and "option httpchk GET /healthz" in token
+    assert [line.split()[1:3] for line in token.splitlines() if line.strip().startswith("server ")] == [
+        ["reg1", "10.0.0.1:5002"], ["reg2", "10.0.0.2:5002"], ["reg3", "10.0.0.3:5002"]]
+    # The realm names the load balancer; each replica's own scripts ask their own service on loopback.
+    assert registry_files.token_realm(settings["reg2"]) == "https://lb1:5002/token"
+    assert registry_files.loopback_api(settings["reg2"]).token_connect == "lb1:5002:127.0.0.1:5002"
+    assert "frontend token" not in load_balancer.haproxy_config(validate_hosts(hosts(), check_files=False)["lb1"])
+    with pytest.raises(ConfigError, match="registry_token_port=8404 is also registry_lb_stats_port"):
+        validate_hosts(hosts(shared={**access, "registry_token_port": 8404}), check_files=False)
 
 
 def test_the_load_balancer_host_is_asked_about_haproxy_only():

@@ -223,6 +223,46 @@ def test_a_password_rotation_while_three_hosts_pull_fails_no_pull(lab):
     assert lab.deploy(RULES).changed_hosts() == set()
 
 
+def test_a_ca_rotation_and_a_leaf_rotation_while_three_hosts_pull(lab):
+    """`regdeploy rotate-ca begin|switch|finish` and `cert`, a deploy after each, with three hosts
+    pulling once a second. begin and finish change only what the hosts trust: no pull fails and nothing
+    restarts. switch and cert re-issue the server's certificate: the registry is recreated (a single
+    server has no other to serve meanwhile), and what that costs is measured, not hidden."""
+    tls = lab.work / "tls"
+    old_ca = (tls / pki.CA_CERT).read_text()
+    inventory = lab.inventory(RULES)
+    cost: dict[str, dict[str, int]] = {}
+    for step in ("begin", "switch", "finish", "cert"):
+        said = subprocess.run([str(Path(sys.executable).parent / "regdeploy"), "-i", str(inventory), "rotate-ca", step],
+                              capture_output=True, text=True, timeout=60)
+        assert said.returncode == 0, said.stderr
+        started = lab.started()
+        with pulling(lab) as results:
+            lab.deploy(RULES)
+        trusted = pki.trusted_pem(tls)
+        for host, path in (("client1", f"/etc/docker/certs.d/{REGISTRY}/ca.crt"),
+                           ("client3", f"/etc/containers/certs.d/{REGISTRY}/ca.crt")):
+            assert lab.ssh(host, f"cat {path}") + "\n" == trusted, (step, host)
+        assert trusted.count("BEGIN CERTIFICATE") == (1 if step in ("finish", "cert") else 2), step
+        restarted = lab.started() != started
+        assert restarted == (step in ("switch", "cert")), step
+        for host, (pulls, failures) in results.items():
+            assert pulls >= 5, (step, host, pulls)
+            if not restarted:
+                assert not failures, (step, host, failures)
+        cost[step] = {host: len(failures) for host, (_, failures) in results.items()}
+        assert lab.deploy(RULES).changed_hosts() == set(), step
+    print(f"failed pulls per host and step (single server): {cost}")
+    # The old CA is trusted nowhere, and the server's certificate is the new CA's.
+    assert old_ca not in pki.trusted_pem(tls)
+    for ca, expected in ((old_ca, "000 60"), ((tls / pki.CA_CERT).read_text(), "401 0")):
+        answer = lab.access.ssh("client1", "cat > /tmp/one-ca.crt; curl -s -o /dev/null -w '%{http_code}' "
+                                           f"--cacert /tmp/one-ca.crt https://{REGISTRY}/v2/; echo \" $?\"",
+                                stdin=ca, check=False)
+        assert answer == expected, answer  # 60: the certificate does not verify with the old CA
+    assert lab.ssh("client1", f"docker pull -q {REGISTRY}/team-b/app:1")
+
+
 def test_no_secret_in_output_process_lists_or_files_others_may_read(lab):
     result = run_deploy(lab.inventory(RULES), "--debug")
     signing_key = (lab.work / "tls" / "token-signing.key").read_text()

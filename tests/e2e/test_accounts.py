@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import shlex
 import subprocess
@@ -124,6 +125,17 @@ def test_the_token_service_runs_and_the_registry_trusts_only_it(lab):
     status = lab.ssh("client1", f"curl -s -o /dev/null -w '%{{http_code}}' --cacert /etc/docker/certs.d/{REGISTRY}/ca.crt "
                                 f"-H 'Authorization: Bearer {forged}' https://{REGISTRY}/v2/team-b/app/tags/list")
     assert status == "401", status
+
+
+def test_the_regdeploy_command_lists_the_registry_with_a_token(lab):
+    """The CLI on the controller, as the server's account (ci, which may pull '*'): the catalog and
+    tags through token authentication, with the CA and password found as the deploy finds them."""
+    regdeploy = str(Path(sys.executable).parent / "regdeploy")
+    listed = subprocess.run([regdeploy, "-i", str(lab.inventory(RULES)), "catalog", "--json"], capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    repositories = {entry["repository"]: entry["tags"] for entry in json.loads(listed.stdout)}
+    assert {"team-a/app", "team-b/app", "public/base"} <= set(repositories) and repositories["team-b/app"] == ["1"]
 
 
 def test_a_pull_only_account_pulls_and_is_denied_a_push(lab):

@@ -12,12 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .reference import PATH_COMPONENT
 from .token_service import ACTIONS, ANONYMOUS, granted
 
-# distribution's repository name grammar (reference.NameRegexp, without a domain): lower-case path
-# components separated by `/`.
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
-REPOSITORY = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+# distribution's repository name grammar (without a domain): reference's path components, separated by `/`.
+REPOSITORY = re.compile(rf"{PATH_COMPONENT}(?:/{PATH_COMPONENT})*")
 # What regdeploy's own scripts on the server do as its registry_login_user: list the catalog and read
 # every repository (gc, backup, verify), push the seed images and restored repositories.
 SERVER_NEEDS = ("pull", "push")

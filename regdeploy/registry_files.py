@@ -143,7 +143,6 @@ def server_script(settings, template: str, holder: str, *, dry_run: bool = False
 
 # registry_access: regdeploy's token service on each registry server (regdeploy/token_service.py,
 # run by Debian's python3 with PyJWT and bcrypt, supervised by systemd).
-TOKEN_PACKAGES = access.TOKEN_PACKAGES
 TOKEN_UNIT = "regdeploy-token"
 TOKEN_SCRIPT = "/usr/local/lib/regdeploy/token_service.py"
 TOKEN_UNIT_PATH = f"/etc/systemd/system/{TOKEN_UNIT}.service"
@@ -176,6 +175,12 @@ def token_files(settings) -> dict[str, str]:
     return {"token_script": TOKEN_SCRIPT, "token_unit": TOKEN_UNIT_PATH, "token_enabled": TOKEN_ENABLED,
             "token_config": token_config_path(settings), "token_key": token_key_path(settings),
             "token_cert": token_cert_path(settings)}
+
+
+def token_service_paths(settings) -> list[str]:
+    """What removing the token service removes: its unit, its script's directory, its config and key,
+    and the signing certificate the registry no longer reads."""
+    return [TOKEN_UNIT_PATH, posixpath.dirname(TOKEN_SCRIPT), token_dir(settings), token_cert_path(settings)]
 
 
 def token_realm(settings) -> str:

@@ -448,11 +448,14 @@ def _login_problems(settings: dict[str, Settings]) -> list[str]:
     regdeploy's own scripts out)."""
     from . import access
 
+    shared = next(iter(settings.values())).registry_access  # the same on every host (SHARED, checked before)
+    if not shared:
+        return []
+    rules = access.parse_rules(shared)
     problems = []
     for name, host in settings.items():
-        if host.registry_access and host.uses_registry and (host.is_server or host.registry_docker_login):
-            problems += access.login_problems(access.parse_rules(host.registry_access), name, host.login_user,
-                                              host.is_server)
+        if host.uses_registry and (host.is_server or host.registry_docker_login):
+            problems += access.login_problems(rules, name, host.login_user, host.is_server)
     return problems
 
 

@@ -30,7 +30,8 @@ def put_registry_ca(settings: Settings, path: str, found: str | None, reader: st
 def _is_ours(settings: Settings, found: str) -> bool:
     """Whether the CA file on the host is the CA regdeploy generated (and still keeps) for this registry."""
     directory = Path(settings.registry_tls_dir)
-    ours = [pki.trusted_pem(directory)] if (directory / pki.CA_CERT).is_file() else []
-    # Outside a rotation the bundle is the current CA alone, byte for byte.
-    ours += [(directory / pki.CA_CERT).read_text()] if (directory / pki.CA_CERT).is_file() else []
-    return found.split()[0] in {pki.sha256(text) for text in ours}
+    ca = directory / pki.CA_CERT
+    if not ca.is_file():
+        return False
+    # The bundle hosts get (during a rotation, two CAs), or the current CA alone (what they held before).
+    return found.split()[0] in {pki.sha256(pki.trusted_pem(directory)), pki.sha256(ca.read_text())}

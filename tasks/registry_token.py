@@ -8,13 +8,12 @@ points at it."""
 from __future__ import annotations
 
 import hashlib
-import posixpath
 
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.operations import apt, server
 
-from regdeploy import registry_files, security
+from regdeploy import access, registry_files, security
 from regdeploy.host_state import HostState
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
@@ -25,7 +24,7 @@ from .host_files import put_if_changed
 def run_token_service(settings: Settings, state: HostState) -> None:
     """`state` is the server's DockerHostState fact."""
     files = state.files
-    missing = [name for name in registry_files.TOKEN_PACKAGES if not state.packages.get(name)]
+    missing = [name for name in access.TOKEN_PACKAGES if not state.packages.get(name)]
     if missing:
         apt.packages(name=f"Install the token service's packages ({', '.join(missing)})", packages=missing,
                      update=True, no_recommends=True)
@@ -66,5 +65,4 @@ def remove_token_service(settings: Settings, state: HostState) -> None:
         return
     server.shell(name=f"Stop {registry_files.TOKEN_UNIT} and remove its files (registry_access is empty)",
                  commands=[render("stop-token-service.sh.j2", unit=registry_files.TOKEN_UNIT,
-                                  paths=[registry_files.TOKEN_UNIT_PATH, posixpath.dirname(registry_files.TOKEN_SCRIPT),
-                                         registry_files.token_dir(settings), registry_files.token_cert_path(settings)])])
+                                  paths=registry_files.token_service_paths(settings))])

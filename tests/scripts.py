@@ -10,7 +10,6 @@ A change to a template or to what renders it shows up as a diff of tests/golden/
 from __future__ import annotations
 
 import argparse
-import posixpath
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -120,8 +119,7 @@ def _scripts() -> Iterator[tuple[str, str]]:
                   health="https://127.0.0.1:5002/healthz"))
     yield ("stop-token-service.sh",
            render("stop-token-service.sh.j2", unit=registry_files.TOKEN_UNIT,
-                  paths=[registry_files.TOKEN_UNIT_PATH, posixpath.dirname(registry_files.TOKEN_SCRIPT),
-                         registry_files.token_dir(token_server), registry_files.token_cert_path(token_server)]))
+                  paths=registry_files.token_service_paths(token_server)))
     archived = server(registry_image_archive="/srv/registry 2.tar", registry_image_archive_sha256=SHA)["reg1"]
     upload = archive_upload(archived)
     assert upload is not None

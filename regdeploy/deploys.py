@@ -87,8 +87,9 @@ def _provision(settings: Settings) -> None:
         run_registry(settings, state.registry, preloaded)
         run_registry_cache(settings, state, preloaded)
     # pyinfra orders operations by their place here: every host logs in once the registry runs.
-    if plan.docker or "podman" in plan.runtimes:
-        log_in_to_registry(settings, state, docker=bool(plan.docker), podman="podman" in plan.runtimes)
+    if plan.docker or "podman" in plan.runtimes or "containerd" in plan.runtimes:
+        log_in_to_registry(settings, state, docker=bool(plan.docker), podman="podman" in plan.runtimes,
+                           containerd="containerd" in plan.runtimes)
     if settings.is_server:
         if settings.registry_auth:
             drop_previous_passwords(settings, state)

@@ -56,7 +56,8 @@ class DockerHostState(FactBase):
         (config_path, data_dir, image, container, port) of the registry, read into `registry`; `cache`
         the same of the pull-through cache, read into `cache`; without one, `cache_name` is the
         container an earlier cache may have left (`cache_left`: whether regdeploy made it).
-        `checks`: ("file", label, path), ("lines", label, path) or ("stamp", label, stamp path,
+        `checks`: ("file", label, path), ("lines", label, path), ("masked", label, path) (lines, every
+        secret's value masked: runtime_config.MASKED) or ("stamp", label, stamp path,
         credential path, text the credential must contain or "") for the secure modes' files.
         `dpkg_cache`: where the host keeps dpkg-query's answer between runs (and beside it the search
         for --insecure-registry); empty: no cache, both asked every run (host_caches=false)."""

@@ -66,6 +66,8 @@ LOGIN_STAMP = f"{DOCKER_CONFIG_DIR}/regdeploy-login"
 PODMAN_AUTH_DIR = "/root/.config/containers"
 PODMAN_AUTH = f"{PODMAN_AUTH_DIR}/auth.json"
 PODMAN_LOGIN_STAMP = f"{PODMAN_AUTH_DIR}/regdeploy-login"
+# containerd's credentials: CRI's auth in config.toml (runtime_config); regdeploy's stamp beside it.
+CONTAINERD_LOGIN_STAMP = "/etc/containerd/regdeploy-login"
 
 
 def client_ca_path(settings) -> str:
@@ -97,7 +99,9 @@ def fact_checks(settings) -> tuple:
               ("stamp", "podman_login", PODMAN_LOGIN_STAMP, PODMAN_AUTH, f'"{address}"'),
               # containerd and Podman, whether or not the host has them (a test of a path costs nothing).
               ("file", "containerd_hosts", f"{hosts_dir}/hosts.toml"), ("file", "containerd_ca", f"{hosts_dir}/ca.crt"),
-              ("lines", "containerd_config", runtime_config.CONTAINERD_CONFIG),
+              # Its secrets masked: CRI's credentials (runtime_config).
+              ("masked", "containerd_config", runtime_config.CONTAINERD_CONFIG),
+              ("stamp", "containerd_login", CONTAINERD_LOGIN_STAMP, runtime_config.CONTAINERD_CONFIG, f'"{address}"'),
               ("file", "podman_conf", runtime_config.PODMAN_DROPIN),
               ("file", "podman_ca", runtime_config.podman_ca_path(address))]
     # The cache seen as a registry (a dataclasses.replace of every field): only where it is needed.

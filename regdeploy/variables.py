@@ -301,7 +301,8 @@ VARIABLES: tuple[Variable, ...] = (
              "With `registry_access`: the HTTPS port of the token service clients get their tokens from, on "
              "`registry_host` (the server, or the load balancer in front of the replicas).", shared=True),
     Variable("registry_docker_login", True, Flag("true or false"),
-             "With `registry_auth`: log every host's Docker and Podman (root) in as its `registry_login_user`."),
+             "With `registry_auth`: log every host's Docker and Podman (root) in as its `registry_login_user`, and give "
+             "containerd's CRI plugin the same credentials (in config.toml)."),
     Variable("registry_allow_delete", False, Flag("true or false"),
              "Enable the registry's DELETE API (`storage.delete.enabled`). Off: nobody can delete images "
              "through the API (garbage collection does not need it)."),

@@ -135,16 +135,29 @@ def _scripts() -> Iterator[tuple[str, str]]:
     yield ("registry-login.sh",
            render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$hash",
                   docker=dict(config_dir=registry_files.DOCKER_CONFIG_DIR, stamp_path=registry_files.LOGIN_STAMP),
-                  podman=dict(auth_file=registry_files.PODMAN_AUTH, stamp_path=registry_files.PODMAN_LOGIN_STAMP)))
+                  podman=dict(auth_file=registry_files.PODMAN_AUTH, stamp_path=registry_files.PODMAN_LOGIN_STAMP),
+                  containerd=None))
     yield ("push-images.sh",
            render("push-images.sh.j2", archive=None, images=[("registry:2", "registry:5000/library/registry:2")]))
     yield ("push-images.archive.sh",
            render("push-images.sh.j2", archive="/var/cache/regdeploy/seed.tar",
                   images=[("app:1", "registry:5000/team/app:1")]))
-    yield ("apply-containerd-config.sh",
-           render("apply-containerd-config.sh.j2", path=runtime_config.CONTAINERD_CONFIG,
-                  content='version = 2\n[plugins."io.containerd.grpc.v1.cri".registry]\n'
-                          '  config_path = "/etc/containerd/certs.d"\n'))
+    # containerd's config.toml: config_path alone, regdeploy's credentials removed, and put in by the login.
+    masked = ('version = 2\n[plugins."io.containerd.grpc.v1.cri".registry.configs."registry:5000".auth]\n'
+              '  username = "ci"\n  password = ' + runtime_config.MASKED.format(4) + '\n')
+    containerd = {}
+    for name, current, login, ours in (("", None, None, False), (".logout", masked, None, True),
+                                       (".login", masked, runtime_config.ContainerdLogin("ci", False), True)):
+        plan = runtime_config.plan_containerd_config(current, 1, "host 'c1'", "registry:5000", login, ours)
+        containerd[name] = render("apply-containerd-config.sh.j2", path=runtime_config.CONTAINERD_CONFIG,
+                                  content=plan.content, login=plan.login, stamp="ci $2b$10$hash",
+                                  stamp_path=registry_files.CONTAINERD_LOGIN_STAMP,
+                                  password_on_stdin=runtime_config.PASSWORD_ON_STDIN)
+        if name != ".login":
+            yield f"apply-containerd-config{name}.sh", containerd[name]
+    yield ("registry-login.containerd.sh",
+           render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$hash",
+                  docker=None, podman=None, containerd=containerd[".login"]))
     for name, content in (("put-file.sh", "CA $x `y`\n"), ("put-file.secret.sh", None)):
         yield name, render("put-file.sh.j2", path="/etc/regdeploy/my file", mode="600", dir_mode="700",
                            content=content)

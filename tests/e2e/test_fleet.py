@@ -98,12 +98,15 @@ def test_tls_with_auth_and_back_on_every_runtime(fleet_lab, lab_session, tmp_pat
     assert run_deploy(secure, env=env).changed_hosts() == set()
     for hostname, started in keepers.items():
         assert fleet_lab.ssh(hostname, "docker inspect -f '{{.State.StartedAt}}' keeper") == started, hostname
-    # hosts.toml and the CA changed; config.toml did not: containerd kept running, not restarted.
+    # hosts.toml and the CA changed; config.toml only for CRI's credentials, at the login's place: the
+    # one containerd restart, since containerd reads config.toml only at start.
     assert ("Make containerd trust the registry | Write containerd's /etc/containerd/certs.d/registry:5000/hosts.toml",
             containerd) in first.changes()
-    assert fleet_lab.ssh(containerd, "systemctl show -P MainPID containerd") == pid
-    # Docker 26, Docker 28 with the containerd store, Podman and containerd over TLS; Docker logged in,
-    # the others refused (the deploy gives credentials to Docker only).
+    assert ("Log in to the registry | Log containerd in to registry:5000 as ci", containerd) in first.changes()
+    assert not [name for name, h in first.changes() if h == containerd and "Set config_path" in name]
+    assert fleet_lab.ssh(containerd, "systemctl show -P MainPID containerd") != pid
+    assert fleet_lab.ssh(containerd, "stat -c %a /etc/containerd/config.toml") == "600"
+    # Docker 26, Docker 28 with the containerd store, Podman and containerd (CRI) over TLS, each logged in.
     _verify_suite(secure, env)
 
     # Back with the same registry_tls_dir, as an operator's group_data keeps it: the CA files regdeploy
@@ -111,6 +114,10 @@ def test_tls_with_auth_and_back_on_every_runtime(fleet_lab, lab_session, tmp_pat
     plain_inventory = fleet_lab.inventory_with(tmp_path / "plain.py", registry_tls_dir=str(tmp_path / "tls"))
     plain = run_deploy(plain_inventory)
     assert plain.returncode == 0, plain.stderr[-4000:]
+    # The credentials regdeploy gave containerd go with authentication.
+    assert ("Make containerd trust the registry | Remove regdeploy's credentials for registry:5000 from "
+            "/etc/containerd/config.toml and restart containerd", containerd) in plain.changes(), plain.changes()
+    assert fleet_lab.ssh(containerd, "grep -c -e password -e username /etc/containerd/config.toml || true") == "0"
     assert run_deploy(plain_inventory).changed_hosts() == set()
     assert run_deploy(lab_session.inventory).changed_hosts() == set()
     for hostname, started in keepers.items():

@@ -82,14 +82,30 @@ echo "lock=held $waited"
 # for every host of every run: a file's content then costs one line. It fails, printing nothing,
 # for a file that holds a unit separator itself (the caller then sends it line by line). Shell
 # builtins only.
+# With a third argument (masked), every secret's value is masked first (mask_secret).
 us=''
 join_lines() {
-    text=
+    text='' n=0
     while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
         case "$line" in *"$us"*) return 1 ;; esac
+        [ -z "${3:-}" ] || mask_secret
         text="$text$us$line"
     done < "$2"
     printf '%s=%s\n' "$1" "$text"
+}
+# mask_secret: $line, line $n of a TOML file, with its value masked if it sets a secret (a key, bare,
+# quoted or dotted, ending in password, auth or identitytoken): KEY= "<regdeploy: masked line N>".
+# What the apply script puts back from the file itself; no secret leaves the host.
+mask_secret() {
+    case "$line" in *=*) ;; *) return 0 ;; esac
+    key=${line%%=*}
+    name=${key%"${key##*[![:space:]]}"}
+    name=${name##*[.[:space:]]}
+    name=${name#[\"\']}; name=${name%[\"\']}
+    case "$name" in
+        password|auth|identitytoken) line="$key= \"<regdeploy: masked line $n>\"" ;;
+    esac
 }
 
 # One dpkg-query for every package asked about, and Docker's own packages for its version (a
@@ -230,12 +246,22 @@ if [ -f /root/.config/containers/regdeploy-login ] && [ -f /root/.config/contain
     printf '%s\n' 'path.podman_login=stamp /root/.config/containers/auth.json'
     set -- "$@" /root/.config/containers/auth.json
 fi
-# containerd_config: its content too (bcrypt hashes: what regdeploy verifies passwords against).
+# containerd_config: its content, every secret's value masked.
 if [ -f /etc/containerd/config.toml ]; then
     printf '%s\n' 'path.containerd_config=lines /etc/containerd/config.toml'
     set -- "$@" /etc/containerd/config.toml
-    join_lines lines.containerd_config /etc/containerd/config.toml \
-        || while IFS= read -r line || [ -n "$line" ]; do printf 'line.containerd_config=%s\n' "$line"; done < /etc/containerd/config.toml
+    join_lines lines.containerd_config /etc/containerd/config.toml masked \
+        || { n=0; while IFS= read -r line || [ -n "$line" ]; do
+            n=$((n + 1)); mask_secret; printf 'line.containerd_config=%s\n' "$line"; done < /etc/containerd/config.toml; }
+fi
+# containerd_login: regdeploy's stamp (user and a bcrypt hash) beside a credential it put there, shown only
+# while the credential itself is there and mentions "reg1:5000"; the credential's mode from the find.
+if [ -f /etc/containerd/regdeploy-login ] && [ -f /etc/containerd/config.toml ] && grep -qF '"reg1:5000"' /etc/containerd/config.toml; then
+    stamp=
+    { IFS= read -r stamp || [ -n "$stamp" ]; } < /etc/containerd/regdeploy-login
+    printf 'stamp.containerd_login=%s\n' "$stamp"
+    printf '%s\n' 'path.containerd_login=stamp /etc/containerd/config.toml'
+    set -- "$@" /etc/containerd/config.toml
 fi
 path=/etc/docker/daemon.json
 if [ -f "$path" ] && ! [ -L "$path" ]; then

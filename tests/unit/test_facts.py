@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from regdeploy import runtime_config
 from regdeploy.facts import DockerHostState, parse_catalog_lines
 from regdeploy.host_state import HostState, Lock
 
@@ -663,3 +664,40 @@ def test_the_fact_names_the_runtimes_on_the_path(tmp_path, present):
     result = subprocess.run([str(bin_dir / "sh"), "-c", command], capture_output=True, text=True, check=True,
                             env={"PATH": str(bin_dir)})
     assert DockerHostState().process(result.stdout.splitlines()).tools == set(present)
+
+
+SECRET_TOML = '''version = 2
+[plugins."io.containerd.grpc.v1.cri".registry.configs."registry:5000".auth]
+  username = "nodes"
+  password = "s3cret \\" = x"
+[plugins."io.containerd.grpc.v1.cri".registry.configs."other:443"]
+  auth = { username = "them", password = "other-secret" }
+  "identitytoken"="tok-secret"
+  configs.other.auth.password= 'dotted-secret'
+  passwords = "not a secret key"
+  # password = "commented-secret"
+'''
+
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+@pytest.mark.parametrize("separator", [False, True])
+def test_a_masked_check_shows_no_secret_and_says_which_line_holds_it(tmp_path, shell, separator):
+    """containerd's config.toml: each secret's value masked with its line number, which the apply
+    script reads the line back from (runtime_config.MASKED_LINE)."""
+    content = SECRET_TOML + ('x = "\x1f"\n' if separator else "")
+    (tmp_path / "config.toml").write_text(content)
+    command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"),
+                                 checks=(("masked", "config", str(tmp_path / "config.toml")),))
+    result = subprocess.run([shell, "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
+                            check=True)
+    for secret in ("s3cret", "other-secret", "tok-secret", "dotted-secret", "commented-secret"):
+        assert secret not in result.stdout
+    lines = DockerHostState().process(result.stdout.splitlines()).lines["config"]
+    original = content.splitlines()
+    assert len(lines) == len(original)
+    masked = {number: line for number, line in enumerate(lines, 1) if line != original[number - 1]}
+    assert sorted(masked) == [4, 6, 7, 8, 10]  # a password commented out is one too
+    for number, line in masked.items():
+        found = runtime_config.MASKED_LINE.search(line)
+        assert found and int(found.group(1)) == number
+        assert original[number - 1].startswith(line[:found.start()] + "=")  # the key, as it was

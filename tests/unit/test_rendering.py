@@ -4,10 +4,12 @@ import hashlib
 import shlex
 import os
 import subprocess
+import tomllib
 
 import pytest
 import yaml
 
+from regdeploy import runtime_config
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
@@ -201,7 +203,7 @@ def test_the_login_script_hands_the_password_to_each_runtime_on_stdin_only(tmp_p
     script = render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$x",
                     docker={"config_dir": str(tmp_path / "docker"), "stamp_path": str(tmp_path / "docker-stamp")},
                     podman={"auth_file": str(tmp_path / "containers" / "auth.json"),
-                            "stamp_path": str(tmp_path / "podman-stamp")})
+                            "stamp_path": str(tmp_path / "podman-stamp")}, containerd=None)
     (tmp_path / "containers").mkdir()
     (tmp_path / "containers" / "auth.json").write_text("{}")
     subprocess.run(["sh", "-c", script], input=password + "\n", text=True, check=True,
@@ -212,3 +214,81 @@ def test_the_login_script_hands_the_password_to_each_runtime_on_stdin_only(tmp_p
         assert "--password-stdin" in args and password not in args and "ci" in args
         assert (tmp_path / f"{tool}-stamp").read_text() == "ci $2b$10$x\n"
     assert oct((tmp_path / "containers" / "auth.json").stat().st_mode & 0o777) == "0o600"
+
+def containerd_stand_ins(tmp_path, restart_fails=False) -> dict:
+    """containerd (`config dump`: records what it was given, and that it was given no secret on its
+    command line), systemctl (active, restart recorded) and ctr (answers)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scripts = {
+        "containerd": f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{tmp_path}/calls"\ncp "$2" "{tmp_path}/dumped"\n',
+        "systemctl": f'#!/bin/sh\nprintf "systemctl %s\\n" "$*" >> "{tmp_path}/calls"\n'
+                     f'case "$1" in restart) {"exit 1" if restart_fails else "exit 0"} ;; esac\n',
+        "ctr": "#!/bin/sh\nexit 0\n",
+    }
+    for name, text in scripts.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+CURRENT_TOML = '''version = 2
+[plugins."io.containerd.grpc.v1.cri".registry.configs."other:443".auth]
+  username = "them"
+  password = "their-secret"
+'''
+
+
+@pytest.mark.parametrize("restart_fails", [False, True])
+def test_the_containerd_login_puts_back_masked_lines_and_the_password_from_stdin(tmp_path, restart_fails):
+    """The login script with containerd: the planned config.toml comes with the operator's secret masked
+    and regdeploy's password as a placeholder; the file written has both, mode 600, and the stamp. A
+    restart that fails brings the old file back."""
+    config = tmp_path / "config.toml"
+    config.write_text(CURRENT_TOML)
+    config.chmod(0o644)
+    password = 'pa "ss\\ $(id)'
+    masked = CURRENT_TOML.replace('"their-secret"', runtime_config.MASKED.format(4))
+    plan = runtime_config.plan_containerd_config(masked, 1, "host 'c'", "registry:5000",
+                                                 runtime_config.ContainerdLogin("nodes", current=False))
+    apply = render("apply-containerd-config.sh.j2", path=str(config), content=plan.content, login=True,
+                   stamp="nodes $2b$10$x", stamp_path=str(tmp_path / "stamp"),
+                   password_on_stdin=runtime_config.PASSWORD_ON_STDIN)
+    script = render("registry-login.sh.j2", registry="registry:5000", user="nodes", stamp="nodes $2b$10$x",
+                    docker=None, podman=None, containerd=apply)
+    assert password not in script and "their-secret" not in script
+    result = subprocess.run(["sh", "-c", script], input=f"{password}\n{runtime_config.toml_string(password)}\n",
+                            text=True, capture_output=True, env=containerd_stand_ins(tmp_path, restart_fails))
+    calls = (tmp_path / "calls").read_text()
+    assert password not in calls
+    dumped = tomllib.loads((tmp_path / "dumped").read_text())  # what containerd was asked to check
+    configs = dumped["plugins"]["io.containerd.grpc.v1.cri"]["registry"]["configs"]
+    assert configs == {"other:443": {"auth": {"username": "them", "password": "their-secret"}},
+                       "registry:5000": {"auth": {"username": "nodes", "password": password}}}
+    if restart_fails:
+        assert result.returncode != 0 and "restored the previous" in result.stderr
+        assert config.read_text() == CURRENT_TOML and not (tmp_path / "stamp").exists()
+        return
+    assert result.returncode == 0, result.stderr
+    assert tomllib.loads(config.read_text()) == dumped
+    assert oct(config.stat().st_mode & 0o777) == "0o600"
+    assert (tmp_path / "stamp").read_text() == "nodes $2b$10$x\n"
+    assert "systemctl restart containerd" in calls
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("config.toml.")) == \
+        ["config.toml.regdeploy-bak"]  # no staged or masked copy left behind
+
+
+def test_the_containerd_config_is_left_alone_when_a_masked_line_moved(tmp_path):
+    """A masked line's number that no longer holds the same key (the file changed since the fact read
+    it): nothing is written, nothing restarts."""
+    config = tmp_path / "config.toml"
+    masked = CURRENT_TOML.replace('"their-secret"', runtime_config.MASKED.format(4))
+    config.write_text("# a line added since\n" + CURRENT_TOML)
+    plan = runtime_config.plan_containerd_config(masked, 1, "host 'c'", "registry:5000", None)
+    script = render("apply-containerd-config.sh.j2", path=str(config), content=plan.content, login=None,
+                    stamp="", stamp_path=str(tmp_path / "stamp"), password_on_stdin=runtime_config.PASSWORD_ON_STDIN)
+    result = subprocess.run(["sh", "-c", script], text=True, capture_output=True, env=containerd_stand_ins(tmp_path))
+    assert result.returncode == 1 and "changed since this deploy read it" in result.stderr
+    assert config.read_text() == "# a line added since\n" + CURRENT_TOML
+    assert not (tmp_path / "calls").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("config.toml")) == ["config.toml"]

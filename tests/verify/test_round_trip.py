@@ -1,7 +1,9 @@
 """A real push with Docker from one client, then a pull on every host with each of its runtimes
 (Docker, Podman, containerd's ctr), through the deployed registry: the same manifest digest. With
-registry_access, each host's rights come from the rules for its login account: a host allowed to
-pull pulls, one that is not is refused, and a host without push rights is denied a push."""
+authentication, containerd pulls as a kubelet would, through CRI with the credentials the deploy put
+in config.toml (ctr, without them, is refused). With registry_access, each host's rights come from
+the rules for its login account: a host allowed to pull pulls, one that is not is refused, and a
+host without push rights is denied a push."""
 
 import re
 import time
@@ -14,15 +16,19 @@ from regdeploy import access as rights
 from regdeploy import registry_files, runtime_config
 from regdeploy.facts import RegistryCatalog
 
+from . import cri
+
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 REPOSITORY = "lab/busybox"
 
 
-def may(settings, action: str, repository: str = REPOSITORY) -> bool:
-    """Whether the host these settings describe may `action` on `repository` as its login account."""
+def may(settings, action: str, repository: str = REPOSITORY, account: str | None = None) -> bool:
+    """Whether the host these settings describe may `action` on `repository` as its login account (or
+    as `account`)."""
     if not settings.registry_access:
-        return True
-    return action in rights.allowed(rights.parse_rules(settings.registry_access), settings.login_user, repository)
+        return account is None
+    return action in rights.allowed(rights.parse_rules(settings.registry_access), account or settings.login_user,
+                                    repository)
 CTR_NAMESPACE = "regdeploy-verify"
 
 
@@ -66,12 +72,19 @@ def test_every_host_pulls_the_pushed_image_with_each_of_its_runtimes(access, inv
                                                                       pushed):
     ref, digest = pushed
     assert host_runtimes, f"{inventory_host.name} has no runtime"
+    auth = fleet.server.settings.registry_auth
     for runtime in host_runtimes:
         command = PULL[runtime].format(ref=ref)
-        logged_in = runtime in ("docker", "podman") and inventory_host.settings.registry_docker_login
-        if fleet.server.settings.registry_auth and not (logged_in and may(inventory_host.settings, "pull")):
-            # Docker and Podman are logged in by the deploy, containerd is not; an account without the
-            # right to pull: refused, not served anonymously.
+        if auth and runtime == "containerd":
+            # ctr has no credentials of its own: refused (unless the rules let anyone pull). CRI has the deploy's.
+            if not may(inventory_host.settings, "pull", account="anonymous"):
+                assert access.ssh(inventory_host, command, check=False) == "", "ctr without credentials"
+            pulled_through_cri(access, inventory_host, ref, digest)
+            continue
+        logged_in = inventory_host.settings.registry_docker_login
+        if auth and not (logged_in and may(inventory_host.settings, "pull")):
+            # Not logged in by the deploy, or an account without the right to pull: refused, not served
+            # anonymously.
             assert access.ssh(inventory_host, command, check=False) == "", runtime
             continue
         assert digest in access.ssh(inventory_host, command), f"{runtime} on {inventory_host.name}"
@@ -84,3 +97,17 @@ def test_every_host_pulls_the_pushed_image_with_each_of_its_runtimes(access, inv
                             check=False)
         assert "denied" in output or "unauthorized" in output, output
 
+
+
+def pulled_through_cri(access, inventory_host, ref: str, digest: str) -> None:
+    """A kubelet's pull (CRI's PullImage) with the credentials the deploy gave containerd: the pushed
+    manifest where the account may pull, refused where it may not; the image removed again."""
+    settings = inventory_host.settings
+    code, message = cri.status(access.ssh(inventory_host, cri.pull(ref), check=False))
+    if not (settings.registry_docker_login and may(settings, "pull")):
+        assert code not in (None, 0), f"CRI pulled {ref} on {inventory_host.name} without the right to"
+        return
+    assert code == 0, f"CRI's PullImage on {inventory_host.name}: grpc-status {code} {message}"
+    listed = access.ssh(inventory_host, f"ctr -n {cri.NAMESPACE} images ls name=={ref}")
+    assert digest in listed, listed
+    assert cri.status(access.ssh(inventory_host, cri.remove(ref)))[0] == 0

@@ -57,8 +57,9 @@ class DockerHostState(FactBase):
         the same of the pull-through cache, read into `cache`; without one, `cache_name` is the
         container an earlier cache may have left (`cache_left`: whether regdeploy made it).
         `checks`: ("file", label, path), ("lines", label, path), ("masked", label, path) (lines, every
-        secret's value masked: runtime_config.MASKED) or ("stamp", label, stamp path,
-        credential path, text the credential must contain or "") for the secure modes' files.
+        secret's value masked: runtime_config.MASKED), ("stamp", label, stamp path, credential path,
+        text the credential must contain or "") or ("home_stamp", label, local user, text): a "stamp"
+        for a local user's Docker login, in their home, for the secure modes' files.
         `dpkg_cache`: where the host keeps dpkg-query's answer between runs (and beside it the search
         for --insecure-registry); empty: no cache, both asked every run (host_caches=false)."""
         from .rendering import render
@@ -70,7 +71,8 @@ class DockerHostState(FactBase):
                       lock_timeout=int(lock_timeout), insecure_registries_format=INSECURE_REGISTRIES_FORMAT,
                       servers=servers, also=cache_name, marker=MIGRATION_MARKER, moved_marker=MOVED_MARKER,
                       aside_suffix=ASIDE_SUFFIX, dpkg_cache=dpkg_cache,
-                      spec_label=SPEC_LABEL, unit_separator=UNIT_SEPARATOR, storage_target=STORAGE_TARGET)
+                      spec_label=SPEC_LABEL, unit_separator=UNIT_SEPARATOR, storage_target=STORAGE_TARGET,
+                      local_stamp=registry_files.LOCAL_LOGIN_STAMP)
 
     def process(self, output: Iterable[str]) -> HostState:
         return parse_host_state(list(output))

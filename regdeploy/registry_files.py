@@ -66,6 +66,15 @@ LOGIN_STAMP = f"{DOCKER_CONFIG_DIR}/regdeploy-login"
 PODMAN_AUTH_DIR = "/root/.config/containers"
 PODMAN_AUTH = f"{PODMAN_AUTH_DIR}/auth.json"
 PODMAN_LOGIN_STAMP = f"{PODMAN_AUTH_DIR}/regdeploy-login"
+# A local user's (registry_login_local_users) Docker login: in their home, `~/.docker/config.json`
+# with regdeploy's stamp beside it (both theirs).
+LOCAL_LOGIN_STAMP = ".docker/regdeploy-login"
+
+
+def local_login_label(user: str) -> str:
+    return f"login.{user}"
+
+
 # containerd's credentials: CRI's auth in config.toml (runtime_config); regdeploy's stamp beside it.
 CONTAINERD_LOGIN_STAMP = "/etc/containerd/regdeploy-login"
 
@@ -104,6 +113,8 @@ def fact_checks(settings) -> tuple:
               ("stamp", "containerd_login", CONTAINERD_LOGIN_STAMP, runtime_config.CONTAINERD_CONFIG, f'"{address}"'),
               ("file", "podman_conf", runtime_config.PODMAN_DROPIN),
               ("file", "podman_ca", runtime_config.podman_ca_path(address))]
+    # Local users' Docker logins: their homes come from the passwd database on the host.
+    checks += [("home_stamp", local_login_label(user), user, f'"{address}"') for user in settings.registry_login_local_users]
     # The cache seen as a registry (a dataclasses.replace of every field): only where it is needed.
     cache = cache_settings(settings) if settings.proxy_mirror or settings.is_server else None
     if cache and settings.proxy_mirror:

@@ -97,6 +97,7 @@ class Settings:
     registry_access: tuple[str, ...]
     registry_token_port: int
     registry_docker_login: bool
+    registry_login_local_users: tuple[str, ...]
     registry_allow_delete: bool
     registry_gc_schedule: str
     registry_servers_group: str
@@ -340,6 +341,8 @@ def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
             if values["registry_token_port"] == values["registry_port"]:
                 problems.append(f"registry_token_port={values['registry_token_port']} is also registry_port: the "
                                 "token service and the registry need a port each")
+        if "root" in values["registry_login_local_users"]:
+            problems.append("registry_login_local_users lists root, whose Docker logs in anyway: take it out")
         if (values["registry_seed_images"] or values["registry_seed_archives"]) and not values["registry_docker_login"]:
             problems.append("seeding the registry with registry_auth needs registry_docker_login=true (the server's "
                             "Docker pushes the seed images as registry_login_user)")

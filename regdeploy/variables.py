@@ -303,6 +303,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_docker_login", True, Flag("true or false"),
              "With `registry_auth`: log every host's Docker and Podman (root) in as its `registry_login_user`, and give "
              "containerd's CRI plugin the same credentials (in config.toml)."),
+    Variable("registry_login_local_users", [],
+             ListOf("list of local user names",
+                    item=Text("", pattern=r"[a-z_][a-z0-9_-]{0,31}"),
+                    item_refusal="is not a local user name (e.g. 'builder')"),
+             "With `registry_auth` and `registry_docker_login`, on a Docker host: local users besides root whose "
+             "Docker logs in too, as this host's `registry_login_user`, into their own `~/.docker/config.json` "
+             "(written as them). Each must exist and be in the `docker` group, or the login stops on that host "
+             "naming the user. A user taken out of the list keeps their login: `docker logout` as them."),
     Variable("registry_allow_delete", False, Flag("true or false"),
              "Enable the registry's DELETE API (`storage.delete.enabled`). Off: nobody can delete images "
              "through the API (garbage collection does not need it)."),

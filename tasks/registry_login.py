@@ -28,6 +28,7 @@ class _Runtime:
     name: str  # as said in operation names
     stamp_label: str  # the fact's stamp for it
     logout: str  # the command that logs it out and removes its stamp (containerd: runtime_clients does)
+    local_user: str = ""  # a local user's Docker (registry_login_local_users)
 
 
 @deploy("Log in to the registry")
@@ -45,6 +46,10 @@ def log_in_to_registry(settings: Settings, state: HostState, docker: bool, podma
     if docker:
         runtimes.append(_Runtime("Docker", "login", f"DOCKER_CONFIG={shlex.quote(registry_files.DOCKER_CONFIG_DIR)} "
                                  f"docker logout {quoted} >/dev/null && rm -f {shlex.quote(registry_files.LOGIN_STAMP)}"))
+        # Local users' Docker (registry_login_local_users), each as them, into their own home.
+        for local in settings.registry_login_local_users:
+            runtimes.append(_Runtime(f"Docker ({local})", registry_files.local_login_label(local),
+                                     f"log_out_local_user {shlex.quote(local)} {quoted}", local))
     if podman:
         runtimes.append(_Runtime("Podman", "podman_login",
                                  f"podman logout --authfile {shlex.quote(registry_files.PODMAN_AUTH)} {quoted} "
@@ -69,6 +74,8 @@ def log_in_to_registry(settings: Settings, state: HostState, docker: bool, podma
                         podman=dict(auth_file=registry_files.PODMAN_AUTH,
                                     stamp_path=registry_files.PODMAN_LOGIN_STAMP) if "Podman" in names else None,
                         containerd=containerd_script,
+                        local_users=[r.local_user for r in stale if r.local_user],
+                        local_stamp=registry_files.LOCAL_LOGIN_STAMP,
                         ) if stale else ""
         # The password on stdin's first line; containerd's, a TOML string, on its second.
         stdin = [password] + ([runtime_config.toml_string(password)] if containerd else [])
@@ -83,5 +90,8 @@ def log_in_to_registry(settings: Settings, state: HostState, docker: bool, podma
         return
     found = [r for r in runtimes if state.stamps.get(r.stamp_label)]
     if found:
+        logout = " && ".join(f"{{ {r.logout}; }}" for r in found)
+        if any(r.local_user for r in found):
+            logout = render("local-docker-user.sh.j2", local_stamp=registry_files.LOCAL_LOGIN_STAMP) + logout
         server.shell(name=f"Log {' and '.join(r.name for r in found)} out of {address} (registry_auth or "
-                          "registry_docker_login is off)", commands=[" && ".join(f"{{ {r.logout}; }}" for r in found)])
+                          "registry_docker_login is off)", commands=[logout])

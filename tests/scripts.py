@@ -32,7 +32,8 @@ SHA = "0" * 64
 
 # The manual's plain HTTP, TLS, TLS with authentication.
 MODES = {"plain": {}, "tls": {"registry_tls": True},
-         "tls-auth": {"registry_tls": True, "registry_auth": True, "registry_users": ["ci"]}}
+         "tls-auth": {"registry_tls": True, "registry_auth": True, "registry_users": ["ci"],
+                      "registry_login_local_users": ["builder"]}}
 
 # Every kind of plan the run-registry script carries out.
 PLANS = {
@@ -155,6 +156,13 @@ def _scripts() -> Iterator[tuple[str, str]]:
                                   password_on_stdin=runtime_config.PASSWORD_ON_STDIN)
         if name != ".login":
             yield f"apply-containerd-config{name}.sh", containerd[name]
+    yield ("registry-login.local-users.sh",
+           render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$hash",
+                  docker=None, podman=None, containerd=None, local_users=["builder", "ci-runner"],
+                  local_stamp=registry_files.LOCAL_LOGIN_STAMP))
+    yield ("registry-logout.local-users.sh",
+           render("local-docker-user.sh.j2", local_stamp=registry_files.LOCAL_LOGIN_STAMP)
+           + "{ log_out_local_user builder registry:5000; }")
     yield ("registry-login.containerd.sh",
            render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$hash",
                   docker=None, podman=None, containerd=containerd[".login"]))

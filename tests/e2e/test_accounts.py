@@ -53,6 +53,7 @@ class Lab:
         self.password_file = work / "passwords"
         self.passwords: dict[str, str] = {}
         self.every_password: set[str] = set()  # every one this lab used: none may show anywhere
+        self.local_users: dict[str, list[str]] = {}  # registry_login_local_users per host
         self.set_passwords(PASSWORDS)
 
     def set_passwords(self, passwords: dict[str, str]) -> None:
@@ -63,7 +64,9 @@ class Lab:
 
     def inventory(self, rules: list[str]) -> Path:
         return self.access.inventory_with(
-            self.work / "inventory.py", per_host={h: {"registry_login_user": u} for h, u in LOGINS.items()},
+            self.work / "inventory.py",
+            per_host={h: {"registry_login_user": u, "registry_login_local_users": self.local_users.get(h, [])}
+                      for h, u in LOGINS.items()},
             registry_tls=True, registry_auth=True, registry_users=list(PASSWORDS), registry_access=rules,
             registry_tls_dir=str(self.work / "tls"), registry_password_file=str(self.password_file))
 
@@ -187,6 +190,35 @@ def test_podman_pulls_with_its_own_credentials_also_after_a_reboot(lab):
                                 f"{REGISTRY}/team-b/app:podman && podman push {REGISTRY}/team-b/app:podman 2>&1",
                      check=False)
     assert "denied" in denied or "unauthorized" in denied, denied
+    assert lab.deploy(RULES).changed_hosts() == set()
+
+
+def test_a_local_user_in_the_docker_group_logs_in_as_them(lab):
+    """registry_login_local_users on client2 (robot-a): builder's Docker logs in into builder's own
+    home and pushes team-a/*, and is denied team-b/*; a user outside the docker group stops that
+    host's login, named, and nothing else."""
+    lab.ssh("client2", "id builder >/dev/null 2>&1 || useradd -m -G docker builder; "
+                       "id outsider >/dev/null 2>&1 || useradd -m outsider")
+    lab.local_users = {"client2": ["builder"]}
+    result = lab.deploy(RULES)
+    assert ("Log in to the registry | Log Docker (builder) in to registry:5000 as robot-a", "client2") in result.changes()
+    assert lab.deploy(RULES).changed_hosts() == set()
+    assert lab.ssh("client2", "stat -c '%a %U' ~builder/.docker/config.json ~builder/.docker/regdeploy-login") == \
+        "600 builder\n644 builder"
+    as_builder = "runuser -u builder -- env DOCKER_CONFIG=/home/builder/.docker docker"
+    pushed = lab.ssh("client2", f"{as_builder} tag busybox:latest {REGISTRY}/team-a/app:from-builder && "
+                                f"{as_builder} push -q {REGISTRY}/team-a/app:from-builder 2>&1", check=False)
+    assert "from-builder" in _catalog_tags(lab, "team-a/app"), pushed
+    denied = lab.ssh("client2", f"{as_builder} tag busybox:latest {REGISTRY}/team-b/app:from-builder && "
+                                f"{as_builder} push {REGISTRY}/team-b/app:from-builder 2>&1", check=False)
+    assert "denied" in denied or "unauthorized" in denied, denied
+
+    lab.local_users = {"client2": ["builder", "outsider"]}
+    refused = run_deploy(lab.inventory(RULES))
+    assert refused.returncode != 0
+    assert "outsider is not in the docker group on this host: add it (usermod -aG docker outsider)" in refused.stderr
+    assert lab.ssh("client2", "ls ~outsider/.docker 2>/dev/null || echo none") == "none"
+    lab.local_users = {"client2": ["builder"]}
     assert lab.deploy(RULES).changed_hosts() == set()
 
 
@@ -331,7 +363,7 @@ def test_no_secret_in_output_process_lists_or_files_others_may_read(lab):
         assert not [s for s in lab.every_password if s in processes], host
         # Every file others may read under the places regdeploy writes: none holds a secret.
         readable = lab.ssh(host, "find /etc/regdeploy /etc/docker /root/.docker /root/.config /usr/local/lib/regdeploy "
-                                 "/etc/systemd/system /etc/containerd -xdev -type f -perm -o+r 2>/dev/null | xargs -r cat",
+                                 "/etc/systemd/system /etc/containerd /home -xdev -type f -perm -o+r 2>/dev/null | xargs -r cat",
                            check=False)
         assert not [s for s in secrets if s in readable], host
     modes = lab.ssh("registry", "stat -c '%a %U %n' /etc/regdeploy/token/config.json /etc/regdeploy/token/signing.key "

@@ -319,6 +319,21 @@ if [ -f /etc/containerd/regdeploy-login ] && [ -f /etc/containerd/config.toml ] 
     printf '%s\n' 'path.containerd_login=stamp /etc/containerd/config.toml'
     set -- "$@" /etc/containerd/config.toml
 fi
+# login.builder: regdeploy's stamp beside local user builder's Docker login, in their home (the
+# passwd database's), shown only while their config.json is there and mentions "reg1:5000".
+home=
+IFS=: read -r _ _ _ _ _ home _ <<PASSWD
+$(getent passwd builder)
+PASSWD
+if [ -n "$home" ] && [ -f "$home/.docker/regdeploy-login" ] && [ -f "$home/.docker/config.json" ] \
+        && ! [ -L "$home/.docker/regdeploy-login" ] && ! [ -L "$home/.docker/config.json" ] \
+        && grep -qF '"reg1:5000"' "$home/.docker/config.json"; then
+    stamp=
+    { IFS= read -r stamp || [ -n "$stamp" ]; } < "$home/.docker/regdeploy-login"
+    printf 'stamp.%s=%s\n' login.builder "$stamp"
+    printf 'path.%s=stamp %s\n' login.builder "$home/.docker/config.json"
+    set -- "$@" "$home/.docker/config.json"
+fi
 # htpasswd: its content too (bcrypt hashes: what regdeploy verifies passwords against).
 if [ -f /etc/regdeploy/auth/htpasswd ]; then
     printf '%s\n' 'path.htpasswd=lines /etc/regdeploy/auth/htpasswd'

@@ -1,5 +1,5 @@
-# Rendered by regdeploy (templates/actions/registry-login.sh.j2): log root's Docker, Podman and/or
-# containerd in to the registry. The password is this script's stdin (one line), read into a variable and
+# Rendered by regdeploy (templates/actions/registry-login.sh.j2): log root's Docker (and local users'),
+# Podman and/or containerd in to the registry. The password is this script's stdin (one line), read into a variable and
 # handed to each `login --password-stdin` by printf, a shell builtin: never a command line.
 set -eu
 password=

@@ -701,3 +701,30 @@ def test_a_masked_check_shows_no_secret_and_says_which_line_holds_it(tmp_path, s
         found = runtime_config.MASKED_LINE.search(line)
         assert found and int(found.group(1)) == number
         assert original[number - 1].startswith(line[:found.start()] + "=")  # the key, as it was
+
+
+def test_a_local_users_login_stamp_is_read_from_their_home(tmp_path):
+    """A "home_stamp" check: the home from the passwd database (getent), the stamp while config.json
+    mentions the registry; a symbolic link in place of either file is not followed."""
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    (home / ".docker" / "config.json").write_text('{"auths": {"registry:5000": {}}}')
+    (home / ".docker" / "config.json").chmod(0o600)
+    (home / ".docker" / "regdeploy-login").write_text("robot-a $2b$10$hash\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "getent").write_text(f'#!/bin/sh\n[ "$2" = builder ] && echo "builder:x:1000:1000::{home}:/bin/sh"\n')
+    (bin_dir / "getent").chmod(0o755)
+    checks = (("home_stamp", "login.builder", "builder", '"registry:5000"'),
+              ("home_stamp", "login.ghost", "ghost", '"registry:5000"'))
+
+    def stamps():
+        command = host_state_command(tmp_path, path=str(tmp_path / "daemon.json"), checks=checks)
+        result = subprocess.run(["sh", "-c", f"docker() {{ return 1; }}\n{command}"], capture_output=True, text=True,
+                                check=True, env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+        return DockerHostState().process(result.stdout.splitlines()).stamps
+
+    assert stamps() == {"login.builder": "robot-a $2b$10$hash 600"}
+    (home / ".docker" / "regdeploy-login").rename(tmp_path / "elsewhere")
+    (home / ".docker" / "regdeploy-login").symlink_to(tmp_path / "elsewhere")
+    assert stamps() == {}

@@ -9,7 +9,7 @@ import tomllib
 import pytest
 import yaml
 
-from regdeploy import runtime_config
+from regdeploy import registry_files, runtime_config
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.daemon_config import render as render_json
 from regdeploy.rendering import render
@@ -292,3 +292,52 @@ def test_the_containerd_config_is_left_alone_when_a_masked_line_moved(tmp_path):
     assert config.read_text() == "# a line added since\n" + CURRENT_TOML
     assert not (tmp_path / "calls").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("config.toml")) == ["config.toml"]
+
+
+@pytest.mark.parametrize("groups", ["builder docker", "builder users"])
+def test_a_local_users_docker_logs_in_as_them_or_the_login_names_what_is_missing(tmp_path, groups):
+    """registry_login_local_users: `docker login` run as the user (runuser), into their own ~/.docker,
+    the password on stdin only; a user outside the docker group stops the login, named."""
+    bin_dir, home = tmp_path / "bin", tmp_path / "home" / "builder"
+    bin_dir.mkdir()
+    home.mkdir(parents=True)
+    stand_ins = {
+        "getent": f'#!/bin/sh\n[ "$2" = builder ] && echo "builder:x:1000:1000::{home}:/bin/sh"\n',
+        "id": f'#!/bin/sh\necho "{groups}"\n',
+        # runuser -u USER -- COMMAND...: recorded, then run (as whoever runs the test).
+        "runuser": f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{tmp_path}/runuser.args"\nshift 3\nexec "$@"\n',
+        "docker": f'#!/bin/sh\nprintf "%s %s\\n" "$DOCKER_CONFIG" "$*" >> "{tmp_path}/docker.args"\n'
+                  f'cat > "{tmp_path}/docker.stdin"\nmkdir -p "$DOCKER_CONFIG"\n',
+    }
+    for name, text in stand_ins.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    password = "pa ss'$(id)\"x"
+    script = render("registry-login.sh.j2", registry="registry:5000", user="robot-a", stamp="robot-a $2b$10$x",
+                    docker=None, podman=None, containerd=None, local_users=["builder"],
+                    local_stamp=registry_files.LOCAL_LOGIN_STAMP)
+    result = subprocess.run(["sh", "-c", script], input=password + "\n", text=True, capture_output=True,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    if "docker" not in groups.split():
+        assert result.returncode != 0 and "builder is not in the docker group" in result.stderr
+        assert not (tmp_path / "docker.args").exists()
+        return
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "docker.stdin").read_text() == password + "\n"
+    docker_args = (tmp_path / "docker.args").read_text()
+    assert docker_args == f"{home}/.docker login --username robot-a --password-stdin registry:5000\n"
+    assert all(line.startswith("-u builder -- ") for line in (tmp_path / "runuser.args").read_text().splitlines())
+    assert (home / registry_files.LOCAL_LOGIN_STAMP).read_text() == "robot-a $2b$10$x\n"
+
+
+def test_a_local_user_the_host_does_not_have_stops_the_login_named(tmp_path):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "getent").write_text("#!/bin/sh\nexit 2\n")
+    (bin_dir / "getent").chmod(0o755)
+    script = render("registry-login.sh.j2", registry="registry:5000", user="ci", stamp="ci $2b$10$x",
+                    docker=None, podman=None, containerd=None, local_users=["ghost"],
+                    local_stamp=registry_files.LOCAL_LOGIN_STAMP)
+    result = subprocess.run(["sh", "-c", script], input="pw\n", text=True, capture_output=True,
+                            env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert result.returncode != 0 and "there is no local user ghost on this host" in result.stderr

@@ -68,6 +68,25 @@ def test_docker_is_logged_in_when_the_registry_requires_it(docker_host, any_host
         assert config.mode == 0o600 and config.user == "root"
 
 
+def test_each_local_users_docker_is_logged_in_as_them(docker_host, any_host, inventory_host, fleet):
+    """registry_login_local_users: their own ~/.docker/config.json, theirs and 0600, which their Docker
+    uses: `docker login` as them finds the registry's credentials already there (no prompt)."""
+    settings = inventory_host.settings
+    users = settings.registry_login_local_users
+    if not (docker_host is not None and users and fleet.server.settings.registry_auth and settings.registry_docker_login):
+        return
+    for user in users:
+        home = any_host.user(user).home
+        config = any_host.file(f"{home}/.docker/config.json")
+        assert config.exists, f"{user} on {inventory_host.name} is not logged in"
+        assert config.user == user and config.mode == 0o600
+        assert fleet.registry_address in json.loads(config.content_string).get("auths", {})
+        # The credentials are good: docker login with none given logs in from the saved ones.
+        said = any_host.run(f"runuser -u {user} -- env DOCKER_CONFIG={home}/.docker docker login "
+                            f"{fleet.registry_address} </dev/null")
+        assert said.rc == 0 and "Login Succeeded" in said.stdout, said.stdout + said.stderr
+
+
 def test_docker_lists_the_pull_through_cache_as_a_mirror_exactly_when_it_runs(docker_host, inventory_host):
     if docker_host is None:
         return

@@ -111,7 +111,7 @@ def registry_facts(settings: Settings) -> tuple:
 
 
 def desired_container(settings: Settings, config_path: str, config_sha256: str,
-                      cert_sha256: str = "") -> DesiredContainer:
+                      cert_sha256: str = "", signing_sha256: str = "") -> DesiredContainer:
     # The hash is over these `docker run` strings, as since the first version: a registry deployed by
     # an earlier regdeploy keeps its label, so upgrading regdeploy recreates nothing.
     debug = registry_files.debug_binding(settings)
@@ -124,14 +124,15 @@ def desired_container(settings: Settings, config_path: str, config_sha256: str,
         data_dir=settings.registry_data_dir, config_path=config_path, config_target=CONFIG_TARGET,
         restart_policy=settings.registry_restart_policy, extra_mounts=extra, command=(CONFIG_TARGET,),
         debug_binding=debug,
-        spec_hash=container_spec_hash(settings, ports, volumes, config_sha256, cert_sha256),
+        spec_hash=container_spec_hash(settings, ports, volumes, config_sha256, cert_sha256, signing_sha256),
     )
 
 
 def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str], config_sha256: str,
-                        cert_sha256: str = "") -> str:
+                        cert_sha256: str = "", signing_sha256: str = "") -> str:
     """Hash of everything that defines the registry container; a different hash means recreate.
-    The registry reads its certificate only when it starts: a new one means a new container (the
+    The registry reads its certificate, and the token signing certificate it trusts (its
+    `rootcertbundle`, `signing_sha256`), only when it starts: a new one means a new container (the
     htpasswd file it re-reads by itself, so it is not here)."""
     spec = {
         "image": settings.registry_image,
@@ -143,6 +144,8 @@ def container_spec_hash(settings: Settings, ports: list[str], volumes: list[str]
     }
     if cert_sha256:
         spec["tls_cert_sha256"] = cert_sha256
+    if signing_sha256:
+        spec["token_signing_sha256"] = signing_sha256
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 

@@ -34,7 +34,9 @@ def run_registry(settings: Settings, observed: ServerState, preloaded: bool = Fa
     config_path = settings.registry_config_path
     config_sha256 = hashlib.sha256(config_text.encode()).hexdigest()
     tls = security.tls_material(settings)
-    desired = desired_container(settings, config_path, config_sha256, tls.cert_sha256 if tls else "")
+    signing = security.signing_material(settings)
+    desired = desired_container(settings, config_path, config_sha256, tls.cert_sha256 if tls else "",
+                                hashlib.sha256(signing.cert_pem.encode()).hexdigest() if signing else "")
 
     try:
         plan = registry_plan.plan_storage(settings.registry_storage, settings.registry_data_dir, observed,

@@ -351,6 +351,23 @@ def test_a_ca_rotation_and_a_leaf_rotation_while_three_hosts_pull(lab):
     assert lab.ssh("client1", f"docker pull -q {REGISTRY}/team-b/app:1")
 
 
+def test_a_new_token_signing_key_restarts_the_registry_and_pulls_go_on(lab):
+    """The registry trusts the signing certificate (its rootcertbundle) only from its start: a new key
+    (the old one deleted, or past its renewal date) recreates the registry with the token service, and
+    the old tokens' key is trusted no more."""
+    tls = lab.work / "tls"
+    old_cert = (tls / pki.TOKEN_CERT).read_text()
+    (tls / pki.TOKEN_KEY).unlink()
+    started = lab.started()
+    result = lab.deploy(RULES)
+    assert (tls / pki.TOKEN_CERT).read_text() != old_cert
+    assert lab.started() != started, result.changes()
+    assert lab.ssh("registry", "cat /etc/regdeploy/auth/token-signing.crt") + "\n" == (tls / pki.TOKEN_CERT).read_text()
+    assert lab.ssh("client1", f"docker pull -q {REGISTRY}/team-b/app:1")
+    assert _cri_pull(lab, "client4", "team-b/app:1")[0] == 0
+    assert lab.deploy(RULES).changed_hosts() == set()
+
+
 def test_no_secret_in_output_process_lists_or_files_others_may_read(lab):
     result = run_deploy(lab.inventory(RULES), "--debug")
     signing_key = (lab.work / "tls" / "token-signing.key").read_text()

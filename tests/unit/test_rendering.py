@@ -140,6 +140,12 @@ def test_container_spec_hash_changes_exactly_with_the_spec():
     other_policy = validate_hosts([("reg1", {"registry_restart_policy": "unless-stopped"},
                                     {"registry_servers"})])["reg1"]
     assert container_spec_hash(other_policy, ports, volumes, "a" * 64) != base
+    # What the registry reads only at start: its certificate, and the token signing certificate it trusts.
+    with_cert = container_spec_hash(settings, ports, volumes, "a" * 64, "c" * 64)
+    assert with_cert != base
+    signed = container_spec_hash(settings, ports, volumes, "a" * 64, "c" * 64, "d" * 64)
+    assert signed not in (base, with_cert)
+    assert container_spec_hash(settings, ports, volumes, "a" * 64, "c" * 64, "e" * 64) != signed
 
 
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: "+".join(k for k, v in m.items() if v) or "plain")

@@ -59,7 +59,8 @@ class DockerHostState(FactBase):
         `checks`: ("file", label, path), ("lines", label, path), ("masked", label, path) (lines, every
         secret's value masked: runtime_config.MASKED), ("stamp", label, stamp path, credential path,
         text the credential must contain or "") or ("home_stamp", label, local user, text): a "stamp"
-        for a local user's Docker login, in their home, for the secure modes' files.
+        for a local user's Docker login, in their home, for the secure modes' files; ("running", label,
+        unit): `running` gets the label while systemd has the unit active.
         `dpkg_cache`: where the host keeps dpkg-query's answer between runs (and beside it the search
         for --insecure-registry); empty: no cache, both asked every run (host_caches=false)."""
         from .rendering import render

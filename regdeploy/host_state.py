@@ -47,6 +47,7 @@ class HostState:
     versions: dict[str, str] = field(default_factory=dict)
     os: dict[str, str] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
+    running: set[str] = field(default_factory=set)  # the "running" checks' units that are active
     apparmor: bool = False
     cache: ServerState | None = None
 
@@ -109,6 +110,8 @@ def parse_host_state(output: list[str]) -> HostState:
             state.apparmor = value.strip() == "Y"
         elif key == "tool":
             state.tools.add(value.strip())
+        elif key == "running":
+            state.running.add(value.strip())
         elif key == "ActiveState":
             state.active = value.strip() == "active"
         elif key == "UnitFileState":

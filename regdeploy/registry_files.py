@@ -126,7 +126,8 @@ def fact_checks(settings) -> tuple:
                    ("file", "htpasswd_previous", previous_htpasswd_path(settings)),
                    ("stamp", "api", api_stamp_path(settings), api_credentials_path(settings), ""),
                    *(("file", label, path) for label, path in GC_FILES.items()),
-                   *(("file", label, path) for label, path in token_files(settings).items())]
+                   *(("file", label, path) for label, path in token_files(settings).items()),
+                   ("running", "token_service", f"{TOKEN_UNIT}.service")]
     return tuple(checks)
 
 

@@ -47,11 +47,12 @@ def run_token_service(settings: Settings, state: HostState) -> None:
                    dir_mode="700")
     changed |= put_if_changed(registry_files.TOKEN_UNIT_PATH, registry_files.token_unit(settings, inputs),
                               files.get("token_unit"), f"Write the {registry_files.TOKEN_UNIT} systemd unit")
-    if not changed and "token_enabled" in files:
+    running = "token_service" in state.running
+    if not changed and "token_enabled" in files and running:
         host.noop(f"{registry_files.TOKEN_UNIT} runs as configured")
         return
     host.log(f"Will (re)start {registry_files.TOKEN_UNIT} and wait until it answers on port "
-             f"{settings.registry_token_port}")
+             f"{settings.registry_token_port}" + ("" if running or changed else " (it is not running)"))
     server.shell(name=f"Start {registry_files.TOKEN_UNIT} (port {settings.registry_token_port})",
                  commands=[render("start-token-service.sh.j2", unit=registry_files.TOKEN_UNIT,
                                   port=settings.registry_token_port,

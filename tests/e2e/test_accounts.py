@@ -134,6 +134,14 @@ def test_the_token_service_runs_and_the_registry_trusts_only_it(lab):
     assert status == "401", status
 
 
+def test_a_token_service_stopped_by_hand_is_started_by_the_next_deploy(lab):
+    lab.ssh("registry", f"systemctl stop {registry_files.TOKEN_UNIT}")
+    result = lab.deploy(RULES)
+    assert result.changed_hosts() == {"registry"}, result.changes()
+    assert lab.ssh("registry", f"systemctl is-active {registry_files.TOKEN_UNIT}") == "active"
+    assert lab.deploy(RULES).changed_hosts() == set()
+
+
 def test_the_regdeploy_command_lists_the_registry_with_a_token(lab):
     """The CLI on the controller, as the server's account (ci, which may pull '*'): the catalog and
     tags through token authentication, with the CA and password found as the deploy finds them."""

@@ -277,6 +277,8 @@ if [ -f /etc/regdeploy/auth/token-signing.crt ]; then
     set -- "$@" /etc/regdeploy/auth/token-signing.crt
 fi
 [ $# -eq 0 ] || sha256sum --tag -- "$@" 2>/dev/null
+# token_service: whether systemd runs regdeploy-token.service: the link systemd keeps for an active unit (no process).
+[ -L /run/systemd/units/invocation:regdeploy-token.service ] && echo running=token_service
 # managed_by: its content too (bcrypt hashes: what regdeploy verifies passwords against).
 if [ -f /var/lib/regdeploy/managed-by ]; then
     printf '%s\n' 'path.managed_by=lines /var/lib/regdeploy/managed-by'

@@ -728,3 +728,13 @@ def test_a_local_users_login_stamp_is_read_from_their_home(tmp_path):
     (home / ".docker" / "regdeploy-login").rename(tmp_path / "elsewhere")
     (home / ".docker" / "regdeploy-login").symlink_to(tmp_path / "elsewhere")
     assert stamps() == {}
+
+
+def test_a_running_check_reports_the_units_systemd_has_active():
+    """("running", label, unit): systemd's /run/systemd/units/invocation:UNIT link, tested by the shell."""
+    command = DockerHostState().command(path="/nonexistent/daemon.json",
+                                        checks=(("running", "token_service", "regdeploy-token.service"),))
+    assert "[ -L /run/systemd/units/invocation:regdeploy-token.service ] && echo running=token_service" in command
+    state = DockerHostState().process(["running=token_service", "daemon.json=absent"])
+    assert state.running == {"token_service"}
+    assert DockerHostState().process(["daemon.json=absent"]).running == set()

@@ -416,6 +416,68 @@ def gc(ctx: Context, keep_untagged: bool, dry_run: bool, as_json: bool) -> None:
                    f"{report['tags']} tags still served with the same digests")
 
 
+@main.command()
+@click.option("--dry-run", is_flag=True,
+              help="List every tag and manifest the rules would delete and the bytes that would be freed; "
+                   "change nothing.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Machine-readable: {repositories, tags_kept, tags_deleted, manifests_deleted, "
+                   "freed_bytes_at_least, delete: [{repository, tag, digest}], delete_manifests, untouched}, "
+                   "and after a real run gc's report in `collected`.")
+@click.pass_obj
+def prune(ctx: Context, dry_run: bool, as_json: bool) -> None:
+    """Delete the tags registry_retention's rules do not keep, then collect garbage.
+
+    What goes is decided once, from the server's storage (each tag's last push). In the registry's
+    read-only window (pulls keep working, pushes are refused), each tag goes only while it still
+    points at the digest it had then, each manifest only while no tag refers to it; then the
+    collector frees what nothing refers to. A repository no rule matches is never touched.
+    """
+    from . import retention
+    settings = ctx.fleet.server.settings
+    rules = retention.parse_rules(settings.registry_retention)
+    if not rules:
+        raise Failure("registry_retention has no rule: prune deletes nothing unless rules say what to keep "
+                      "(e.g. '* keep=10 protect=latest')", Exit.BAD_INPUT)
+    listing = io.BytesIO()
+    if _run_on_server(ctx, "prune", "registry-storage.sh.j2", stdout=listing) != 0:
+        raise Failure(f"could not read the registry's storage on {ctx.fleet.server.name} (see above); "
+                      "nothing was deleted")
+    storage = retention.parse_storage(listing.getvalue().decode().splitlines())
+    found = retention.plan(rules, storage, int(time.time()))
+    report = found.report()
+    if dry_run or not found.delete_tags:
+        report["dry_run"] = dry_run
+        if as_json:
+            _json(report)
+            return
+        for entry in report["delete"]:
+            click.echo(f"tag       {entry['repository']}:{entry['tag']}  {entry['digest']}")
+        for entry in report["delete_manifests"]:
+            click.echo(f"manifest  {entry['repository']}@{entry['digest']}")
+        click.echo(f"{'would delete' if dry_run else 'nothing to delete:'} {report['tags_deleted']} tags and "
+                   f"{report['manifests_deleted']} manifests in {report['repositories']} repositories, keeping "
+                   f"{report['tags_kept']} tags; at least {report['freed_bytes_at_least']} bytes"
+                   + (" (dry run: nothing was changed)" if dry_run else ""))
+        return
+    try:
+        given = retention.script_input(found, storage)
+    except retention.RetentionError as exc:
+        raise Failure(str(exc), Exit.REFUSED) from None
+    output = io.BytesIO()
+    if _run_on_server(ctx, "prune", "registry-gc.sh.j2", stdout=output, delete_untagged=True, prune=given) != 0:
+        raise Failure(f"prune failed on {ctx.fleet.server.name} (see above)")
+    report["collected"] = json.loads(output.getvalue().decode().splitlines()[-1])
+    if as_json:
+        _json(report)
+        return
+    collected = report["collected"]
+    click.echo(f"deleted {collected['pruned_tags']} tags and {collected['pruned_manifests']} manifests "
+               f"({collected['skipped_tags']} kept: pushed again since); kept {report['tags_kept']} tags; "
+               f"{collected['before_bytes']} bytes before, {collected['after_bytes']} after; "
+               f"read-only {collected['readonly_seconds']} s")
+
+
 def dry_run_report(lines: list[str]) -> dict:
     """The gc script's dry-run lines (`blob DIGEST BYTES`, `manifest DIGEST`) as the report."""
     blobs = [{"digest": digest, "bytes": int(size)} for kind, digest, size in

@@ -99,6 +99,7 @@ class Settings:
     registry_docker_login: bool
     registry_login_local_users: tuple[str, ...]
     registry_allow_delete: bool
+    registry_retention: tuple[str, ...]
     registry_gc_schedule: str
     registry_servers_group: str
     docker_clients_group: str
@@ -319,6 +320,12 @@ def _secure_mode_problems(values: dict[str, Any]) -> list[str]:
     if any(given) and not all(given):
         problems.append("registry_tls_cert, registry_tls_key and registry_tls_ca go together: give all three "
                         "(your own certificate) or none (regdeploy makes them)")
+    if values["registry_retention"]:
+        from . import retention
+        try:
+            retention.parse_rules(values["registry_retention"])
+        except retention.RetentionError as exc:
+            problems.append(str(exc))
     if values["registry_access"] and not values["registry_auth"]:
         problems.append("registry_access needs registry_auth=true (and so registry_tls): the rules are about "
                         "registry_users' accounts")

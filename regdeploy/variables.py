@@ -314,6 +314,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_allow_delete", False, Flag("true or false"),
              "Enable the registry's DELETE API (`storage.delete.enabled`). Off: nobody can delete images "
              "through the API (garbage collection does not need it)."),
+    Variable("registry_retention", [],
+             ListOf("list of 'PATTERN [keep=N] [within=DURATION] [protect=GLOB,...]' rules (`;` between rules "
+                    "in --data)", item=Text("", pattern=r"\S+(\s+\S+)*"), separator=";"),
+             "What `regdeploy prune` deletes: each repository follows the first rule whose PATTERN matches it "
+             "(`*` matches anything, `/` included); under it a tag stays when it matches a `protect` glob, is "
+             "one of the `keep` newest by push time, or was pushed `within` (30d, 12h, 2w). Every other tag "
+             "goes, and a manifest with its last tag unless a tag or an image index that stays refers to it. "
+             "A repository no rule matches is never touched; empty (the default): prune deletes nothing.",
+             shared=True),
     Variable("registry_gc_schedule", "",
              Text("a systemd OnCalendar expression, or empty", pattern=r"|[A-Za-z0-9*:,./~ -]+",
                   refusal="is not a systemd calendar expression (e.g. 'Sun *-*-* 03:00')"),

@@ -85,6 +85,16 @@ def _scripts() -> Iterator[tuple[str, str]]:
             yield (f"registry-gc{'.dry-run' if dry_run else ''}.{mode}.sh",
                    registry_files.server_script(settings, "registry-gc.sh.j2", HOLDER, page_size=100,
                                                 delete_untagged=True, dry_run=dry_run))
+        if mode == "plain":
+            # regdeploy prune: the storage listing, and the collection with the rules' deletions first.
+            yield "registry-storage.sh", registry_files.server_script(settings, "registry-storage.sh.j2", HOLDER)
+            sha = "sha256:" + "1" * 64
+            yield ("registry-gc.prune.plain.sh",
+                   registry_files.server_script(settings, "registry-gc.sh.j2", HOLDER, page_size=100,
+                                                delete_untagged=True, prune={
+                                                    "repositories": ["ci/app"],
+                                                    "snapshot": [f"ci/app v1 {sha}", f"ci/app latest {sha}"],
+                                                    "tags": [f"ci/app v1 {sha}"], "manifests": []}))
         yield f"registry-config.{mode}.yml", registry_files.registry_config(settings)
         # The fact, as the deploy asks it (regdeploy.deploys) on a server and on a client; without
         # host_caches once.

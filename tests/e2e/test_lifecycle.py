@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -231,6 +232,99 @@ def test_gc_keeps_an_image_index_and_its_platforms(life):
     pulled = access.ssh("client1", "docker pull -q registry:5000/life/multi:latest >/dev/null && docker image "
                                    "inspect -f '{{.Id}}' registry:5000/life/multi:latest")
     assert pulled == access.ssh("client1", "docker image inspect -f '{{.Id}}' busybox")
+
+
+def run_prune(inventory: Path, *options: str) -> dict:
+    result = subprocess.run([REGDEPLOY, "-i", str(inventory), "prune", "--json", *options], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    print(result.stderr)
+    return json.loads(result.stdout)
+
+
+def push_unique(access, ref: str) -> None:
+    """An image of its own (a layer of 300 kB of random bytes on busybox), pushed as `ref`."""
+    access.ssh("client1", "docker rm -f mk >/dev/null 2>&1; docker run --name mk busybox sh -c "
+                          f"'head -c 300000 /dev/urandom > /u' && docker commit mk {ref} >/dev/null && "
+                          f"docker rm mk >/dev/null && docker push -q {ref} >/dev/null")
+    time.sleep(1.1)  # one push per second: the tags' push times are apart
+
+
+def test_prune_keeps_the_newest_and_protected_tags_and_what_a_kept_tag_or_index_needs(life):
+    """registry_retention `prune/* keep=3 protect=latest`:
+    - prune/app: latest (the oldest) and v1..v5: v1 and v2 go, and only those were in the dry run;
+      the bytes freed are at least their own layers;
+    - prune/shared: s1..s3, then s4 the same image as s1: s1's tag goes, its manifest stays for s4;
+    - prune/multi: p1, p2, n1, n2, then an index over p1's and p2's images: p1 and p2's tags go,
+      the index and both platforms stay.
+    With Docker pulling prune/app:v5 in a loop meanwhile."""
+    access, work = life
+    address = access.fleet.registry_api_address
+    registry = RegistryClient(base_url(address))
+    inventory = access.inventory_with(work / "inventory-prune.py", registry_retention=["prune/* keep=3 protect=latest"])
+    for tag in ("latest", "v1", "v2", "v3", "v4", "v5"):
+        push_unique(access, f"registry:5000/prune/app:{tag}")
+    for tag in ("s1", "s2", "s3"):
+        push_unique(access, f"registry:5000/prune/shared:{tag}")
+    access.ssh("client1", "docker tag registry:5000/prune/shared:s1 registry:5000/prune/shared:s4 && "
+                          "docker push -q registry:5000/prune/shared:s4 >/dev/null")
+    for tag in ("p1", "p2", "n1", "n2"):
+        push_unique(access, f"registry:5000/prune/multi:{tag}")
+    url = f"{base_url(address)}/v2/prune/multi/manifests"
+    children = []
+    for tag, arch in (("p1", "amd64"), ("p2", "arm64")):
+        response = requests.get(f"{url}/{tag}", headers={"Accept": MANIFEST_TYPE}, timeout=10)
+        children.append({"mediaType": MANIFEST_TYPE, "size": len(response.content),
+                         "digest": response.headers["Docker-Content-Digest"],
+                         "platform": {"architecture": arch, "os": "linux"}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": LIST_TYPE, "manifests": children})
+    assert requests.put(f"{url}/index", data=index, headers={"Content-Type": LIST_TYPE}, timeout=10).status_code == 201
+    before = registry.manifests()
+    gone_layers = [layer_digests(address, "prune/app", before[("prune/app", tag)])[-1] for tag in ("v1", "v2")]
+    assert all(storage_has_blob(access, layer) for layer in gone_layers)
+
+    untouched = ("find /var/lib/registry /etc/regdeploy -printf '%p %s %T@\\n' | sort; "
+                 "docker inspect -f '{{.State.StartedAt}}' registry")
+    storage_before = access.ssh("registry", untouched)
+    dry = run_prune(inventory, "--dry-run")
+    assert access.ssh("registry", untouched) == storage_before, "the dry run changed something"
+    expected = {("prune/app", "v1"), ("prune/app", "v2"), ("prune/shared", "s1"), ("prune/multi", "p1"),
+                ("prune/multi", "p2")}
+    assert {(d["repository"], d["tag"]) for d in dry["delete"]} == expected, dry
+    assert {(d["repository"], d["digest"]) for d in dry["delete_manifests"]} == {
+        ("prune/app", before[("prune/app", "v1")]), ("prune/app", before[("prune/app", "v2")])}, dry
+    assert dry["freed_bytes_at_least"] >= 2 * 300_000 and "life/one" in dry["untouched"]
+
+    pulls = subprocess.Popen(["ssh", "-F", str(access.ssh_config), "client1",
+                              PULL_LOOP.format(ref="registry:5000/prune/app:v5")], stdout=subprocess.PIPE, text=True)
+    try:
+        report = run_prune(inventory)
+    finally:
+        access.ssh("client1", "touch /tmp/stop-pulls")
+        log = pulls.communicate(timeout=60)[0]
+    collected = report["collected"]
+    assert (collected["pruned_tags"], collected["pruned_manifests"], collected["skipped_tags"]) == (5, 2, 0), report
+    after = registry.manifests()
+    assert after == {key: digest for key, digest in before.items() if key not in expected}
+    assert {tag for repository, tag in after if repository == "prune/app"} == {"latest", "v3", "v4", "v5"}
+    assert not any(storage_has_blob(access, layer) for layer in gone_layers)
+    assert collected["before_bytes"] - collected["after_bytes"] >= 2 * 300_000, collected
+    # The tag that shared s1's image, and the index with both platforms, still serve.
+    assert access.ssh("client1", "docker pull -q registry:5000/prune/shared:s4")
+    for child in children:
+        assert requests.get(f"{url}/{child['digest']}", headers={"Accept": MANIFEST_TYPE}, timeout=10).status_code == 200
+    pulled = access.ssh("client1", "docker image rm registry:5000/prune/multi:p1 >/dev/null 2>&1; "
+                                   "docker pull -q registry:5000/prune/multi:index >/dev/null && "
+                                   "docker image inspect -f '{{.Id}}' registry:5000/prune/multi:index")
+    assert pulled.startswith("sha256:")
+    attempts = [(float(t), r) for t, r in (line.split() for line in log.splitlines())]
+    inside = [r for t, r in attempts if collected["readonly_from"] <= t <= collected["readonly_until"]]
+    assert inside and set(inside) == {"ok"}, (collected, attempts)
+    print(f"prune: read-only {collected['readonly_seconds']} s; {len(inside)} pulls inside the window, "
+          f"{sum(r == 'failed' for _, r in attempts)} failed of {len(attempts)} around it")
+    # Nothing left to delete: a second prune says so and changes nothing.
+    again = run_prune(inventory)
+    assert again["tags_deleted"] == 0 and "collected" not in again
 
 
 def test_scheduled_gc_runs_from_its_timer_and_goes_away_when_unscheduled(life):

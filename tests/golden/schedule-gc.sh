@@ -242,11 +242,11 @@ if ! enter_readonly; then
     put_back; rm -rf "$work"; say "the registry did not come back in read-only mode: nothing was collected"; exit 1
 fi
 readonly_at=$(now)
+before_bytes=$(du -sb "$data" | cut -f1)
 # What must still be served afterwards, listed once nothing can be pushed.
 if ! manifests > "$work/before"; then
     put_back; rm -rf "$work"; say "could not list the registry's content: nothing was collected"; exit 1
 fi
-before_bytes=$(du -sb "$data" | cut -f1)
 # shellcheck disable=SC2086
 docker exec "$name" registry garbage-collect $flags /etc/docker/registry/config.yml > "$work/gc.log" 2>&1
 gc_status=$?

@@ -79,17 +79,22 @@ def parse_rule(text: str) -> Rule:
     return Rule(account, pattern, tuple(a for a in ACTIONS if a in actions))
 
 
-def parse_rules(texts) -> tuple[Rule, ...]:
-    """Every rule, or one AccessError naming every bad one."""
-    rules, problems = [], []
+def parse_each(texts, parse, error: type[ValueError]) -> tuple:
+    """`parse` of every text, or one `error` naming every text it refused."""
+    parsed, problems = [], []
     for text in texts:
         try:
-            rules.append(parse_rule(text))
-        except AccessError as exc:
+            parsed.append(parse(text))
+        except error as exc:
             problems.append(str(exc))
     if problems:
-        raise AccessError("; ".join(problems))
-    return tuple(rules)
+        raise error("; ".join(problems))
+    return tuple(parsed)
+
+
+def parse_rules(texts) -> tuple[Rule, ...]:
+    """Every rule, or one AccessError naming every bad one."""
+    return parse_each(texts, parse_rule, AccessError)
 
 
 def rule_problems(rules: tuple[Rule, ...], users: tuple[str, ...]) -> list[str]:

@@ -19,7 +19,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
-from .access import pattern_problem
+from .access import parse_each, pattern_problem
 from .token_service import pattern_matches
 
 DURATION = re.compile(r"([1-9][0-9]*)([hdw])")
@@ -79,15 +79,7 @@ def parse_rule(text: str) -> Rule:
 
 def parse_rules(texts) -> tuple[Rule, ...]:
     """Every rule, or one RetentionError naming every bad one."""
-    rules, problems = [], []
-    for text in texts:
-        try:
-            rules.append(parse_rule(text))
-        except RetentionError as exc:
-            problems.append(str(exc))
-    if problems:
-        raise RetentionError("; ".join(problems))
-    return tuple(rules)
+    return parse_each(texts, parse_rule, RetentionError)
 
 
 @dataclass(frozen=True)

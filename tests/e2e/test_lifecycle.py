@@ -194,6 +194,21 @@ def test_gc_frees_an_untagged_image_keeps_every_tag_and_pulls_go_on(life):
           f"{len(attempts)} around it")
 
 
+def put_index(url: str, tag: str, platforms: dict[str, str]) -> list[dict]:
+    """An image index tagged `tag` over the images tagged as `platforms`' keys (each labelled with its
+    architecture), PUT at `url` (a repository's /manifests); its entries."""
+    children = []
+    for platform, arch in platforms.items():
+        response = requests.get(f"{url}/{platform}", headers={"Accept": MANIFEST_TYPE}, timeout=10)
+        children.append({"mediaType": MANIFEST_TYPE, "size": len(response.content),
+                         "digest": response.headers["Docker-Content-Digest"],
+                         "platform": {"architecture": arch, "os": "linux"}})
+    index = json.dumps({"schemaVersion": 2, "mediaType": LIST_TYPE, "manifests": children})
+    put = requests.put(f"{url}/{tag}", data=index, headers={"Content-Type": LIST_TYPE}, timeout=10)
+    assert put.status_code == 201, put.text
+    return children
+
+
 def test_gc_keeps_an_image_index_and_its_platforms(life):
     access, work = life
     registry_address = access.fleet.registry_api_address
@@ -205,15 +220,7 @@ def test_gc_keeps_an_image_index_and_its_platforms(life):
                           "&& docker commit mk registry:5000/life/multi:b >/dev/null && docker rm mk >/dev/null && "
                           "docker tag busybox registry:5000/life/multi:a && docker push -q registry:5000/life/multi:a "
                           "&& docker push -q registry:5000/life/multi:b")
-    children = []
-    for tag, arch in (("a", "amd64"), ("b", "arm64")):
-        response = requests.get(f"{url}/{tag}", headers={"Accept": MANIFEST_TYPE}, timeout=10)
-        children.append({"mediaType": MANIFEST_TYPE, "size": len(response.content),
-                         "digest": response.headers["Docker-Content-Digest"],
-                         "platform": {"architecture": arch, "os": "linux"}})
-    index = json.dumps({"schemaVersion": 2, "mediaType": LIST_TYPE, "manifests": children})
-    put = requests.put(f"{url}/latest", data=index, headers={"Content-Type": LIST_TYPE}, timeout=10)
-    assert put.status_code == 201, put.text
+    children = put_index(url, "latest", {"a": "amd64", "b": "arm64"})
     access.ssh("client1", "docker tag registry:5000/life/two:2 registry:5000/life/multi:a && "
                           "docker tag registry:5000/life/two:2 registry:5000/life/multi:b && "
                           "docker push -q registry:5000/life/multi:a && docker push -q registry:5000/life/multi:b")
@@ -271,14 +278,7 @@ def test_prune_keeps_the_newest_and_protected_tags_and_what_a_kept_tag_or_index_
     for tag in ("p1", "p2", "n1", "n2"):
         push_unique(access, f"registry:5000/prune/multi:{tag}")
     url = f"{base_url(address)}/v2/prune/multi/manifests"
-    children = []
-    for tag, arch in (("p1", "amd64"), ("p2", "arm64")):
-        response = requests.get(f"{url}/{tag}", headers={"Accept": MANIFEST_TYPE}, timeout=10)
-        children.append({"mediaType": MANIFEST_TYPE, "size": len(response.content),
-                         "digest": response.headers["Docker-Content-Digest"],
-                         "platform": {"architecture": arch, "os": "linux"}})
-    index = json.dumps({"schemaVersion": 2, "mediaType": LIST_TYPE, "manifests": children})
-    assert requests.put(f"{url}/index", data=index, headers={"Content-Type": LIST_TYPE}, timeout=10).status_code == 201
+    children = put_index(url, "index", {"p1": "amd64", "p2": "arm64"})
     before = registry.manifests()
     gone_layers = [layer_digests(address, "prune/app", before[("prune/app", tag)])[-1] for tag in ("v1", "v2")]
     assert all(storage_has_blob(access, layer) for layer in gone_layers)

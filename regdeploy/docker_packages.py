@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from . import access, daemon_config, load_balancer, runtimes
+from . import access, daemon_config, load_balancer, retention, runtimes
 from .host_state import HostState
 from .rendering import render
 from .settings import Settings
@@ -48,7 +48,9 @@ def packages_to_check(settings: Settings) -> list[str]:
     docker = packages_for(settings) + (["docker.io"] if settings.docker_install_source == "docker-ce" else []) \
         if settings.uses_registry else []
     return docker + (list(load_balancer.PACKAGES) if settings.is_lb else []) + \
-        (list(access.TOKEN_PACKAGES) if settings.is_server and settings.registry_access else [])
+        (list(access.TOKEN_PACKAGES) if settings.is_server and settings.registry_access else []) + \
+        (list(retention.PACKAGES) if settings.is_server and settings.registry_gc_schedule and settings.registry_retention
+         else [])
 
 
 def missing_packages(settings: Settings, state: HostState, wanted: list[str] | None = None) -> list[str]:

@@ -135,9 +135,14 @@ def fact_checks(settings) -> tuple:
 # the timer's link in timers.target.wants (present once it is enabled, hashing like the unit).
 GC_SCRIPT = "/etc/regdeploy/gc.sh"
 GC_UNIT = "regdeploy-gc"
+# With registry_retention, the timer prunes first: the rules (parsed, as JSON) and the planner
+# (regdeploy/retention.py, and token_service.py for the repository patterns) run by Debian's python3.
+PRUNE_DIR = "/usr/local/lib/regdeploy-prune"
 GC_FILES = {"gc_script": GC_SCRIPT, "gc_service": f"/etc/systemd/system/{GC_UNIT}.service",
             "gc_timer": f"/etc/systemd/system/{GC_UNIT}.timer",
-            "gc_enabled": f"/etc/systemd/system/timers.target.wants/{GC_UNIT}.timer"}
+            "gc_enabled": f"/etc/systemd/system/timers.target.wants/{GC_UNIT}.timer",
+            "gc_rules": "/etc/regdeploy/retention.json", "gc_planner": f"{PRUNE_DIR}/retention.py",
+            "gc_planner_lib": f"{PRUNE_DIR}/token_service.py"}
 # Who holds the deploy lock while the timer's collection runs (fixed: the script must not change
 # from one deploy to the next).
 GC_TIMER_HOLDER = f"regdeploy gc (systemd {GC_UNIT}.timer)"

@@ -16,12 +16,21 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
-from dataclasses import dataclass, field
+import sys
+import time
+from dataclasses import asdict, dataclass, field
 
-from .access import parse_each, pattern_problem
-from .token_service import pattern_matches
+# This file also runs alone on the registry server, for the scheduled prune (registry_gc_schedule):
+# Debian's python3 and token_service.py beside it, which has the repository patterns' one reading.
+try:
+    from .token_service import pattern_matches
+except ImportError:
+    from token_service import pattern_matches  # type: ignore[no-redef,import-not-found]
 
+# What the scheduled prune runs with on the server (this file, by Debian's python3).
+PACKAGES = ("python3",)
 DURATION = re.compile(r"([1-9][0-9]*)([hdw])")
 SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
 TAG_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
@@ -52,6 +61,7 @@ class Rule:
 
 
 def parse_rule(text: str) -> Rule:
+    from .access import pattern_problem  # on the controller: the server gets the rules parsed
     pattern, *options = text.split()
     problem = pattern_problem(pattern)
     if problem:
@@ -79,7 +89,17 @@ def parse_rule(text: str) -> Rule:
 
 def parse_rules(texts) -> tuple[Rule, ...]:
     """Every rule, or one RetentionError naming every bad one."""
+    from .access import parse_each
     return parse_each(texts, parse_rule, RetentionError)
+
+
+def rules_json(rules: tuple[Rule, ...]) -> str:
+    """The parsed rules as the server's scheduled prune reads them (rules_from_json)."""
+    return json.dumps([asdict(rule) for rule in rules], indent=1) + "\n"
+
+
+def rules_from_json(text: str) -> tuple[Rule, ...]:
+    return tuple(Rule(r["pattern"], r["keep"], r["within"], tuple(r["protect"])) for r in json.loads(text))
 
 
 @dataclass(frozen=True)
@@ -237,22 +257,48 @@ TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def script_input(found: Plan, storage: Storage) -> dict:
-    """What the gc script's prune step gets (`prune`): the snapshot of every tag in the repositories
-    the rules apply to, the tags and manifests to delete, as `REPOSITORY TAG DIGEST` and
-    `REPOSITORY DIGEST` lines. Every name is checked against distribution's grammar first: they come
-    from the server's storage and go into a script."""
-    from .access import REPOSITORY
+def prune_input(found: Plan, storage: Storage) -> dict[str, list[str]]:
+    """What the gc script's prune step reads (one file each): `repositories` the rules apply to, the
+    `snapshot` of every tag in them as decided on, the `tags` and `manifests` to delete; lines of
+    `REPOSITORY [TAG] DIGEST`."""
     ruled = sorted({t.repository for t in found.delete_tags + found.kept_tags} - set(found.untouched))
-    snapshot = [t for t in storage.tags if t.repository in ruled]
-    for t in snapshot:
-        if not (REPOSITORY.fullmatch(t.repository) and TAG.fullmatch(t.tag) and DIGEST.fullmatch(t.digest)):
+    return {"repositories": ruled,
+            "snapshot": [f"{t.repository} {t.tag} {t.digest}" for t in storage.tags if t.repository in ruled],
+            "tags": [f"{t.repository} {t.tag} {t.digest}" for t in found.delete_tags],
+            "manifests": [f"{r} {d}" for r, d in found.delete_manifests]}
+
+
+def script_input(found: Plan, storage: Storage) -> dict[str, list[str]]:
+    """prune_input, for the regdeploy command, which renders it into the script: every name checked
+    against distribution's grammar first (they come from the server's storage)."""
+    from .access import REPOSITORY
+    given = prune_input(found, storage)
+    for t in storage.tags:
+        if t.repository in given["repositories"] and not (REPOSITORY.fullmatch(t.repository) and TAG.fullmatch(t.tag) and DIGEST.fullmatch(t.digest)):
             raise RetentionError(f"the storage holds {t.repository}:{t.tag} -> {t.digest}, which is no "
                                  "repository, tag and digest distribution would write; nothing was deleted")
     for _, digest in found.delete_manifests:
         if not DIGEST.fullmatch(digest):
             raise RetentionError(f"the storage holds a manifest {digest!r}; nothing was deleted")
-    return {"repositories": ruled,
-            "snapshot": [f"{t.repository} {t.tag} {t.digest}" for t in snapshot],
-            "tags": [f"{t.repository} {t.tag} {t.digest}" for t in found.delete_tags],
-            "manifests": [f"{r} {d}" for r, d in found.delete_manifests]}
+    return given
+
+
+def main(argv: list[str]) -> int:
+    """On the server, for the scheduled prune: `python3 retention.py RULES.json DIR` with the storage
+    listing (templates/parts/storage-listing.sh.j2) on stdin writes DIR/repositories, snapshot, tags
+    and manifests for the gc script, and prints the plan's report (JSON) without its lists."""
+    rules_path, directory = argv
+    with open(rules_path) as rules_file:
+        rules = rules_from_json(rules_file.read())
+    storage = parse_storage(sys.stdin.read().splitlines())
+    found = plan(rules, storage, int(time.time()))
+    for name, lines in prune_input(found, storage).items():
+        with open(os.path.join(directory, name), "w") as out:
+            out.write("".join(f"{line}\n" for line in lines))
+    report = found.report()
+    print(json.dumps({key: value for key, value in report.items() if not isinstance(value, list)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -321,7 +321,8 @@ VARIABLES: tuple[Variable, ...] = (
              "(`*` matches anything, `/` included); under it a tag stays when it matches a `protect` glob, is "
              "one of the `keep` newest by push time, or was pushed `within` (30d, 12h, 2w). Every other tag "
              "goes, and a manifest with its last tag unless a tag or an image index that stays refers to it. "
-             "A repository no rule matches is never touched; empty (the default): prune deletes nothing.",
+             "A repository no rule matches is never touched; empty (the default): prune deletes nothing. With "
+             "`registry_gc_schedule`, the scheduled collection prunes by these rules first.",
              shared=True),
     Variable("registry_gc_schedule", "",
              Text("a systemd OnCalendar expression, or empty", pattern=r"|[A-Za-z0-9*:,./~ -]+",

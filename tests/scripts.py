@@ -18,9 +18,9 @@ from regdeploy import daemon_config, load_balancer, registry_files, runtime_conf
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.docker_packages import START_DOCKER, with_install
 from regdeploy.facts import DockerHostState, host_state_arguments
-from regdeploy.gc_schedule import gc_files
+from regdeploy.gc_schedule import gc_files, unwanted
 from regdeploy.host_state import HostState
-from regdeploy.registry_files import GC_FILES, GC_UNIT
+from regdeploy.registry_files import GC_FILES, GC_UNIT, PRUNE_DIR
 from regdeploy.registry_plan import Migration, RegistryPlan, Storage
 from regdeploy.registry_run import archive_upload, desired_container, run_script
 from regdeploy.rendering import render, template_paths
@@ -187,7 +187,11 @@ def _scripts() -> Iterator[tuple[str, str]]:
         puts = [render("put-file.sh.j2", path=GC_FILES[label], mode="644", content=content)
                 for label, content in files.items()] if schedule else []
         yield (f"schedule-gc{'.remove' if not schedule else ''}.sh",
-               render("schedule-gc.sh.j2", unit=GC_UNIT, schedule=schedule, files=puts, paths=list(GC_FILES.values())))
+               render("schedule-gc.sh.j2", unit=GC_UNIT, schedule=schedule, files=puts, paths=list(GC_FILES.values()),
+                      unwanted=unwanted(files) if schedule else [], prune_dir=PRUNE_DIR))
+    # With registry_retention the timer's collection prunes first, planned on the server.
+    pruning = server(registry_gc_schedule="Sun 03:00", registry_retention=["* keep=3 protect=latest"])["reg1"]
+    yield "registry-gc.scheduled-prune.sh", gc_files(pruning)["gc_script"]
     access_replicas = replicas(registry_tls=True, registry_auth=True, registry_users=["ci"],
                                registry_access=["ci * pull,push,delete"])
     yield "haproxy.tls-access.cfg", load_balancer.haproxy_config(access_replicas["lb"])

@@ -345,6 +345,24 @@ def test_scheduled_gc_runs_from_its_timer_and_goes_away_when_unscheduled(life):
     assert "read-only window" in journal and '"freed_bytes"' in journal, journal[-2000:]
     assert RegistryClient(base_url(access.fleet.registry_api_address)).manifests() == before
 
+    # With registry_retention the timer prunes first, decided on the server by the same planner:
+    # what `prune --dry-run` lists on the controller is what the timer deletes.
+    pruning = access.inventory_with(work / "inventory-gc-prune.py", registry_gc_schedule="Sun *-*-* 03:00",
+                                    registry_retention=["prune/* keep=2 protect=latest"])
+    converge(pruning)
+    dry = run_prune(pruning, "--dry-run")
+    expected = {(d["repository"], d["tag"]) for d in dry["delete"]}
+    assert expected, dry  # the prune test's repositories hold more than 2 tags each
+    access.ssh("registry", "systemctl start regdeploy-gc.service")
+    journal = access.ssh("registry", "journalctl -u regdeploy-gc.service -o cat --no-pager")
+    assert "retention: " in journal and f'"pruned_tags": {len(expected)}' in journal, journal[-3000:]
+    assert RegistryClient(base_url(access.fleet.registry_api_address)).manifests() == {
+        key: digest for key, digest in before.items() if key not in expected}
+    # The rules gone, the prune's files go; the collection stays scheduled.
+    converge(access.inventory_with(work / "inventory-gc.py", registry_gc_schedule="Sun *-*-* 03:00"))
+    assert access.ssh("registry", "ls /usr/local/lib/regdeploy-prune /etc/regdeploy/retention.json 2>&1 | "
+                                  "grep -c 'No such file'") == "2"
+
     changed = converge(access.inventory)  # no schedule: the timer and its files go
     assert [name for name, host in changed if "Remove the garbage collection timer" in name], changed
     assert access.ssh("registry", "ls /etc/systemd/system/regdeploy-gc.* /etc/regdeploy/gc.sh 2>/dev/null || true") == ""

@@ -252,6 +252,18 @@ if [ -f /etc/systemd/system/timers.target.wants/regdeploy-gc.timer ]; then
     printf '%s\n' 'path.gc_enabled=file /etc/systemd/system/timers.target.wants/regdeploy-gc.timer'
     set -- "$@" /etc/systemd/system/timers.target.wants/regdeploy-gc.timer
 fi
+if [ -f /etc/regdeploy/retention.json ]; then
+    printf '%s\n' 'path.gc_rules=file /etc/regdeploy/retention.json'
+    set -- "$@" /etc/regdeploy/retention.json
+fi
+if [ -f /usr/local/lib/regdeploy-prune/retention.py ]; then
+    printf '%s\n' 'path.gc_planner=file /usr/local/lib/regdeploy-prune/retention.py'
+    set -- "$@" /usr/local/lib/regdeploy-prune/retention.py
+fi
+if [ -f /usr/local/lib/regdeploy-prune/token_service.py ]; then
+    printf '%s\n' 'path.gc_planner_lib=file /usr/local/lib/regdeploy-prune/token_service.py'
+    set -- "$@" /usr/local/lib/regdeploy-prune/token_service.py
+fi
 if [ -f /usr/local/lib/regdeploy/token_service.py ]; then
     printf '%s\n' 'path.token_script=file /usr/local/lib/regdeploy/token_service.py'
     set -- "$@" /usr/local/lib/regdeploy/token_service.py

@@ -217,6 +217,22 @@ if [ "$indexes" -gt 0 ]; then
 else
     flags="--delete-untagged"
 fi
+# regdeploy prune: what the retention rules take away (regdeploy.retention), decided before the
+# registry goes read-only, in $work/prune: repositories, snapshot (every tag of those as decided on:
+# REPOSITORY TAG DIGEST), tags (REPOSITORY TAG DIGEST) and manifests (REPOSITORY DIGEST) to delete.
+mkdir "$work/prune" || exit 1
+cat > "$work/prune/repositories" <<'REGDEPLOY_PRUNE'
+ci/app
+REGDEPLOY_PRUNE
+cat > "$work/prune/snapshot" <<'REGDEPLOY_PRUNE'
+ci/app v1 sha256:1111111111111111111111111111111111111111111111111111111111111111
+ci/app latest sha256:1111111111111111111111111111111111111111111111111111111111111111
+REGDEPLOY_PRUNE
+cat > "$work/prune/tags" <<'REGDEPLOY_PRUNE'
+ci/app v1 sha256:1111111111111111111111111111111111111111111111111111111111111111
+REGDEPLOY_PRUNE
+cat > "$work/prune/manifests" <<'REGDEPLOY_PRUNE'
+REGDEPLOY_PRUNE
 
 start=$(now)
 if ! enter_readonly; then
@@ -225,36 +241,29 @@ fi
 readonly_at=$(now)
 before_bytes=$(du -sb "$data" | cut -f1)
 
-# regdeploy prune: the tags and manifests the retention rules take away (regdeploy.retention), decided
-# before the registry went read-only. A tag goes only while it still points at the digest it had then
-# (one pushed since stays). A manifest goes only while no tag of its repository points at it, and
-# only if no tag of that repository changed since the decision (an index pushed meanwhile may refer
-# to it): then that repository's manifests are left to the collector's own rules.
+# regdeploy prune: the tags and manifests the retention rules take away ($work/prune, decided before
+# the registry went read-only). A tag goes only while it still points at the digest it had then (one
+# pushed since stays). A manifest goes only while no tag of its repository points at it, and only if
+# no tag of that repository changed since the decision (an index pushed meanwhile may refer to it):
+# then that repository's manifests are left to the collector's own rules.
 pruned_tags=0 pruned_manifests=0 skipped=0
 link_of() { printf '%s/%s/_manifests/tags/%s/current/link' "$repositories" "$1" "$2"; }
 read_link() { current=; { IFS= read -r current || [ -n "$current" ]; } < "$1"; } 2>/dev/null
-# Every tag of the repositories the rules apply to, as the decision saw it: REPOSITORY TAG DIGEST.
-cat > "$work/snapshot" <<'REGDEPLOY_SNAPSHOT'
-ci/app v1 sha256:1111111111111111111111111111111111111111111111111111111111111111
-ci/app latest sha256:1111111111111111111111111111111111111111111111111111111111111111
-REGDEPLOY_SNAPSHOT
-cut -d' ' -f1,2 "$work/snapshot" > "$work/snapshot-names"
+cut -d' ' -f1,2 "$work/prune/snapshot" > "$work/prune/snapshot-names"
 changed_repositories=
 while read -r repository tag digest; do
     read_link "$(link_of "$repository" "$tag")"
     [ "$current" = "$digest" ] || changed_repositories="$changed_repositories $repository "
-done < "$work/snapshot"
+done < "$work/prune/snapshot"
 # A tag that was not there when the rules were applied.
 while read -r repository; do
     for link in "$repositories/$repository"/_manifests/tags/*/current/link; do
         [ -e "$link" ] || continue
         tag=${link%/current/link}; tag=${tag##*/}
-        grep -qxF "$repository $tag" "$work/snapshot-names" \
+        grep -qxF "$repository $tag" "$work/prune/snapshot-names" \
             || changed_repositories="$changed_repositories $repository "
     done
-done <<'REGDEPLOY_REPOSITORIES'
-ci/app
-REGDEPLOY_REPOSITORIES
+done < "$work/prune/repositories"
 while read -r repository tag digest; do
     link=$(link_of "$repository" "$tag")
     read_link "$link"
@@ -263,9 +272,7 @@ while read -r repository tag digest; do
     else
         skipped=$((skipped + 1)); say "kept $repository:$tag: it points at ${current:-nothing} now, not $digest"
     fi
-done <<'REGDEPLOY_TAGS'
-ci/app v1 sha256:1111111111111111111111111111111111111111111111111111111111111111
-REGDEPLOY_TAGS
+done < "$work/prune/tags"
 while read -r repository digest; do
     case "$changed_repositories" in *" $repository "*) continue ;; esac
     if grep -qsxF "$digest" "$repositories/$repository"/_manifests/tags/*/current/link; then
@@ -273,8 +280,7 @@ while read -r repository digest; do
     fi
     rm -rf "$repositories/$repository/_manifests/revisions/sha256/${digest#sha256:}" \
         && pruned_manifests=$((pruned_manifests + 1))
-done <<'REGDEPLOY_MANIFESTS'
-REGDEPLOY_MANIFESTS
+done < "$work/prune/manifests"
 for repository in $changed_repositories; do
     say "$repository changed since the rules were applied: its manifests are left to the collector"
 done

@@ -332,6 +332,9 @@ chmod 644 "$staged"
 mv -f "$staged" "$path"
 
 
+# What this schedule no longer uses (the prune's files, once registry_retention is empty).
+rm -f /etc/regdeploy/retention.json /usr/local/lib/regdeploy-prune/retention.py /usr/local/lib/regdeploy-prune/token_service.py 
+rmdir /usr/local/lib/regdeploy-prune 2>/dev/null || true
 systemctl daemon-reload
 systemctl enable --now "$unit.timer" >/dev/null 2>&1
 systemctl is-active --quiet "$unit.timer"

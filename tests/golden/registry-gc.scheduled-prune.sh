@@ -1,0 +1,343 @@
+# Rendered by regdeploy (templates/registry-gc.sh.j2), run on the registry server by `regdeploy gc`:
+# the registry's garbage collector, which is only safe while nothing writes. The registry is switched
+# to read-only (pulls keep working, pushes are refused), the collector runs against the same storage
+# and config inside the container, config.yml is put back however the script ends, and every tag
+# must then be served with the digest it had. Messages go to stderr; the last stdout line is a JSON
+# report.
+set -u
+REFUSED=6  # exit status of a refusal for safety (registry_files.REFUSED)
+name=registry
+config=/etc/regdeploy/config.yml
+data=/var/lib/registry
+# Included by regdeploy's scripts (templates/deploy-lock.sh.j2): the host's deploy lock.
+# It belongs to the SSH connection that took it (its sshd process, by pid and start time): held for
+# as long as that connection lives, free once it ends, however it ends (finished, killed, network
+# gone), so no run ever has to clean up after another; a script that ends before its connection
+# does calls release_deploy_lock. take_deploy_lock waits up to
+# 600 s; on failure $lock_holder says who holds it. Without an sshd ancestor (run by
+# systemd: the scheduled garbage collection) the lock is tied to this script's own shell instead.
+lock=/run/regdeploy.lock
+waited=0
+lock_holder=
+# proc_stat PID: its parent ($ppid) and start time ($started_at), from the fields of /proc/PID/stat
+# after the command name (which may hold spaces), read with shell builtins: every deploy takes the
+# lock first on every host, and a process per field adds up over a fleet sharing its cores.
+proc_stat() {
+    line=
+    { read -r line < /proc/"$1"/stat; } 2>/dev/null || return 1
+    # shellcheck disable=SC2086 # split on purpose: the fields of /proc/PID/stat after the name
+    set -- ${line##*) }
+    [ $# -ge 20 ] || return 1
+    ppid=$2
+    shift 19
+    started_at=$1
+}
+take_deploy_lock() {
+    session=$$
+    while [ "$session" -gt 1 ]; do
+        comm=
+        { read -r comm < /proc/"$session"/comm; } 2>/dev/null
+        case "$comm" in sshd*) break ;; esac
+        if [ "$session" = $$ ]; then session=$PPID  # the shell knows its own parent
+        elif proc_stat "$session"; then session=$ppid; else session=1; fi
+    done
+    [ "$session" -gt 1 ] || session=$$
+    proc_stat "$session"
+    me="$session $started_at"
+    until try_deploy_lock; do
+        if [ "$waited" -ge 600 ]; then
+            lock_holder=$(cut -d' ' -f3- "$lock")
+            return 1
+        fi
+        waited=$((waited + 1))
+        sleep 1
+    done
+}
+
+# try_deploy_lock: one attempt, under an flock of $lock.guard on descriptor 9, opened in this shell
+# (a subshell per attempt costs a process on every host of every run) and closed after: closing the
+# last descriptor of the file releases the flock.
+try_deploy_lock() {
+    { command exec 9>>"$lock.guard"; } 2>/dev/null || return 1
+    flock -x 9
+    if [ -s "$lock" ]; then
+        read -r lock_pid lock_started _ < "$lock"
+        if [ "$lock_pid $lock_started" = "$me" ]; then exec 9>&-; return 0; fi
+        # Held while the holder's connection lives (same pid, same start time).
+        if proc_stat "$lock_pid" && [ "$started_at" = "$lock_started" ]; then exec 9>&-; return 1; fi
+    fi
+    printf '%s %s\n' "$me" 'regdeploy gc (systemd regdeploy-gc.timer)' > "$lock"
+    set -- $?  # not taken if it could not be written
+    exec 9>&-
+    return "$1"
+}
+
+# release_deploy_lock: let the next run in now (only a lock this connection holds).
+release_deploy_lock() {
+    [ -n "${me:-}" ] || return 0
+    (
+        flock -x 9
+        read -r pid started _ < "$lock" 2>/dev/null
+        [ "$pid $started" = "$me" ] && : > "$lock"
+    ) 9>>"$lock.guard"
+}
+
+# Included by regdeploy's scripts (templates/registry-api.sh.j2): shell functions over the registry
+# API, with curl. `base` is the URL clients use (so a TLS certificate's name checks out), and curl
+# connects to "$target" instead: the registry on this host's loopback (a caller may point it at
+# another port). CA and credentials come from files (regdeploy.registry_files): no secret is ever
+# on a command line.
+base=http://reg1:5000
+target=127.0.0.1:5000
+api_curl() { curl --connect-to reg1:5000:"$target"  "$@"; }
+
+# walk PATH: every entry of a paginated list (/v2/_catalog, /v2/NAME/tags/list), one per line,
+# following the API's pagination (n, last, Link: rel="next"). Names and tags cannot contain
+# quotes, commas or brackets (Docker's grammar), so the JSON array splits safely.
+walk() {
+    next="$1?n=100"
+    while [ -n "$next" ]; do
+        response=$(api_curl -fsS -D - "$base$next") || return 1
+        response=$(printf '%s\n' "$response" | tr -d '\r')
+        printf '%s\n' "$response" | sed '1,/^$/d' | grep -o '\[[^]]*\]' | tr -d '[]" ' | tr ',' '\n' | sed '/^$/d'
+        next=$(printf '%s\n' "$response" | sed -n '1,/^$/ s/^[Ll]ink: *<\([^>]*\)>.*rel="next".*/\1/p')
+    done
+}
+
+# manifests: "NAME TAG DIGEST" for every tag the registry serves, sorted: what a move of its data
+# must keep exactly. The digest is the registry's own (Docker-Content-Digest of the manifest).
+manifests() {
+    repositories=$(walk /v2/_catalog) || return 1
+    listing=""
+    for repository in $repositories; do
+        tags=$(walk "/v2/$repository/tags/list") || return 1
+        for tag in $tags; do
+            digest=$(api_curl -fsSI \
+                -H 'Accept: application/vnd.docker.distribution.manifest.v2+json' \
+                -H 'Accept: application/vnd.docker.distribution.manifest.list.v2+json' \
+                -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+                -H 'Accept: application/vnd.oci.image.index.v1+json' \
+                "$base/v2/$repository/manifests/$tag" | tr -d '\r' \
+                | sed -n 's/^[Dd]ocker-[Cc]ontent-[Dd]igest: *//p')
+            [ -n "$digest" ] || return 1
+            listing="$listing$repository $tag $digest
+"
+        done
+    done
+    printf '%s' "$listing" | sort
+}
+
+# wait_ready SECONDS: until GET $base/v2/ answers, polling every 0.05 s (a new registry container
+# answers moments after `docker run` returns, and a deploy or a backup waits for this).
+wait_ready() {
+    i=0
+    until api_curl -fsS -o /dev/null "$base/v2/" 2>/dev/null; do
+        i=$((i + 1))
+        [ "$i" -lt $(($1 * 20)) ] || return 1
+        sleep 0.05
+    done
+}
+
+say() { echo "regdeploy: $*" >&2; }
+now() { date +%s.%N; }
+
+# Included by regdeploy's scripts that need the registry read-only for a while (templates/
+# registry-readonly.sh.j2: `regdeploy backup`, `regdeploy gc` and its timer). It takes the host's
+# deploy lock, checks the registry answers and saves its config.yml in $work. enter_readonly puts
+# the read-only config.yml in place (in place: the container mounts this very file) and restarts the
+# registry; put_back restores the saved one and restarts it; both wait until it answers. Interrupted,
+# the script puts config.yml back. Needs say(), $name and $config.
+take_deploy_lock || { say "another regdeploy run holds this host's deploy lock ($lock_holder); waited $waited s"; exit "$REFUSED"; }
+trap release_deploy_lock EXIT
+docker container inspect "$name" >/dev/null 2>&1 || { say "no container $name on this host: deploy the registry first"; exit 1; }
+wait_ready 60 || { say "the registry does not answer on $base"; exit 1; }
+work=$(mktemp -d) || exit 1
+cp -p "$config" "$work/config.yml" || { rm -rf "$work"; exit 1; }
+enter_readonly() {
+    cat > "$config" <<'REGDEPLOY_READONLY_CONFIG'
+# Rendered by regdeploy (templates/registry-config.yml.j2); changes here are overwritten.
+# Paths are inside the container: the host's /var/lib/registry is mounted on /var/lib/registry.
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/registry
+  # The DELETE API (registry_allow_delete); garbage collection does not need it.
+  delete:
+    enabled: false
+  # `regdeploy backup` only, for the length of the copy: pulls work, pushes and deletes are refused.
+  maintenance:
+    readonly:
+      enabled: true
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+  # The debug endpoint: /debug/health and Prometheus /metrics. Published on the server's loopback
+  # only, unless registry_metrics_port publishes it.
+  debug:
+    addr: :5001
+    prometheus:
+      enabled: true
+      path: /metrics
+health:
+  storagedriver:
+    enabled: true
+    interval: 10s
+    threshold: 3
+REGDEPLOY_READONLY_CONFIG
+    docker restart -t 10 "$name" >/dev/null && wait_ready 60
+}
+put_back() {
+    cat "$work/config.yml" > "$config" && docker restart -t 10 "$name" >/dev/null && wait_ready 60
+}
+trap 'put_back; rm -rf "$work"; exit 1' INT TERM HUP
+
+
+# --delete-untagged also deletes the platform manifests an image index (multi-arch) refers to, since
+# they carry no tag of their own (distribution issue 3178): with any index stored, untagged
+# manifests are kept and only unreferenced blobs go.
+indexes=0
+repositories="$data/docker/registry/v2/repositories"
+blobs="$data/docker/registry/v2/blobs/sha256"
+if [ -d "$repositories" ]; then
+    indexes=$(find "$repositories" -path '*/_manifests/revisions/sha256/*/link' | while read -r link; do
+        digest=$(cut -d: -f2 < "$link")
+        grep -qE '"mediaType": *"application/vnd\.(oci\.image\.index\.v1|docker\.distribution\.manifest\.list\.v2)\+json"' \
+            "$blobs/$(printf %s "$digest" | cut -c1-2)/$digest/data" 2>/dev/null && echo "$link"
+    done | wc -l)
+fi
+if [ "$indexes" -gt 0 ]; then
+    flags=""
+    say "$indexes image index(es) stored: untagged manifests are kept (distribution issue 3178), only unreferenced blobs are freed"
+else
+    flags="--delete-untagged"
+fi
+# regdeploy prune: what the retention rules take away (regdeploy.retention), decided before the
+# registry goes read-only, in $work/prune: repositories, snapshot (every tag of those as decided on:
+# REPOSITORY TAG DIGEST), tags (REPOSITORY TAG DIGEST) and manifests (REPOSITORY DIGEST) to delete.
+mkdir "$work/prune" || exit 1
+# On the timer: decided here, by the same planner as the regdeploy command's (retention.py).
+# list_storage: what the registry's filesystem storage ($data) holds, only read (the registry keeps
+# running and writable), for regdeploy.retention.parse_storage:
+#   tag REPOSITORY TAG DIGEST EPOCH   EPOCH: the last push of TAG, its current/link's mtime
+#   revision REPOSITORY DIGEST        a manifest stored in REPOSITORY
+#   manifest DIGEST BYTES JSON        once per manifest: its size and its JSON on one line
+list_storage() (
+    [ -d "$data/docker/registry/v2/repositories" ] || exit 0
+    cd "$data/docker/registry/v2/repositories" || exit 1
+    list=$(mktemp) || exit 1
+    trap 'rm -f "$list"' EXIT
+    find . -path '*/_manifests/tags/*/current/link' -printf '%P %T@\n' | while read -r path pushed; do
+        repository=${path%%/_manifests/*}
+        tag=${path#*/_manifests/tags/}
+        tag=${tag%/current/link}
+        digest=
+        { IFS= read -r digest || [ -n "$digest" ]; } < "$path"
+        echo "tag $repository $tag $digest $pushed"
+    done
+    find . -path '*/_manifests/revisions/sha256/*/link' -printf '%P\n' | while read -r path; do
+        hex=${path%/link}
+        echo "revision ${path%%/_manifests/*} sha256:${hex##*/}"
+    done > "$list"
+    cat "$list"
+    cut -d' ' -f3 "$list" | sort -u | while read -r digest; do
+        hex=${digest#sha256:}
+        blob="$data/docker/registry/v2/blobs/sha256/$(printf %.2s "$hex")/$hex/data"
+        size=$(stat -c %s "$blob" 2>/dev/null) || { echo "regdeploy: manifest $digest has no blob" >&2; continue; }
+        printf 'manifest %s %s %s\n' "$digest" "$size" "$(tr -d '\n\r' < "$blob")"
+    done
+)
+
+if ! list_storage > "$work/storage" \
+        || ! python3 /usr/local/lib/regdeploy-prune/retention.py /etc/regdeploy/retention.json "$work/prune" < "$work/storage" > "$work/prune.json"; then
+    rm -rf "$work"; say "the retention rules could not be applied; nothing was changed"; exit 1
+fi
+say "retention: $(cat "$work/prune.json")"
+
+start=$(now)
+if ! enter_readonly; then
+    put_back; rm -rf "$work"; say "the registry did not come back in read-only mode: nothing was collected"; exit 1
+fi
+readonly_at=$(now)
+before_bytes=$(du -sb "$data" | cut -f1)
+
+# regdeploy prune: the tags and manifests the retention rules take away ($work/prune, decided before
+# the registry went read-only). A tag goes only while it still points at the digest it had then (one
+# pushed since stays). A manifest goes only while no tag of its repository points at it, and only if
+# no tag of that repository changed since the decision (an index pushed meanwhile may refer to it):
+# then that repository's manifests are left to the collector's own rules.
+pruned_tags=0 pruned_manifests=0 skipped=0
+link_of() { printf '%s/%s/_manifests/tags/%s/current/link' "$repositories" "$1" "$2"; }
+read_link() { current=; { IFS= read -r current || [ -n "$current" ]; } < "$1"; } 2>/dev/null
+cut -d' ' -f1,2 "$work/prune/snapshot" > "$work/prune/snapshot-names"
+changed_repositories=
+while read -r repository tag digest; do
+    read_link "$(link_of "$repository" "$tag")"
+    [ "$current" = "$digest" ] || changed_repositories="$changed_repositories $repository "
+done < "$work/prune/snapshot"
+# A tag that was not there when the rules were applied.
+while read -r repository; do
+    for link in "$repositories/$repository"/_manifests/tags/*/current/link; do
+        [ -e "$link" ] || continue
+        tag=${link%/current/link}; tag=${tag##*/}
+        grep -qxF "$repository $tag" "$work/prune/snapshot-names" \
+            || changed_repositories="$changed_repositories $repository "
+    done
+done < "$work/prune/repositories"
+while read -r repository tag digest; do
+    link=$(link_of "$repository" "$tag")
+    read_link "$link"
+    if [ "$current" = "$digest" ]; then
+        rm -rf "${link%/current/link}" && pruned_tags=$((pruned_tags + 1))
+    else
+        skipped=$((skipped + 1)); say "kept $repository:$tag: it points at ${current:-nothing} now, not $digest"
+    fi
+done < "$work/prune/tags"
+while read -r repository digest; do
+    case "$changed_repositories" in *" $repository "*) continue ;; esac
+    if grep -qsxF "$digest" "$repositories/$repository"/_manifests/tags/*/current/link; then
+        say "kept $repository@$digest: a tag points at it"; continue
+    fi
+    rm -rf "$repositories/$repository/_manifests/revisions/sha256/${digest#sha256:}" \
+        && pruned_manifests=$((pruned_manifests + 1))
+done < "$work/prune/manifests"
+for repository in $changed_repositories; do
+    say "$repository changed since the rules were applied: its manifests are left to the collector"
+done
+# What must still be served afterwards, listed once nothing can be pushed.
+if ! manifests > "$work/before"; then
+    put_back; rm -rf "$work"; say "could not list the registry's content: nothing was collected"; exit 1
+fi
+# shellcheck disable=SC2086
+docker exec "$name" registry garbage-collect $flags /etc/docker/registry/config.yml > "$work/gc.log" 2>&1
+gc_status=$?
+collected_at=$(now)
+put_back || { rm -rf "$work"; say "could not put $config back: run the deploy to restore it"; exit 1; }
+end=$(now)
+trap - INT TERM HUP
+if [ "$gc_status" != 0 ]; then
+    tail -n 20 "$work/gc.log" >&2; rm -rf "$work"; say "garbage-collect failed (exit $gc_status); the registry is writable again"; exit 1
+fi
+manifests > "$work/after" || { rm -rf "$work"; say "could not list the registry's content after collecting"; exit 1; }
+# Pushes may have landed since the registry is writable again: every tag from before must be there.
+if [ -n "$(comm -23 "$work/before" "$work/after")" ]; then
+    comm -23 "$work/before" "$work/after" >&2; rm -rf "$work"
+    say "after garbage-collect the registry does not serve every tag with the digest it had"; exit 1
+fi
+after_bytes=$(du -sb "$data" | cut -f1)
+summary=$(grep -E 'blobs marked' "$work/gc.log" | tail -n 1)
+tags=$(grep -c . "$work/before")
+freed=$((before_bytes - after_bytes))
+rm -rf "$work"
+seconds() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b - a }'; }
+say "read-only window: $(seconds "$start" "$end") s (collector $(seconds "$readonly_at" "$collected_at") s); freed $freed bytes; $tags tags still served with the same digests. $summary"
+printf '{"freed_bytes": %s, "before_bytes": %s, "after_bytes": %s, "readonly_seconds": %s, "collector_seconds": %s, "readonly_from": %s, "readonly_until": %s, "delete_untagged": %s, "indexes": %s, "tags": %s, "pruned_tags": %s, "pruned_manifests": %s, "skipped_tags": %s}\n' \
+    "$freed" "$before_bytes" "$after_bytes" "$(seconds "$start" "$end")" \
+    "$(seconds "$readonly_at" "$collected_at")" "$readonly_at" "$collected_at" \
+    "$([ -n "$flags" ] && echo true || echo false)" "$indexes" "$tags" \
+    "$pruned_tags" "$pruned_manifests" "$skipped"

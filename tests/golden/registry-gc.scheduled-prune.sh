@@ -221,7 +221,8 @@ fi
 # registry goes read-only, in $work/prune: repositories, snapshot (every tag of those as decided on:
 # REPOSITORY TAG DIGEST), tags (REPOSITORY TAG DIGEST) and manifests (REPOSITORY DIGEST) to delete.
 mkdir "$work/prune" || exit 1
-# On the timer: decided here, by the same planner as the regdeploy command's (retention.py).
+# On the timer: decided here, by the same planner as the regdeploy command's (retention.py; -B: no
+# __pycache__ left beside it).
 # list_storage: what the registry's filesystem storage ($data) holds, only read (the registry keeps
 # running and writable), for regdeploy.retention.parse_storage:
 #   tag REPOSITORY TAG DIGEST EPOCH   EPOCH: the last push of TAG, its current/link's mtime
@@ -254,7 +255,7 @@ list_storage() (
 )
 
 if ! list_storage > "$work/storage" \
-        || ! python3 /usr/local/lib/regdeploy-prune/retention.py /etc/regdeploy/retention.json "$work/prune" < "$work/storage" > "$work/prune.json"; then
+        || ! python3 -B /usr/local/lib/regdeploy-prune/retention.py /etc/regdeploy/retention.json "$work/prune" < "$work/storage" > "$work/prune.json"; then
     rm -rf "$work"; say "the retention rules could not be applied; nothing was changed"; exit 1
 fi
 say "retention: $(cat "$work/prune.json")"

@@ -334,6 +334,7 @@ mv -f "$staged" "$path"
 
 # What this schedule no longer uses (the prune's files, once registry_retention is empty).
 rm -f /etc/regdeploy/retention.json /usr/local/lib/regdeploy-prune/retention.py /usr/local/lib/regdeploy-prune/token_service.py 
+rm -rf /usr/local/lib/regdeploy-prune/__pycache__
 rmdir /usr/local/lib/regdeploy-prune 2>/dev/null || true
 systemctl daemon-reload
 systemctl enable --now "$unit.timer" >/dev/null 2>&1

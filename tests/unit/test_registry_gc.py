@@ -70,7 +70,7 @@ def test_with_retention_rules_the_timer_prunes_first_with_the_planner_on_the_ser
     assert set(files) == {"gc_script", "gc_service", "gc_timer", "gc_rules", "gc_planner", "gc_planner_lib"}
     assert retention.rules_from_json(files["gc_rules"]) == retention.parse_rules(RULES)
     assert files["gc_planner"] == Path(retention.__file__).read_text()
-    assert f"python3 {GC_FILES['gc_planner']} {GC_FILES['gc_rules']}" in files["gc_script"]
+    assert f"python3 -B {GC_FILES['gc_planner']} {GC_FILES['gc_rules']}" in files["gc_script"]
     # Rules taken away again: the prune's files are the schedule's to remove.
     plain = gc_files(settings())
     assert plan_gc_schedule(SCHEDULE, plain, {**found_for(plain), "gc_planner": "x 644 root"}) == "install"
@@ -92,7 +92,7 @@ def test_the_planner_runs_alone_with_debians_python(tmp_path):
                       (("v1", old, 1000), ("v2", new, 2000), ("v3", new, 3000), ("v4", new, 4000)))
     listing += f"revision prune/app {old}\nrevision prune/app {new}\nmanifest {old} 10 {{}}\nmanifest {new} 10 {{}}\n"
     (tmp_path / "out").mkdir()
-    result = subprocess.run(["/usr/bin/python3", str(tmp_path / "retention.py"), str(tmp_path / "rules.json"),
+    result = subprocess.run(["/usr/bin/python3", "-B", str(tmp_path / "retention.py"), str(tmp_path / "rules.json"),
                              str(tmp_path / "out")], input=listing, capture_output=True, text=True, cwd="/",
                             env={"PATH": "/usr/bin:/bin"})
     assert result.returncode == 0, result.stderr

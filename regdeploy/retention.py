@@ -195,8 +195,10 @@ def plan(rules: tuple[Rule, ...], storage: Storage, now: int) -> Plan:
             continue
         needed = _closure({t.digest for t in kept_tags if t.repository == repository}, storage.manifests)
         losing = _closure({t.digest for t in delete_tags if t.repository == repository}, storage.manifests)
-        # Untagged manifests regdeploy's rules did not take away are left to gc: they stay here.
-        gone = {d for d in losing - needed if d in storage.revisions[repository]}
+        # Untagged manifests regdeploy's rules did not take away are left to gc: they stay here. A
+        # manifest that stays but could not be read might be an index: nothing of its repository goes.
+        unread = any(d not in storage.manifests for d in needed)
+        gone = set() if unread else {d for d in losing - needed if d in storage.revisions[repository]}
         live.update(set(storage.revisions[repository]) - gone)
         delete_manifests += [(repository, d) for d in sorted(gone)]
     return Plan(tuple(delete_tags), tuple(delete_manifests), tuple(kept_tags),

@@ -120,6 +120,14 @@ def test_an_index_kept_keeps_its_platforms_and_one_deleted_takes_only_what_nothi
     assert found.delete_manifests == (("multi/app", digest(60)), ("multi/app", digest(61)))
 
 
+def test_a_kept_manifest_that_could_not_be_read_keeps_every_manifest_of_its_repository():
+    """It might be an index whose platforms the deleted tags' manifests are: tags go, manifests stay."""
+    tags = [Tag("multi/app", "new", digest(50), NOW - DAY), Tag("multi/app", "old", digest(51), NOW - 9 * DAY)]
+    manifests = {digest(51): image(151, (251, 10))}  # 50 (new's) unreadable
+    found = plan(parse_rules(["* keep=1"]), storage(tags, manifests, {"multi/app": {digest(50), digest(51)}}), NOW)
+    assert [t.tag for t in found.delete_tags] == ["old"] and found.delete_manifests == ()
+
+
 def test_untagged_manifests_the_rules_did_not_take_are_left_to_gc():
     tags, manifests = six_tags()
     manifests[digest(77)] = image(177, (277, 10))

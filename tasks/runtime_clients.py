@@ -26,16 +26,16 @@ def trust_registry_containerd(settings: Settings, state: HostState) -> None:
     """`state` is the host's DockerHostState fact."""
     address, files = settings.registry_address, state.files
     directory = runtime_config.containerd_hosts_dir(address)
-    # Planned here (a config regdeploy must not touch stops the deploy before anything changes), written
-    # here only without a login: with one, at the login's place.
-    plan = containerd_config_plan(settings, state, login=None)
     put_registry_ca(settings, f"{directory}/ca.crt", files.get("containerd_ca"), "containerd")
     changed = put_if_changed(f"{directory}/hosts.toml", runtime_config.hosts_toml(address, settings.registry_tls),
                               files.get("containerd_hosts"), f"Write containerd's {directory}/hosts.toml")
     if logs_in(settings):
+        # config.toml with the credentials, planned and written at the login's place (a config regdeploy
+        # must not touch stops the deploy there too: pyinfra runs nothing before every operation exists).
         if not changed:
             host.noop(f"containerd reaches {address} through {directory}/hosts.toml")
         return
+    plan = containerd_config_plan(settings, state, login=None)
     if plan.content is None:
         if not changed:
             host.noop(f"containerd reaches {address} through {directory}/hosts.toml ({plan.reason})")

@@ -94,6 +94,17 @@ join_lines() {
     done < "$2"
     printf '%s=%s\n' "$1" "$text"
 }
+# send_lines LABEL FILE [masked]: the file's content as "lines.LABEL=" (join_lines), or, for a file
+# that holds a unit separator, one "line.LABEL=" line per line (masked alike).
+send_lines() {
+    join_lines "lines.$1" "$2" "${3:-}" && return 0
+    n=0
+    while IFS= read -r line || [ -n "$line" ]; do
+        n=$((n + 1))
+        [ -z "${3:-}" ] || mask_secret
+        printf 'line.%s=%s\n' "$1" "$line"
+    done < "$2"
+}
 # mask_secret: $line, line $n of a TOML file, with its value masked if it sets a secret (a key, bare,
 # quoted or dotted, ending in password, auth or identitytoken): KEY= "<regdeploy: masked line N>".
 # What the apply script puts back from the file itself; no secret leaves the host.
@@ -295,8 +306,7 @@ fi
 if [ -f /var/lib/regdeploy/managed-by ]; then
     printf '%s\n' 'path.managed_by=lines /var/lib/regdeploy/managed-by'
     set -- "$@" /var/lib/regdeploy/managed-by
-    join_lines lines.managed_by /var/lib/regdeploy/managed-by \
-        || while IFS= read -r line || [ -n "$line" ]; do printf 'line.managed_by=%s\n' "$line"; done < /var/lib/regdeploy/managed-by
+    send_lines managed_by /var/lib/regdeploy/managed-by
 fi
 # login: regdeploy's stamp (user and a bcrypt hash) beside a credential it put there, shown only
 # while the credential itself is there and mentions "reg1:5000"; the credential's mode from the find.
@@ -316,13 +326,11 @@ if [ -f /root/.config/containers/regdeploy-login ] && [ -f /root/.config/contain
     printf '%s\n' 'path.podman_login=stamp /root/.config/containers/auth.json'
     set -- "$@" /root/.config/containers/auth.json
 fi
-# containerd_config: its content, every secret's value masked.
+# containerd_config: its content too (every secret's value masked).
 if [ -f /etc/containerd/config.toml ]; then
     printf '%s\n' 'path.containerd_config=lines /etc/containerd/config.toml'
     set -- "$@" /etc/containerd/config.toml
-    join_lines lines.containerd_config /etc/containerd/config.toml masked \
-        || { n=0; while IFS= read -r line || [ -n "$line" ]; do
-            n=$((n + 1)); mask_secret; printf 'line.containerd_config=%s\n' "$line"; done < /etc/containerd/config.toml; }
+    send_lines containerd_config /etc/containerd/config.toml masked
 fi
 # containerd_login: regdeploy's stamp (user and a bcrypt hash) beside a credential it put there, shown only
 # while the credential itself is there and mentions "reg1:5000"; the credential's mode from the find.
@@ -337,8 +345,7 @@ fi
 if [ -f /etc/regdeploy/auth/htpasswd ]; then
     printf '%s\n' 'path.htpasswd=lines /etc/regdeploy/auth/htpasswd'
     set -- "$@" /etc/regdeploy/auth/htpasswd
-    join_lines lines.htpasswd /etc/regdeploy/auth/htpasswd \
-        || while IFS= read -r line || [ -n "$line" ]; do printf 'line.htpasswd=%s\n' "$line"; done < /etc/regdeploy/auth/htpasswd
+    send_lines htpasswd /etc/regdeploy/auth/htpasswd
 fi
 # api: regdeploy's stamp (user and a bcrypt hash) beside a credential it put there, shown only
 # while the credential itself is there; the credential's mode from the find.

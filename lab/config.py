@@ -71,9 +71,10 @@ CEPH_PACKAGES = ["ceph-mon", "ceph-osd", "radosgw", "ceph-common"]
 # installs Docker (or the runtime it plays) without fetching it from the mirror, N hosts never
 # download it N times. From trixie on, docker.io only recommends the `docker` command (docker-cli).
 # apparmor: what a host whose kernel enforces AppArmor (the VM tier's) also gets with Docker.
-# bookworm also precaches haproxy (the registry_lb host) and the lab's one-node Ceph (the store host).
+# bookworm also precaches haproxy and keepalived (the registry_lb hosts) and the lab's one-node Ceph
+# (the store host).
 PRECACHED_PACKAGES = {
-    "bookworm": ["docker.io", "apparmor", "haproxy", *CEPH_PACKAGES],
+    "bookworm": ["docker.io", "apparmor", "haproxy", "keepalived", *CEPH_PACKAGES],
     "trixie": ["docker.io", "docker-cli", "containerd", "podman", "apparmor"],
     "sid": ["docker.io", "docker-cli", "containerd", "podman", "apparmor"],
 }
@@ -207,6 +208,12 @@ class Lab:
         # .1 is the bridge gateway (the controller); the server is .10, clients .11 upwards.
         return f"{self.subnet_prefix}.{10 + index}"
 
+    @property
+    def vip(self) -> str:
+        """A lab with replicas: the address its load balancers share (no host has it; hosts use .10 up
+        to at most .220), and the name every host knows it by (VIP_NAME, in its /etc/hosts)."""
+        return f"{self.subnet_prefix}.250"
+
 
 DEFAULT_NAME = "regdeploy-lab"
 # The test lab (`pytest` without --inventory), server first: the fleet as it really is — Debian 12
@@ -227,7 +234,9 @@ def default_lab(name: str | None = None) -> Lab:
     return Lab(name=name, subnet_prefix=subnet)
 
 
-LB_HOST = "lb"
+# A lab with replicas: two load balancers sharing the lab's vip, which every host knows as VIP_NAME.
+LB_HOSTS = ("lb1", "lb2")
+VIP_NAME = "registry"
 STORE_HOST = "store"
 STORE_BUCKET = "registry"
 STORE_PORT = 7480  # radosgw's beast frontend
@@ -236,12 +245,13 @@ STORE_ACCESS_KEY = "REGDEPLOYLAB"  # its secret key: Lab.s3_secret_path
 
 def hostnames(clients: int, replicas: int = 0) -> list[str]:
     """The lab's hosts in address order: `registry` and the clients; with `replicas`, registry1..N on
-    the lab's S3 store, the load balancer and the store itself before the clients."""
-    servers = ["registry"] if not replicas else [f"registry{i}" for i in range(1, replicas + 1)] + [LB_HOST, STORE_HOST]
+    the lab's S3 store, the load balancers and the store itself before the clients."""
+    servers = (["registry"] if not replicas
+               else [f"registry{i}" for i in range(1, replicas + 1)] + [*LB_HOSTS, STORE_HOST])
     return servers + [f"client{i}" for i in range(1, clients + 1)]
 
 
 def host_order(hostname: str) -> tuple:
     """Sort key giving hostnames()'s order."""
-    role = 0 if hostname.startswith("registry") else {LB_HOST: 1, STORE_HOST: 2}.get(hostname, 3)
+    role = 0 if hostname.startswith("registry") else 1 if hostname in LB_HOSTS else 2 if hostname == STORE_HOST else 3
     return role, len(hostname), hostname

@@ -91,7 +91,9 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
             if hostname in existing:
                 docker("start", lab.container_name(hostname))
             else:
-                _start_host(lab, hostname, index, specs[hostname])
+                _start_host(lab, hostname, index, specs[hostname],
+                            # A lab with replicas: every host knows the load balancers' shared address.
+                            extra_hosts={config.VIP_NAME: lab.vip} if replicas else {})
     if replicas:
         _ensure_secrets(lab)
     inventory.write(lab, wanted, specs)
@@ -141,7 +143,8 @@ def _ensure_network(lab: config.Lab) -> None:
                "--label", f"{config.LAB_LABEL}={lab.name}", lab.network)
 
 
-def _start_host(lab: config.Lab, hostname: str, index: int, spec: config.HostSpec = config.HostSpec()) -> None:
+def _start_host(lab: config.Lab, hostname: str, index: int, spec: config.HostSpec = config.HostSpec(),
+                extra_hosts: dict[str, str] | None = None) -> None:
     volume = lab.volume_name(hostname)
     docker("volume", "create", "--label", f"{config.LAB_LABEL}={lab.name}", volume)
     # Podman's and containerd's stores need a real filesystem too (overlay does not stack on overlay).
@@ -153,6 +156,7 @@ def _start_host(lab: config.Lab, hostname: str, index: int, spec: config.HostSpe
         "--label", f"{config.LAB_LABEL}={lab.name}", "--label", f"{OWNER_LABEL}={lab.state_dir}",
         "--label", f"{SPEC_LABEL}={spec}",
         "--network", lab.network, "--ip", lab.address(index), "--network-alias", hostname,
+        *(arg for name, address in (extra_hosts or {}).items() for arg in ("--add-host", f"{name}:{address}")),
         *HOST_RUN_ARGS,
         # Docker inside the host needs a real filesystem (not overlay on overlay) for overlay2.
         "-v", f"{volume}:/var/lib/docker",

@@ -26,7 +26,8 @@ docker_clients = [
 REPLICAS_TEMPLATE = '''"""The lab's hosts, written by `python -m lab up --replicas N`: regenerated on every `up`, do not edit.
 
 {replicas} registry replicas on the lab's S3 store (Ceph RGW on host `store`, which regdeploy does not
-manage), behind haproxy on `lb`; clients use the registry at lb:5000."""
+manage), behind haproxy on {lb_names}, which share {vip} (keepalived); every lab host knows that address
+as {vip_name}, and clients use the registry at {vip_name}:5000."""
 
 _ssh = {ssh!r}
 # Every host agrees on the storage (the secrets are files of the lab, 0600, never in this file).
@@ -38,8 +39,7 @@ registry_servers = [
 {servers}]
 
 registry_lb = [
-    ({lb!r}, {{**_shared, "ssh_hostname": {lb_ip!r}}}),
-]
+{lbs}]
 
 docker_clients = [
 {clients}]
@@ -86,6 +86,8 @@ def _write_replicas(lab: config.Lab, hostnames: list[str], addresses: dict[str, 
     servers = [h for h in hostnames if h.startswith("registry")]
     clients = [h for h in hostnames if h.startswith("client")]
     shared = {
+        "registry_lb_vip": f"{lab.vip}/24",
+        "registry_host": config.VIP_NAME,
         "registry_storage": "s3",
         "registry_s3_endpoint": f"http://{addresses[config.STORE_HOST]}:{config.STORE_PORT}",
         "registry_s3_bucket": config.STORE_BUCKET,
@@ -95,7 +97,9 @@ def _write_replicas(lab: config.Lab, hostnames: list[str], addresses: dict[str, 
     }
     lab.inventory_path.write_text(REPLICAS_TEMPLATE.format(
         ssh=ssh, shared=shared, replicas=len(servers), archive=str(lab.registry_archive),
-        archive_sha=archive_sha256(str(lab.registry_archive)), lb=config.LB_HOST, lb_ip=addresses[config.LB_HOST],
+        archive_sha=archive_sha256(str(lab.registry_archive)), lb_names=" and ".join(config.LB_HOSTS), vip=lab.vip,
+        vip_name=config.VIP_NAME,
+        lbs="".join(f'    ({h!r}, {{**_shared, "ssh_hostname": {addresses[h]!r}}}),\n' for h in config.LB_HOSTS),
         servers="".join(f'    ({h!r}, {{**_shared, **_image, "ssh_hostname": {addresses[h]!r}}}),\n' for h in servers),
         clients="".join(f'    ({h!r}, {{**_shared, "ssh_hostname": {addresses[h]!r}}}),\n' for h in clients),
     ))

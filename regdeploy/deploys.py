@@ -30,6 +30,7 @@ from .tasks.registry_cache import run_registry_cache
 from .tasks.registry_gc import schedule_gc
 from .tasks.registry_lb import run_load_balancer
 from .tasks.registry_login import log_in_to_registry
+from .tasks.registry_retire import retire_registry
 from .tasks.registry_security import drop_previous_passwords, install_registry_secrets, remove_unused_secrets
 from .tasks.registry_seed import seed_registry
 from .tasks.registry_server import run_registry
@@ -80,6 +81,9 @@ def _provision(settings: Settings) -> None:
     # The load balancer first: a replica being replaced waits until haproxy sends it requests again.
     if settings.is_lb:
         run_load_balancer(settings, state)
+    # A former replica stops only after that: the load balancers no longer send it requests.
+    if not settings.is_server:
+        retire_registry(settings, state)
     if settings.is_server:
         install_registry_secrets(settings, state)
         if settings.registry_access:

@@ -47,7 +47,7 @@ def packages_to_check(settings: Settings) -> list[str]:
     balancer's on the registry_lb host (which gets no Docker unless it also uses the registry)."""
     docker = packages_for(settings) + (["docker.io"] if settings.docker_install_source == "docker-ce" else []) \
         if settings.uses_registry else []
-    return docker + (list(load_balancer.PACKAGES) if settings.is_lb else []) + \
+    return docker + (list(load_balancer.packages(settings)) if settings.is_lb else []) + \
         (list(access.TOKEN_PACKAGES) if settings.is_server and settings.registry_access else []) + \
         (list(retention.PACKAGES) if settings.is_server and settings.registry_gc_schedule and settings.registry_retention
          else [])

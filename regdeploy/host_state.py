@@ -48,6 +48,7 @@ class HostState:
     os: dict[str, str] = field(default_factory=dict)
     tools: set[str] = field(default_factory=set)
     running: set[str] = field(default_factory=set)  # the "running" checks' units that are active
+    enabled_units: set[str] = field(default_factory=set)  # the "enabled" checks' units that start at boot
     apparmor: bool = False
     cache: ServerState | None = None
 
@@ -112,6 +113,8 @@ def parse_host_state(output: list[str]) -> HostState:
             state.tools.add(value.strip())
         elif key == "running":
             state.running.add(value.strip())
+        elif key == "enabled":
+            state.enabled_units.add(value.strip())
         elif key == "ActiveState":
             state.active = value.strip() == "active"
         elif key == "UnitFileState":

@@ -39,14 +39,19 @@ class InventoryHost:
 class Fleet:
     server: InventoryHost  # the first (or only) registry server
     clients: tuple[InventoryHost, ...]
-    # Every registry server (replicas on shared storage: several) and the registry_lb host, if any.
+    # Every registry server (replicas on shared storage: several) and the registry_lb hosts, if any.
     servers: tuple[InventoryHost, ...] = ()
-    lb: InventoryHost | None = None
+    lbs: tuple[InventoryHost, ...] = ()
+
+    @property
+    def lb(self) -> InventoryHost | None:
+        """The first load balancer, if any."""
+        return self.lbs[0] if self.lbs else None
 
     @property
     def hosts(self) -> tuple[InventoryHost, ...]:
         servers = self.servers or (self.server,)
-        return (*servers, *((self.lb,) if self.lb and self.lb not in self.clients else ()), *self.clients)
+        return (*servers, *(lb for lb in self.lbs if lb not in self.clients), *self.clients)
 
     @property
     def registry_address(self) -> str:
@@ -54,10 +59,10 @@ class Fleet:
 
     @property
     def registry_api_address(self) -> str:
-        """host:port the controller uses for the registry API: the load balancer's SSH address, else
-        the server's."""
-        front = self.lb or self.server
-        return f"{front.address}:{self.server.settings.registry_port}"
+        """host:port the controller uses for the registry API: the load balancers' shared address, the
+        load balancer's SSH address, else the server's."""
+        front = self.server.settings.vip_address or (self.lb or self.server).address
+        return f"{front}:{self.server.settings.registry_port}"
 
 
 def load_fleet(path: str, check_files: bool = False) -> Fleet:
@@ -77,8 +82,8 @@ def load_fleet(path: str, check_files: bool = False) -> Fleet:
              if name in settings}
     servers = tuple(h for h in hosts.values() if group.servers in h.groups)
     clients = tuple(h for h in hosts.values() if group.clients in h.groups and h not in servers)
-    lb = next((h for h in hosts.values() if group.lb in h.groups), None)
-    return Fleet(server=servers[0], clients=clients, servers=servers, lb=lb)
+    lbs = tuple(h for h in hosts.values() if group.lb in h.groups)
+    return Fleet(server=servers[0], clients=clients, servers=servers, lbs=lbs)
 
 
 def write_ssh_config(fleet: Fleet, path: Path, extra: tuple[tuple[str, str, dict], ...] = ()) -> Path:

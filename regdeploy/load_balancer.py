@@ -1,21 +1,29 @@
-"""The load balancer in front of several registry replicas (the `registry_lb` host): haproxy from the
-distribution, its configuration rendered from the inventory's replicas, one backend named LB_BACKEND.
+"""The load balancers in front of several registry replicas (the `registry_lb` hosts): haproxy from the
+distribution, its configuration rendered from the inventory's replicas, one backend named LB_BACKEND;
+with registry_lb_vip, keepalived from the distribution moves that address between them.
 
 Health checks (GET /v2/ every CHECK_MS) take a replica out of rotation after FALL failures and back
-after RISE successes; a replica being replaced waits for RISE on haproxy's status page.
+after RISE successes. A replica being replaced sets itself to drain on every load balancer's status
+page first, and back to ready once it answers, then waits there until it is UP again.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from .rendering import render
 
 LB_BACKEND = "registry_replicas"
 TOKEN_BACKEND = "token_services"  # registry_access: each replica's token service, on registry_token_port
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
-# haproxy, and curl for the wait on its status page after a reload.
+KEEPALIVED_CONFIG_PATH = "/etc/keepalived/keepalived.conf"
+# haproxy, and curl for the wait on its status page after a reload (and keepalived's check of it).
 PACKAGES = ("haproxy", "curl")
+# With registry_lb_vip.
+VIP_PACKAGES = ("keepalived",)
+# VRRP: an advertisement a second; a backup takes the address about 3.5 s after the last one it saw.
+ADVERT_SECONDS = 1
 CHECK_MS = 500
 FALL = 2
 RISE = 2
@@ -26,6 +34,27 @@ def server_name(host_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:-]", "_", host_name)
 
 
+def packages(settings) -> tuple[str, ...]:
+    return PACKAGES + (VIP_PACKAGES if settings.registry_lb_vip else ())
+
+
+def services(settings) -> tuple[str, ...]:
+    """The systemd units a load balancer runs, each active and enabled after a deploy."""
+    return ("haproxy.service",) + (("keepalived.service",) if settings.registry_lb_vip else ())
+
+
+def fact_checks(settings) -> tuple:
+    """What a load balancer's DockerHostState fact reads: its configuration files, whether each service
+    runs and starts at boot, and (with registry_lb_vip) its IPv4 addresses, for keepalived's interface."""
+    checks: list[tuple] = [("file", "haproxy_cfg", CONFIG_PATH)]
+    if settings.registry_lb_vip:
+        checks += [("file", "keepalived_conf", KEEPALIVED_CONFIG_PATH),
+                   ("output", "addresses", ("ip", "-o", "-4", "addr", "show"))]
+    for unit in services(settings):
+        checks += [("running", unit, unit), ("enabled", unit, unit)]
+    return tuple(checks)
+
+
 def haproxy_config(settings) -> str:
     """haproxy.cfg for this inventory: every replica of `registry_servers`, at its SSH address."""
     replicas = [(server_name(name), address) for name, address in settings.replicas]
@@ -33,4 +62,78 @@ def haproxy_config(settings) -> str:
                   tls=settings.registry_tls, stats_port=settings.registry_lb_stats_port,
                   check_ms=CHECK_MS, fall=FALL, rise=RISE,
                   token_port=settings.registry_token_port if settings.registry_access else 0,
-                  token_backend=TOKEN_BACKEND)
+                  token_backend=TOKEN_BACKEND, admins=[address for _, address in settings.replicas])
+
+
+class NoInterface(ValueError):
+    """The load balancer holds none of the addresses keepalived would use."""
+
+
+def interface_of(address_lines: list[str], address: str) -> str:
+    """The interface holding `address`, from `ip -o -4 addr show`'s lines ("2: eth0@if9    inet
+    172.29.57.13/24 brd ... scope global eth0 ...")."""
+    for line in address_lines:
+        words = line.split()
+        if "inet" in words[:-1] and words[words.index("inet") + 1].partition("/")[0] == address:
+            return words[1].rstrip(":").partition("@")[0]
+    raise NoInterface(f"no interface holds {address}")
+
+
+def keepalived_config(settings, address_lines: list[str]) -> str:
+    """keepalived.conf for this load balancer: one VRRP instance holding registry_lb_vip while its own
+    haproxy answers, unicast to the other load balancers. Every one starts as a backup and none takes
+    the address back from another that holds it (nopreempt): a load balancer that returns costs no
+    second move. Priorities follow the inventory's order, for the elections among backups."""
+    names = [name for name, _ in settings.lbs]
+    own = dict(settings.lbs)[settings.host_name]
+    vip = settings.registry_lb_vip if "/" in settings.registry_lb_vip else f"{settings.registry_lb_vip}/32"
+    return render("keepalived.conf.j2", router_id=server_name(settings.host_name), own=own,
+                  interface=interface_of(address_lines, own), vrid=settings.registry_lb_vrid,
+                  priority=200 - names.index(settings.host_name), advert=ADVERT_SECONDS,
+                  peers=[address for name, address in settings.lbs if name != settings.host_name], vip=vip,
+                  stats_port=settings.registry_lb_stats_port)
+
+
+@dataclass(frozen=True)
+class ServiceStep:
+    """One service of a load balancer to (re)configure and start: `reasons` say why (empty: as wanted)."""
+
+    service: str
+    path: str
+    content: str
+    check: tuple[str, ...]
+    check_passes: tuple[int, ...]  # the check's exit codes that mean the file is good
+    wait_url: str
+    reasons: tuple[str, ...]
+
+
+def lb_plan(settings, state) -> tuple[tuple[str, ...], tuple[ServiceStep, ...]]:
+    """(packages to install, each service's step) for a load balancer, from its DockerHostState. A
+    service whose file differs, that is stopped, or that does not start at boot gets its file written
+    and is enabled and reloaded (or started). Raises NoInterface for a VIP no interface can carry."""
+    from .host_state import file_matches
+
+    missing = tuple(name for name in packages(settings) if not state.packages.get(name))
+    stats = f"http://127.0.0.1:{settings.registry_lb_stats_port}/stats"
+    wanted: list[tuple[str, str, str, str, tuple[str, ...], tuple[int, ...], str]] = [
+        ("haproxy.service", "haproxy_cfg", CONFIG_PATH, haproxy_config(settings), ("haproxy", "-c", "-q", "-f"), (0,),
+         stats)]
+    if settings.registry_lb_vip:
+        # keepalived 2.2 (Debian 12) ends a check it passed with SIGTERM to itself (128 + 15); a refused
+        # file exits 1 to 5.
+        wanted.append(("keepalived.service", "keepalived_conf", KEEPALIVED_CONFIG_PATH,
+                       keepalived_config(settings, state.lines.get("addresses", [])),
+                       ("keepalived", "--config-test", "-f"), (0, 143), ""))
+    steps = []
+    for unit, label, path, content, check, check_passes, wait_url in wanted:
+        service = unit.removesuffix(".service")
+        reasons: tuple[str, ...]
+        if missing:
+            reasons = (f"{service} is being installed",)
+        else:
+            reasons = tuple(reason for reason, drifted in (
+                (f"{path} differs from the inventory's", not file_matches(state.files.get(label), content, "644")),
+                (f"{service} is not running", unit not in state.running),
+                (f"{service} does not start at boot", unit not in state.enabled_units)) if drifted)
+        steps.append(ServiceStep(service, path, content, check, check_passes, wait_url, reasons))
+    return missing, tuple(steps)

@@ -97,8 +97,10 @@ def fact_checks(settings) -> tuple:
     host's CA and `docker login`, containerd's and Podman's files, and on the server its TLS files, htpasswd and API credentials."""
     # Which regdeploy deployed the host last (every host), the load balancer's config; a host that is
     # only the load balancer has nothing else to check.
-    lb = [("lines", "managed_by", managed.PATH)] + (
-        [("file", "haproxy_cfg", load_balancer.CONFIG_PATH)] if settings.is_lb else [])
+    from . import retire
+
+    lb = [("lines", "managed_by", managed.PATH), *retire.fact_checks(settings)] + (
+        list(load_balancer.fact_checks(settings)) if settings.is_lb else [])
     if not settings.uses_registry:
         return tuple(lb)
     address = settings.registry_address
@@ -246,6 +248,11 @@ def token_unit(settings, inputs: str) -> str:
                   config_path=token_config_path(settings))
 
 
+# Behind load balancers: how long a replica being replaced waits for the requests it serves to end, once
+# they send it no new ones, and how long its registry then finishes what is still in flight on stop.
+DRAIN_SECONDS = 20
+
+
 def registry_config(settings, readonly: bool = False) -> str:
     """config.yml for the registry container (read-only: for `regdeploy backup`'s copy window), or
     for the pull-through cache (settings.cache_settings) its cache.yml, upstream credentials included."""
@@ -255,7 +262,7 @@ def registry_config(settings, readonly: bool = False) -> str:
                   certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT,
                   storage_target=STORAGE_TARGET, container_port=CONTAINER_PORT,
                   proxy=proxy_config(settings), s3=s3_config(settings), http_secret=security.http_secret(settings),
-                  token=token_auth(settings))
+                  token=token_auth(settings), drain_seconds=DRAIN_SECONDS)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,8 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
                   spec_label=f"{SPEC_LABEL}={desired.spec_hash}", pull_never=bool(settings.registry_image_archive),
                   timeout=settings.registry_ready_timeout, marker=registry_plan.MIGRATION_MARKER,
                   aside_suffix=registry_plan.ASIDE_SUFFIX,
-                  lb_stats_url="" if settings.serves_cache else settings.lb_stats_url,
+                  lb_stats_urls=() if settings.serves_cache else settings.lb_stats_urls,
+                  drain_seconds=registry_files.DRAIN_SECONDS,
                   lb_server=server_name(settings.host_name), lb_backend=LB_BACKEND,
                   bucket=registry_files.bucket_url(settings) if plan.to_bucket else "",
                   s3_region=settings.registry_s3_region, moved_marker=registry_plan.MOVED_MARKER)

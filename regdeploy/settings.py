@@ -78,6 +78,8 @@ class Settings:
     registry_s3_secret_file: str
     registry_http_secret_file: str
     registry_lb_stats_port: int
+    registry_lb_vip: str
+    registry_lb_vrid: int
     registry_seed_images: tuple[str, ...]
     registry_seed_archives: tuple[str, ...]
     docker_install_source: str
@@ -112,7 +114,7 @@ class Settings:
     is_lb: bool = False
     uses_registry: bool = True
     replicas: tuple[tuple[str, str], ...] = ()
-    lb: tuple[str, ...] = ()
+    lbs: tuple[tuple[str, str], ...] = ()
 
     @property
     def registry_address(self) -> str:
@@ -147,7 +149,7 @@ class Settings:
     @property
     def tls_names(self) -> tuple[str, ...]:
         """Every name and address clients may use for the registry: what its certificate covers."""
-        names = (self.registry_host, *self.server_names, *self.registry_tls_names)
+        names = (self.registry_host, self.vip_address, *self.server_names, *self.registry_tls_names)
         return tuple(dict.fromkeys(n for n in names if n))
 
     @property
@@ -160,9 +162,14 @@ class Settings:
         return bool(self.replicas) and self.replicas[0][0] == self.host_name
 
     @property
-    def lb_stats_url(self) -> str:
-        """haproxy's status page (CSV) on the registry_lb host; empty without one."""
-        return f"http://{self.lb[1]}:{self.registry_lb_stats_port}/stats;csv" if self.lb else ""
+    def lb_stats_urls(self) -> tuple[str, ...]:
+        """haproxy's status page on each registry_lb host (where a replica drains and waits to be UP)."""
+        return tuple(f"http://{address}:{self.registry_lb_stats_port}/stats" for _, address in self.lbs)
+
+    @property
+    def vip_address(self) -> str:
+        """registry_lb_vip without its prefix; empty without one."""
+        return self.registry_lb_vip.partition("/")[0]
 
     @property
     def login_user(self) -> str:
@@ -222,13 +229,13 @@ def archive_sha256(path: str) -> str:
 
 def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
                    errors: list[str], check_files: bool = True, server_address: str = "", *,
-                   replicas: tuple = (), lb: tuple = (), is_lb: bool = False, uses_registry: bool = True) -> Settings:
+                   replicas: tuple = (), lbs: tuple = (), is_lb: bool = False, uses_registry: bool = True) -> Settings:
     """Settings for one host from its data; problems are appended to `errors` (nothing raised).
 
     Every variable is parsed by its kind (variables.py); a refused value is reported and replaced
     by its default so the other checks still run. `check_files` checks the controller-side archives
-    (existence, SHA-256): a deploy needs them, a catalog listing does not. `replicas` and `lb`: every
-    server's and the load balancer's (name, address) (default: the one server).
+    (existence, SHA-256): a deploy needs them, a catalog listing does not. `replicas` and `lbs`: every
+    server's and load balancer's (name, address) (default: the one server).
     """
     where = f"host {host_name!r}"
     values: dict[str, Any] = {}
@@ -241,8 +248,9 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
 
     # What depends on more than one value, or on the controller's files.
     if not values["registry_host"]:
-        # Clients reach several replicas through the load balancer, one server directly.
-        default_host = lb[0] if lb else server_name
+        # Clients reach several replicas through the load balancers' shared address, else the one load
+        # balancer, one server directly.
+        default_host = values["registry_lb_vip"].partition("/")[0] or (lbs[0][0] if lbs else server_name)
         try:
             values["registry_host"] = VARIABLES_BY_NAME["registry_host"].kind.parse("registry_host", default_host)
         except Invalid as exc:
@@ -268,16 +276,16 @@ def build_settings(host_name: str, data: Any, server_name: str, is_server: bool,
         errors.extend(f"{where}: {problem}" for problem in _cache_problems(values))
     replicas = replicas or ((server_name, server_address or server_name),)
     errors.extend(f"{where}: {problem}" for problem in _storage_problems(values, len(replicas)))
-    if lb and values["registry_access"] and values["registry_token_port"] == values["registry_lb_stats_port"]:
+    if lbs and values["registry_access"] and values["registry_token_port"] == values["registry_lb_stats_port"]:
         errors.append(f"{where}: registry_token_port={values['registry_token_port']} is also registry_lb_stats_port: "
                       "the load balancer needs a port for each")
-    if lb and values["registry_lb_stats_port"] == values["registry_port"]:
+    if lbs and values["registry_lb_stats_port"] == values["registry_port"]:
         errors.append(f"{where}: registry_lb_stats_port={values['registry_port']} is also registry_port: the load "
                       "balancer needs a port for each")
 
     names = (server_name, server_address) if len(replicas) == 1 else tuple(n for r in replicas for n in r)
     return Settings(host_name=host_name, is_server=is_server, server_names=names, replicas=tuple(replicas),
-                    lb=tuple(lb), is_lb=is_lb, uses_registry=uses_registry, **values)
+                    lbs=tuple(lbs), is_lb=is_lb, uses_registry=uses_registry, **values)
 
 
 def _storage_problems(values: dict[str, Any], replicas: int) -> list[str]:
@@ -413,27 +421,29 @@ def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool
             f"several replicas, with registry_storage=s3 and a host in {group.lb!r}) and the other machines "
             f"in {group.clients!r}"
         )
-    if len(lbs) > 1 or set(lbs) & set(servers):
-        raise ConfigError(f"the group {group.lb!r} takes one host, not also in {group.servers!r} (both listen on "
-                          f"registry_port); found: {', '.join(lbs)}")
+    if set(lbs) & set(servers):
+        raise ConfigError(f"a host in {group.lb!r} cannot also be in {group.servers!r} (both listen on "
+                          f"registry_port): {', '.join(sorted(set(lbs) & set(servers)))}")
     data_of = {name: data for name, data, _ in hosts}
 
     def address(name: str) -> str:
         return str(_get(data_of[name], "ssh_hostname") or name)
 
     replicas = tuple((name, address(name)) for name in servers)
-    lb = (lbs[0], address(lbs[0])) if lbs else ()
+    lb_pairs = tuple((name, address(name)) for name in lbs)
     server = servers[0]
     server_address = str(_get(data_of[server], "ssh_hostname") or "")
     settings = {
         name: build_settings(name, data, server, group.servers in groups, errors, check_files, server_address,
-                             replicas=replicas, lb=lb, is_lb=group.lb in groups,
+                             replicas=replicas, lbs=lb_pairs, is_lb=group.lb in groups,
                              uses_registry=bool(groups & {group.servers, group.clients}))
         for name, data, groups in hosts
     }
     if len(servers) > 1 and not lbs and not errors and not _get(data_of[server], "registry_host"):
         errors.append(f"{len(servers)} hosts in {group.servers!r} need one address for clients: put a host in "
                       f"{group.lb!r} (regdeploy runs haproxy there), or set registry_host to your own load balancer")
+    if not errors:
+        errors.extend(_lb_problems(group.lb, lb_pairs, settings[server]))
     addresses = {s.registry_address for s in settings.values()}
     if not errors and len(addresses) > 1:
         errors.append(f"hosts disagree on the registry address ({', '.join(sorted(addresses))}); "
@@ -451,6 +461,30 @@ def validate_hosts(hosts: Iterable[tuple[str, Any, set[str]]], check_files: bool
         raise ConfigError("invalid inventory data, nothing was changed on any host:\n  - "
                           + "\n  - ".join(errors))
     return settings
+
+
+def _lb_problems(group: str, lbs: tuple[tuple[str, str], ...], settings: Settings) -> list[str]:
+    """Several load balancers share registry_lb_vip (keepalived): each sends VRRP to the others'
+    addresses, which must be IPv4 addresses."""
+    import ipaddress
+
+    if len(lbs) > 1 and not settings.registry_lb_vip:
+        return [f"{len(lbs)} hosts in {group!r} ({', '.join(n for n, _ in lbs)}) need one address for clients: "
+                "set registry_lb_vip to a free IPv4 address on their network (keepalived moves it between them)"]
+    if settings.registry_lb_vip and not lbs:
+        return [f"registry_lb_vip={settings.registry_lb_vip!r} without a host in {group!r}: put the load balancers "
+                "there, or leave registry_lb_vip empty"]
+    problems = []
+    for name, address in lbs if settings.registry_lb_vip else ():
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            problems.append(f"host {name!r} in {group!r}: keepalived's peers are IPv4 addresses, and its address is "
+                            f"{address!r}; set its ssh_hostname to its IPv4 address on registry_lb_vip's network")
+        if address == settings.vip_address:
+            problems.append(f"host {name!r} in {group!r} has registry_lb_vip's address {address!r} as its own; "
+                            "the shared address must be one no host holds")
+    return problems
 
 
 def _login_problems(settings: dict[str, Settings]) -> list[str]:

@@ -135,6 +135,8 @@ class ListOf(Kind):
 
 HOST_NAME = (r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
              r"|\[[0-9a-fA-F:]+\]")
+IPV4 = r"(?:(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4_CIDR = rf"|{IPV4}(?:/(?:3[0-2]|[12]?[0-9]))?"
 HTTP_URL = r"https?://[^\s/]+\S*"
 INSTALL_SOURCES = ("distro", "docker-ce", "none")
 STORAGE_KINDS = ("filesystem", "s3")
@@ -233,6 +235,15 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_lb_stats_port", 8404, Integer("1..65535", low=1, high=65535),
              "Port of haproxy's read-only status page on the `registry_lb` host: a replica being replaced "
              "waits there until the load balancer sends it requests again before the next one goes.", shared=True),
+    Variable("registry_lb_vip", "", Text("an IPv4 address, optionally /prefix, or empty", pattern=IPV4_CIDR,
+                                         refusal="is not an IPv4 address; set it to a free address on the "
+                                                 "load balancers' network (e.g. 10.0.0.100 or 10.0.0.100/24)"),
+             "Address the `registry_lb` hosts share (keepalived, VRRP with unicast peers): one holds it, another "
+             "takes it within seconds when that one dies or its haproxy stops. Required with two or more load "
+             "balancers; `registry_host` defaults to it. Without a prefix: /32.", shared=True),
+    Variable("registry_lb_vrid", 51, Integer("1..255", low=1, high=255),
+             "VRRP virtual router id of `registry_lb_vip`: unique among the VRRP routers of that network.",
+             shared=True),
     Variable("registry_seed_images", [], ListOf("list of image references", item=ImageReference("")),
              "Images the registry must hold after a deploy: pulled on the server, pushed to it."),
     Variable("registry_seed_archives", [], ListOf("list of paths on the controller", item=Kind("")),

@@ -1,28 +1,44 @@
-"""The registry_lb host: haproxy from the distribution in front of the registry replicas."""
+"""The registry_lb hosts: haproxy from the distribution in front of the registry replicas, and with
+registry_lb_vip keepalived, which moves that address between them."""
 
 from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, server
 
 from regdeploy import load_balancer
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
-from regdeploy.host_state import HostState, file_matches
+from regdeploy.host_state import HostState
 
 
 @deploy("Run the registry's load balancer")
 def run_load_balancer(settings: Settings, state: HostState) -> None:
-    """`state` is the host's DockerHostState fact (its `packages` and `files`)."""
-    config = load_balancer.haproxy_config(settings)
-    installed = all(state.packages.get(name) for name in load_balancer.PACKAGES)
-    if not installed:
-        apt.packages(name="Install haproxy", packages=list(load_balancer.PACKAGES), update=True)
-    if installed and file_matches(state.files.get("haproxy_cfg"), config, "644"):
-        host.noop(f"haproxy sends to {len(settings.replicas)} replicas as configured")
+    """`state` is the host's DockerHostState fact (its `packages`, `files`, `running`, `enabled_units`
+    and `lines`)."""
+    try:
+        missing, steps = load_balancer.lb_plan(settings, state)
+    except load_balancer.NoInterface as exc:
+        raise DeployError(f"host {settings.host_name!r}: {exc}, its ssh_hostname: keepalived sends VRRP from that "
+                         "address; set ssh_hostname to its IPv4 address on registry_lb_vip's network") from None
+    if missing:
+        apt.packages(name=f"Install {', '.join(missing)}", packages=list(missing), update=True)
+    # haproxy first, then keepalived (its check asks haproxy): one call each, so pyinfra keeps the order.
+    haproxy, *keepalived = steps
+    _apply(settings, haproxy)
+    for step in keepalived:
+        _apply(settings, step)
+
+
+def _apply(settings: Settings, step: load_balancer.ServiceStep) -> None:
+    if not step.reasons:
+        host.noop(f"{step.service} runs as configured" + (
+            f" ({len(settings.replicas)} replicas)" if step.service == "haproxy" else ""))
         return
-    host.log(f"Will write {load_balancer.CONFIG_PATH} ({len(settings.replicas)} replicas) and reload haproxy")
-    server.shell(name=f"Write {load_balancer.CONFIG_PATH} and reload haproxy",
-                 commands=[render("apply-haproxy.sh.j2", path=load_balancer.CONFIG_PATH, content=config,
-                                  stats_port=settings.registry_lb_stats_port)])
+    host.log(f"Will write {step.path}, enable and (re)load {step.service}: {'; '.join(step.reasons)}")
+    server.shell(name=f"Write {step.path}, enable and (re)load {step.service}",
+                 commands=[render("apply-lb-config.sh.j2", path=step.path, content=step.content,
+                                  service=step.service, check=step.check, check_passes=step.check_passes,
+                                  wait_url=step.wait_url)])

@@ -37,7 +37,7 @@ class Access(verify_access.Access):
         raise AssertionError(f"the registry on {h if isinstance(h, str) else h.name} did not answer within {limit} s")
 
     def inventory_with(self, path: Path, per_host: dict[str, dict] | None = None, **data) -> Path:
-        """This inventory's hosts (every replica and the load balancer too), connected to as here, with
+        """This inventory's hosts (every replica and load balancer too), connected to as here, with
         `data` on top of every host's (and `per_host[name]` on top of that): the same fleet in another
         mode (e.g. registry_tls)."""
         def entry(h: InventoryHost) -> str:
@@ -45,7 +45,7 @@ class Access(verify_access.Access):
             return f"    ({h.name!r}, {{**{dict(h.data)!r}, **{data!r}, **{own!r}}}),\n"
 
         servers = self.fleet.servers or (self.fleet.server,)
-        lb = f"registry_lb = [\n{entry(self.fleet.lb)}]\n" if self.fleet.lb else ""
+        lb = f"registry_lb = [\n{''.join(entry(h) for h in self.fleet.lbs)}]\n" if self.fleet.lbs else ""
         path.write_text(f"registry_servers = [\n{''.join(entry(s) for s in servers)}]\n{lb}"
                         f"docker_clients = [\n{''.join(entry(c) for c in self.fleet.clients)}]\n")
         return path

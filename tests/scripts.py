@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from regdeploy import daemon_config, load_balancer, registry_files, runtime_config
+from regdeploy import daemon_config, load_balancer, registry_files, retire, runtime_config
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.docker_packages import START_DOCKER, with_install
 from regdeploy.facts import DockerHostState, host_state_arguments
@@ -53,11 +53,20 @@ def server(**data):
                           check_files=False)
 
 
-def replicas(**extra):
+def replicas(lbs=("lb",), **extra):
+    """Two replicas on S3 behind the load balancers `lbs` (name or (name, ssh_hostname))."""
     data = {"registry_storage": "s3", "registry_s3_bucket": "images", "registry_s3_access_key": "key",
             "registry_s3_endpoint": "http://rgw:7480", **extra}
-    return validate_hosts([("reg1", data, {"registry_servers"}), ("reg2", data, {"registry_servers"}),
-                           ("lb", data, {"registry_lb"})], check_files=False)
+    balancers = [(lb, data, {"registry_lb"}) if isinstance(lb, str) else
+                 (lb[0], {**data, "ssh_hostname": lb[1]}, {"registry_lb"}) for lb in lbs]
+    return validate_hosts([("reg1", data, {"registry_servers"}), ("reg2", data, {"registry_servers"}), *balancers],
+                          check_files=False)
+
+
+# Two load balancers sharing an address (keepalived), and what `ip -o -4 addr show` says on the first.
+VIP_LBS = (("lb1", "10.0.0.11"), ("lb2", "10.0.0.12"))
+LB1_ADDRESSES = ["1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
+                 "2: eth0@if17    inet 10.0.0.11/24 brd 10.0.0.255 scope global eth0\\       valid_lft forever"]
 
 
 def fact_command(host) -> str:
@@ -198,13 +207,20 @@ def _scripts() -> Iterator[tuple[str, str]]:
     fleet = replicas()
     balancer = load_balancer.haproxy_config(fleet["lb"])
     yield "haproxy.cfg", balancer
-    yield ("apply-haproxy.sh",
-           render("apply-haproxy.sh.j2", path=load_balancer.CONFIG_PATH, content=balancer,
-                  stats_port=fleet["lb"].registry_lb_stats_port))
-    replica = fleet["reg1"]
-    yield ("run-registry.recreate.replica.sh",
-           run_script(replica, PLANS["recreate"], desired_container(replica, replica.registry_config_path, "a" * 64),
-                      aside="registry.aside"))
+    shared = replicas(lbs=VIP_LBS, registry_lb_vip="10.0.0.100/24")
+    lb1 = shared["lb1"]
+    yield "keepalived.conf", load_balancer.keepalived_config(lb1, LB1_ADDRESSES)
+    for step in load_balancer.lb_plan(lb1, HostState(lines={"addresses": LB1_ADDRESSES}))[1]:
+        yield (f"apply-lb-config.{step.service}.sh",
+               render("apply-lb-config.sh.j2", path=step.path, content=step.content, service=step.service,
+                      check=step.check, check_passes=step.check_passes, wait_url=step.wait_url))
+    for name, fleet in (("replica", fleet), ("replica.two-lbs", shared)):
+        replica = fleet["reg1"]
+        yield (f"run-registry.recreate.{name}.sh",
+               run_script(replica, PLANS["recreate"], desired_container(replica, replica.registry_config_path,
+                                                                        "a" * 64), aside="registry.aside"))
+    yield "docker-host-state.lb.two-lbs.sh", fact_command(shared["lb2"])
+    yield "retire-registry.sh", render("retire-registry.sh.j2", **retire.retire_script_args(shared["lb2"]))
 
 
 def shell_templates() -> set[str]:

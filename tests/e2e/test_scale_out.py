@@ -1,7 +1,9 @@
-"""Several registry replicas on shared object storage behind a load balancer, on a lab of its own
-(regdeploy-scale): three replicas on the lab's one-node Ceph (RGW, host `store`), haproxy on `lb`, three
-clients. Pushes go through the load balancer and every host pulls them; a replica whose machine dies
-costs no pull; a rolling change replaces the replicas one at a time with pulls going on, and every
+"""Several registry replicas on shared object storage behind two load balancers, on a lab of its own
+(regdeploy-scale): three replicas on the lab's one-node Ceph (RGW, host `store`), haproxy on `lb1` and
+`lb2` sharing the lab's virtual address (keepalived; every host knows it as `registry`), three clients.
+Pushes go through the load balancers and every host pulls them; a replica whose machine dies costs no
+pull, nor does the active load balancer's; a load balancer stopped, disabled or edited by hand is put
+back; a rolling change drains and replaces the replicas one at a time with pulls going on, and every
 image and digest survives all replicas being recreated. Last, TLS with accounts with rights through
 the load balancer: a password rotation, a CA rotation and a certificate rotation, each with every
 client pulling in a loop, cost no pull.
@@ -85,18 +87,34 @@ class PullLoops:
         return {client: self.access.ssh(client, "cat /tmp/pulls.log").splitlines() for client in self.clients}
 
 
-def lb_status(access) -> dict[str, str]:
+def lb_status(access, lb) -> dict[str, str]:
+    """Each replica's state on the load balancer `lb`'s status page."""
     settings = access.fleet.lb.settings
-    page = access.ssh(access.fleet.lb, f"curl -fsS 'http://127.0.0.1:{settings.registry_lb_stats_port}/stats;csv'")
+    page = access.ssh(lb, f"curl -fsS 'http://127.0.0.1:{settings.registry_lb_stats_port}/stats;csv'")
     return {row.split(",")[1]: row.split(",")[17] for row in page.splitlines()
             if row.startswith(load_balancer.LB_BACKEND + ",") and row.split(",")[1] not in ("BACKEND", "FRONTEND")}
 
 
-def wait_for_lb(access, wanted: dict[str, str], limit: float = 90) -> None:
+def wait_for_lb(access, wanted: dict[str, str], limit: float = 90, lbs=lab_config.LB_HOSTS) -> None:
+    """Until every load balancer in `lbs` reports `wanted`."""
     deadline = time.monotonic() + limit
-    while (status := lb_status(access)) != wanted:
-        assert time.monotonic() < deadline, f"the load balancer reports {status}, not {wanted}"
-        time.sleep(0.5)
+    for lb in lbs:
+        while (status := lb_status(access, lb)) != wanted:
+            assert time.monotonic() < deadline, f"{lb} reports {status}, not {wanted}"
+            time.sleep(0.5)
+
+
+def vip_holders(access, lbs=lab_config.LB_HOSTS) -> list[str]:
+    """The load balancers that hold the lab's virtual address now."""
+    return [lb for lb in lbs if f" {SCALE_LAB.vip}/" in access.ssh(lb, "ip -o -4 addr show")]
+
+
+def wait_for_holder(access, lbs=lab_config.LB_HOSTS, limit: float = 30) -> str:
+    deadline = time.monotonic() + limit
+    while len(holders := vip_holders(access, lbs)) != 1:
+        assert time.monotonic() < deadline, f"{holders} hold {SCALE_LAB.vip}, not exactly one load balancer"
+        time.sleep(0.2)
+    return holders[0]
 
 
 def assert_no_failed_pull(outcomes: dict[str, list[str]], at_least: int) -> None:
@@ -110,10 +128,14 @@ def test_replicas_deploy_behind_the_load_balancer_and_a_second_run_changes_nothi
     access, first = scale
     fleet = access.fleet
     assert [s.name for s in fleet.servers] == [f"registry{i}" for i in range(1, REPLICAS + 1)]
-    assert fleet.registry_address == f"{lab_config.LB_HOST}:5000"
-    # The load balancer host runs haproxy, not Docker.
-    assert "lb" not in {h for op in first.output["results"]["operations"] if "Docker" in op["name"]
-                        for h in op["success"]}
+    assert fleet.registry_address == f"{lab_config.VIP_NAME}:5000"
+    # The load balancers run haproxy and keepalived, not Docker; one of them holds the address.
+    assert not set(lab_config.LB_HOSTS) & {h for op in first.output["results"]["operations"] if "Docker" in op["name"]
+                                           for h in op["success"]}
+    for lb in lab_config.LB_HOSTS:
+        assert access.ssh(lb, "systemctl is-active haproxy keepalived; systemctl is-enabled haproxy keepalived"
+                          ).split() == ["active", "active", "enabled", "enabled"], lb
+    assert wait_for_holder(access) in lab_config.LB_HOSTS
     # Neither the S3 secret nor the shared http.secret in pyinfra's output.
     for secret_file in (SCALE_LAB.s3_secret_path, SCALE_LAB.http_secret_path):
         assert secret_file.read_text().strip() not in first.stderr
@@ -165,6 +187,120 @@ def test_a_dead_replica_costs_no_pull(scale, test_image_archive):
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
 
 
+def test_the_active_load_balancers_death_costs_only_the_requests_in_flight(scale, test_image_archive):
+    """The machine holding the address dies at once: the other load balancer takes the address (VRRP,
+    about 3.5 s), new connections meanwhile are retried by the clients' TCP into it, and every pull
+    begun after the kill succeeds; only a request in flight at that instant can fail. The dead one
+    comes back as a backup, without taking the address back."""
+    access, _ = scale
+    reference = f"{access.fleet.registry_address}/team/busybox:1"
+    if ("team/busybox", "1") not in registry_client(access).manifests():
+        push(access, access.fleet.clients[0].name, reference, test_image_archive)
+    active = wait_for_holder(access)
+    other = next(lb for lb in lab_config.LB_HOSTS if lb != active)
+    with PullLoops(access, reference) as loops:
+        time.sleep(3)
+        killed = time.monotonic()
+        killed_at = time.time()  # the lab's hosts share this machine's clock
+        docker("kill", SCALE_LAB.container_name(active))
+        assert wait_for_holder(access, lbs=(other,)) == other
+        moved = time.monotonic() - killed
+        time.sleep(8)
+    outcomes = loops.outcomes()
+    # A request in flight on the dead machine's connection is lost with it: no load balancer can send it
+    # again, and Docker does not retry a manifest request on a new connection (it does a layer's). So a
+    # pull can fail, with EOF or a reset, at the instant of the kill, at most one per client; every one
+    # begun after it succeeds, through the other load balancer.
+    failed = {client: [line for line in lines if not line.startswith("ok ")] for client, lines in outcomes.items()}
+    for client, lines in failed.items():
+        assert len(lines) <= 1, (client, lines)
+        for line in lines:
+            assert abs(float(line.split()[1]) - killed_at) < 2 and ("EOF" in line or "reset" in line), (client, line, killed_at)
+    after = {client: sum(1 for line in lines if line.startswith("ok ") and float(line.split()[1]) > killed_at + moved)
+             for client, lines in outcomes.items()}
+    assert all(count >= 3 for count in after.values()), after
+    print(f"the address moved to {other} {moved:.1f} s after {active} was killed; failed pulls (in flight at the "
+          f"kill): { {c: len(f) for c, f in failed.items()} } of { {c: len(lines) for c, lines in outcomes.items()} }")
+    docker("start", SCALE_LAB.container_name(active))
+    lab_ssh.wait_for_ssh(SCALE_LAB, [active])
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+    time.sleep(5)  # a few VRRP rounds: it stays a backup
+    assert vip_holders(access) == [other]
+    again = run_deploy(access.inventory)
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+
+
+def test_a_load_balancer_stopped_disabled_or_edited_by_hand_is_put_back(scale):
+    access, _ = scale
+    backup = next(lb for lb in lab_config.LB_HOSTS if lb != wait_for_holder(access))
+    access.ssh(backup, "systemctl stop haproxy && systemctl disable keepalived 2>/dev/null "
+                       "&& echo '# by hand' >> /etc/haproxy/haproxy.cfg")
+    dry = run_deploy(access.inventory, "--dry")
+    assert dry.returncode == 0 and {h for _, h in dry.planned()[0]} == {backup}, dry.planned()
+    for said in ("haproxy.cfg differs from the inventory's", "haproxy is not running",
+                 "keepalived does not start at boot"):
+        assert said in dry.stderr, said
+    fixed = run_deploy(access.inventory)
+    assert fixed.returncode == 0 and fixed.changed_hosts() == {backup}, fixed.changes()
+    assert access.ssh(backup, "systemctl is-active haproxy keepalived; systemctl is-enabled haproxy keepalived; "
+                              "grep -c 'by hand' /etc/haproxy/haproxy.cfg", check=False).split() == [
+        "active", "active", "enabled", "enabled", "0"]
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+    again = run_deploy(access.inventory)
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+
+
+def inventory_without(access, path: Path, replica: str) -> Path:
+    """This inventory with `replica` moved from registry_servers to docker_clients."""
+    fleet = access.fleet
+
+    def entries(hosts) -> str:
+        return "".join(f"    ({h.name!r}, {dict(h.data)!r}),\n" for h in hosts)
+
+    kept = [s for s in fleet.servers if s.name != replica]
+    moved = [s for s in fleet.servers if s.name == replica]
+    path.write_text(f"registry_servers = [\n{entries(kept)}]\nregistry_lb = [\n{entries(fleet.lbs)}]\n"
+                    f"docker_clients = [\n{entries([*fleet.clients, *moved])}]\n")
+    return path
+
+
+def test_a_replica_taken_out_of_the_inventory_stops_and_keeps_its_data(scale, tmp_path, test_image_archive):
+    """registry3 moved from registry_servers to the clients, with every client pulling: the load
+    balancers stop sending it requests first, then its registry stops (restart policy no) and stays;
+    --dry said so; nothing in the bucket goes, no pull fails. Put back, it serves again."""
+    access, _ = scale
+    fleet = access.fleet
+    reference = f"{fleet.registry_address}/team/busybox:1"
+    if ("team/busybox", "1") not in registry_client(access).manifests():
+        push(access, fleet.clients[0].name, reference, test_image_archive)
+    before = registry_client(access).manifests()
+    smaller = inventory_without(access, tmp_path / "two.py", "registry3")
+    dry = run_deploy(smaller, "--dry")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert ("Retire a former registry replica | Stop the registry container 'registry', keep it and its data",
+            "registry3") in dry.planned()[0]
+    assert "ran regdeploy's registry (/etc/regdeploy/config.yml) and is no longer in 'registry_servers'" in dry.stderr
+    assert access.ssh("registry3", "docker inspect -f '{{.State.Running}}' registry") == "true"
+    with PullLoops(access, reference) as loops:
+        time.sleep(3)
+        removed = run_deploy(smaller)
+        time.sleep(3)
+    assert removed.returncode == 0, removed.stderr[-3000:]
+    assert_no_failed_pull(loops.outcomes(), at_least=3)
+    assert access.ssh("registry3", "docker inspect -f '{{.State.Running}} {{.HostConfig.RestartPolicy.Name}}' registry"
+                      ) == "false no"
+    assert access.ssh("registry3", "ls /etc/regdeploy/").split().count("config.yml.regdeploy-retired") == 1
+    wait_for_lb(access, {"registry1": "UP", "registry2": "UP"})
+    assert registry_client(access).manifests() == before
+    again = run_deploy(smaller)
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+    # Back in registry_servers: a registry again, behind both load balancers.
+    back = run_deploy(access.inventory)
+    assert back.returncode == 0, back.stderr[-3000:]
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+    assert registry_client(access).manifests() == before
+
+
 def test_a_rolling_change_replaces_one_replica_at_a_time_and_keeps_every_image(scale, test_image_archive):
     access, _ = scale
     fleet = access.fleet
@@ -191,16 +327,18 @@ def test_a_rolling_change_replaces_one_replica_at_a_time_and_keeps_every_image(s
     windows = sorted(_replacement_window(access, s, started) for s in fleet.servers)
     for (_, new_started), (next_stopped, _) in zip(windows, windows[1:]):
         assert new_started < next_stopped, windows
-    # And haproxy's own log never has two replicas out of rotation at once. (A replica back within two
-    # health checks is never marked DOWN: its few refused connections were sent again, so a run may
-    # log no DOWN at all.)
-    journal = access.ssh(fleet.lb, f"journalctl -u haproxy --since {since!r} -o cat")
-    events = re.findall(rf"Server {load_balancer.LB_BACKEND}/(\S+) is (UP|DOWN)", journal)
-    assert {name for name, state in events if state == "DOWN"} <= {s.name for s in fleet.servers}
-    down: set[str] = set()
-    for name, state in events:
-        (down.add if state == "DOWN" else down.discard)(name)
-        assert len(down) <= 1, events
+    # And each load balancer's own log: every replica was set to drain, before its registry stopped,
+    # and never were two replicas out of rotation at once (drained, or DOWN by the health checks).
+    for lb in fleet.lbs:
+        journal = access.ssh(lb, f"journalctl -u haproxy --since {since!r} -o cat")
+        events = re.findall(rf"Server {load_balancer.LB_BACKEND}/(\S+) (?:is |enters |remains )?(UP|DOWN|DRAIN|drain|READY|ready)",
+                            journal)
+        print(lb.name, events)
+        assert {name for name, state in events if state.upper() == "DRAIN"} == {s.name for s in fleet.servers}, journal
+        out: set[str] = set()
+        for name, state in events:
+            (out.add if state.upper() in ("DOWN", "DRAIN") else out.discard)(name)
+            assert len(out) <= 1, events
     # Every replica recreated: every image and digest is still there, and pulls.
     assert registry_client(access).manifests() == before
     assert before[("team/busybox", "3")] in access.ssh(

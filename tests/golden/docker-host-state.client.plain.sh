@@ -211,6 +211,10 @@ echo
 # checks: a process per file adds up over a fleet sharing cores. Their modes and owners come from the
 # find below; the controller joins those lines with the checks by path.
 set --
+if [ -f /etc/regdeploy/config.yml ]; then
+    printf '%s\n' 'path.former_registry=file /etc/regdeploy/config.yml'
+    set -- "$@" /etc/regdeploy/config.yml
+fi
 if [ -f /etc/docker/certs.d/reg1:5000/ca.crt ]; then
     printf '%s\n' 'path.ca=file /etc/docker/certs.d/reg1:5000/ca.crt'
     set -- "$@" /etc/docker/certs.d/reg1:5000/ca.crt

@@ -62,6 +62,33 @@ wait_ready() {
     done
 }
 
+# Behind regdeploy's load balancers (http://lb:8404/stats): their status pages.
+lb_pages=http://lb:8404/stats
+# lb_status: this replica's state on every load balancer, one word each (UP, DOWN, DRAIN, MAINT...).
+lb_status() {
+    for page in $lb_pages; do
+        curl -fsS "$page;csv" 2>/dev/null \
+            | awk -F, -v b=registry_replicas -v s=reg1 '$1 == b && $2 == s {print $18 == "" ? "?" : $18; n++} END {if (!n) print "?"}'
+    done
+}
+# lb_set STATE: set this replica to STATE (drain, ready) on every load balancer, through its status
+# page's admin form, which answers with a redirect whose ";st=" says DONE or why not.
+lb_set() {
+    for page in $lb_pages; do
+        answer=$(curl -sS -o /dev/null -w '%{redirect_url}' -d 'b=registry_replicas&s=reg1&action='"$1" "$page")
+        case "$answer" in
+            *";st=DONE"*) ;;
+            *) echo "regdeploy: the load balancer at $page did not set reg1 to $1 (${answer:-no answer})" >&2; return 1 ;;
+        esac
+    done
+}
+# lb_sessions: the requests the load balancers have open on this replica, all of them together.
+lb_sessions() {
+    for page in $lb_pages; do
+        curl -fsS "$page;csv" | awk -F, -v b=registry_replicas -v s=reg1 '$1 == b && $2 == s {print $5}'
+    done | awk '{n += $1} END {print n + 0}'
+}
+drained=0
 
 
 # Where the current container goes: regdeploy's own is removed once the new one answers; one
@@ -79,8 +106,22 @@ fail() {
     if [ "$was_running" = true ] && docker start "$name" >/dev/null 2>&1; then
         echo "regdeploy: the previous container $name runs again, unchanged" >&2
     fi
+    if [ "$drained" = 1 ] && lb_set ready; then
+        echo "regdeploy: the load balancers send it requests again" >&2
+    fi
     exit 1
 }
+
+# No new request for this replica from the load balancers; the ones it serves finish (up to
+# 20 s), then it stops.
+drained=1
+lb_set drain || fail "could not set reg1 to drain on every load balancer; it was not stopped"
+i=0
+until [ "$(lb_sessions)" = 0 ] || [ "$i" -ge $((20 * 5)) ]; do
+    i=$((i + 1))
+    sleep 0.2
+done
+say "reg1 drained on every load balancer ($(lb_sessions) requests still open)"
 
 # Nothing may write while the data is copied; the port must be free for the new container.
 docker stop -t 30 "$name" >/dev/null || fail "could not stop container $name"
@@ -111,18 +152,20 @@ until debug=$(docker port "$name" 5001/tcp 2>/dev/null | head -n 1) && [ -n "$de
     sleep 0.05
 done
 docker rm "$aside" >/dev/null || say "could not remove the previous container $aside; remove it by hand"
-# Behind regdeploy's load balancer: done once haproxy's health checks send this replica requests
-# again (its status page says UP), so the next replica is replaced only while this one serves.
+drained=0
+lb_set ready || { echo "regdeploy: the new registry container runs, but not every load balancer takes it back: set" \
+                       "reg1 to ready on their status pages" >&2; exit 1; }
+# Done once every load balancer's health checks send this replica requests again (their status pages
+# say UP), so the next replica is replaced only while this one serves.
 i=0
-until curl -fsS 'http://lb:8404/stats;csv' 2>/dev/null \
-        | awk -F, -v b=registry_replicas -v s=reg1 '$1 == b && $2 == s {print $18}' | grep -q '^UP'; do
+until ! lb_status | grep -qv '^UP'; do
     i=$((i + 1))
     if [ "$i" -ge $((60 * 5)) ]; then
-        echo "regdeploy: the new registry container runs, but the load balancer (http://lb:8404/stats;csv) did not report" \
-             "reg1 UP within 60 s: stopping here, so that no other replica is replaced" >&2
+        echo "regdeploy: the new registry container runs, but the load balancers ($lb_pages) report" \
+             "reg1 as $(lb_status | tr '\n' ' ')after 60 s, not UP: stopping here, so that no other replica is replaced" >&2
         exit 1
     fi
     sleep 0.2
 done
-say "the load balancer sends reg1 requests"
+say "every load balancer sends reg1 requests"
 

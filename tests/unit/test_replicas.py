@@ -4,6 +4,8 @@ what the LB-only host is asked and given, and when a switch to S3 must stop."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -40,27 +42,26 @@ def test_replicas_behind_the_load_balancer_share_its_address():
     settings = validate_hosts(hosts(), check_files=False)
     assert {s.registry_address for s in settings.values()} == {"lb1:5000"}
     assert settings["reg1"].replicas == (("reg1", "10.0.0.1"), ("reg2", "10.0.0.2"), ("reg3", "10.0.0.3"))
-    assert settings["c1"].lb == ("lb1", "10.0.0.100")
+    assert settings["c1"].lbs == (("lb1", "10.0.0.100"),)
     assert settings["reg1"].first_replica and not settings["reg2"].first_replica
     assert settings["reg2"].several_replicas and settings["reg2"].is_server
     # The load balancer alone uses no registry: no Docker, no trust; a client that is also the LB does.
     assert settings["lb1"].is_lb and not settings["lb1"].uses_registry and settings["c1"].uses_registry
     # The certificate covers every replica by name and address besides the load balancer's name.
     assert set(settings["reg1"].tls_names) == {"lb1", "reg1", "10.0.0.1", "reg2", "10.0.0.2", "reg3", "10.0.0.3"}
-    assert settings["reg1"].lb_stats_url == "http://10.0.0.100:8404/stats;csv"
+    assert settings["reg1"].lb_stats_urls == ("http://10.0.0.100:8404/stats",)
 
 
 def test_an_operators_own_load_balancer_is_registry_host():
     settings = validate_hosts(hosts(shared={"registry_host": "registry.lan"}, lb=()), check_files=False)
-    assert settings["c1"].registry_address == "registry.lan:5000" and settings["reg1"].lb_stats_url == ""
+    assert settings["c1"].registry_address == "registry.lan:5000" and settings["reg1"].lb_stats_urls == ()
 
 
 @pytest.mark.parametrize("entries,expected", [
     # Several replicas on their own disks: a pull would miss what was pushed to another.
     (hosts(shared={"registry_storage": "filesystem"}), "each replica would keep its own images"),
     (hosts(lb=()), "need one address for clients: put a host in 'registry_lb'"),
-    (hosts(lb=("lb1", "lb2")), "the group 'registry_lb' takes one host"),
-    (hosts(lb=(), extra=[("reg1", {}, {"registry_lb"})]), "not also in 'registry_servers'"),
+    (hosts(lb=(), extra=[("reg1", {}, {"registry_lb"})]), "cannot also be in 'registry_servers'"),
     (hosts(shared={"registry_s3_bucket": ""}), "registry_storage=s3 needs registry_s3_bucket"),
     (hosts(shared={"registry_s3_access_key": ""}), "registry_storage=s3 needs registry_s3_access_key"),
     (hosts(shared={"registry_s3_bucket": "Not_A_Bucket"}), "is not an S3 bucket name"),
@@ -165,9 +166,13 @@ def test_with_accounts_haproxy_also_passes_the_token_port_to_every_replicas_toke
 def test_the_load_balancer_host_is_asked_about_haproxy_only():
     settings = validate_hosts(hosts(), check_files=False)
     assert packages_to_check(settings["lb1"]) == ["haproxy", "curl"]
-    # And, as every host, which regdeploy deployed it last.
+    # And, as every host, which regdeploy deployed it last; whether haproxy runs and starts at boot.
     assert fact_checks(settings["lb1"]) == (("lines", "managed_by", managed.PATH),
-                                            ("file", "haproxy_cfg", load_balancer.CONFIG_PATH))
+                                            # a former replica's registry stops (regdeploy.retire)
+                                            ("file", "former_registry", "/etc/regdeploy/config.yml"),
+                                            ("file", "haproxy_cfg", load_balancer.CONFIG_PATH),
+                                            ("running", "haproxy.service", "haproxy.service"),
+                                            ("enabled", "haproxy.service", "haproxy.service"))
     assert "haproxy" not in packages_to_check(settings["reg1"])
     assert ("file", "haproxy_cfg", load_balancer.CONFIG_PATH) not in fact_checks(settings["c1"])
     # A client that is also the load balancer gets both.
@@ -181,7 +186,7 @@ def test_a_replaced_replica_waits_until_the_load_balancer_sends_it_requests():
     settings = validate_hosts(hosts(), check_files=False)["reg2"]
     desired = desired_container(settings, settings.registry_config_path, "0" * 64)
     script = run_script(settings, RegistryPlan(action="recreate"), desired, "registry.regdeploy-old")
-    assert "'http://10.0.0.100:8404/stats;csv'" in script and "-v s=reg2" in script
+    assert "lb_pages=http://10.0.0.100:8404/stats" in script and "-v s=reg2" in script
     one = validate_hosts([("reg1", {}, {"registry_servers"})], check_files=False)["reg1"]
     assert "stats;csv" not in run_script(one, RegistryPlan(action="recreate"),
                                          desired_container(one, one.registry_config_path, "0" * 64), "x")
@@ -233,3 +238,175 @@ def test_the_copy_into_the_bucket_is_checked_before_the_swap_and_the_key_stays_o
     assert SECRETS[credentials.S3_ENV] not in script and 'cat > "$cred"' in script
     assert "rm -r /var/lib/registry/docker" in plan.notice("registry", "x")
     assert "copy the images in /var/lib/registry into the S3 bucket" in plan.summary("registry")
+
+
+def two_lbs(vip="10.0.0.200/24", lbs=(("lb1", "10.0.0.101"), ("lb2", "10.0.0.102")), **shared):
+    entries = [e for e in hosts(lb=(), shared={"registry_lb_vip": vip, **shared} if vip else shared)]
+    data = {**S3, **({"registry_lb_vip": vip} if vip else {}), **shared}
+    return entries + [(name, {**data, "ssh_hostname": address}, {"registry_lb"}) for name, address in lbs]
+
+
+def test_two_load_balancers_share_an_address_that_clients_use():
+    settings = validate_hosts(two_lbs(), check_files=False)
+    assert {s.registry_address for s in settings.values()} == {"10.0.0.200:5000"}
+    assert settings["reg1"].lb_stats_urls == ("http://10.0.0.101:8404/stats", "http://10.0.0.102:8404/stats")
+    # A name for it (the operator's DNS) is what clients use then; the certificate covers both.
+    named = validate_hosts(two_lbs(registry_host="registry.lan"), check_files=False)
+    assert named["c1"].registry_address == "registry.lan:5000"
+    assert {"registry.lan", "10.0.0.200"} <= set(named["reg1"].tls_names)
+    assert packages_to_check(settings["lb2"]) == ["haproxy", "curl", "keepalived"]
+
+
+@pytest.mark.parametrize("entries,expected", [
+    (two_lbs(vip=""), "2 hosts in 'registry_lb' (lb1, lb2) need one address for clients: set registry_lb_vip"),
+    (two_lbs(lbs=(("lb1", "10.0.0.101"), ("lb2", "lb2.lan"))),
+     "host 'lb2' in 'registry_lb': keepalived's peers are IPv4 addresses, and its address is 'lb2.lan'"),
+    (two_lbs(vip="10.0.0.101"), "host 'lb1' in 'registry_lb' has registry_lb_vip's address '10.0.0.101' as its own"),
+    (two_lbs(vip="10.0.0.300"), "registry_lb_vip='10.0.0.300' is not an IPv4 address"),
+    ([*hosts(lb=(), shared={"registry_host": "registry.lan", "registry_lb_vip": "10.0.0.200"})],
+     "registry_lb_vip='10.0.0.200' without a host in 'registry_lb'"),
+    ([*two_lbs()[:-1], ("lb2", {**S3, "registry_lb_vip": "10.0.0.201/24", "ssh_hostname": "10.0.0.102"},
+                        {"registry_lb"})], "hosts disagree on the registry address (10.0.0.200:5000, 10.0.0.201:5000)"),
+    ([*two_lbs(registry_host="registry.lan")[:-1],
+      ("lb2", {**S3, "registry_host": "registry.lan", "registry_lb_vip": "10.0.0.201/24", "ssh_hostname": "10.0.0.102"},
+       {"registry_lb"})], "hosts disagree on registry_lb_vip"),
+])
+def test_load_balancers_that_could_not_share_an_address_are_refused(entries, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_hosts(entries, check_files=False)
+
+
+ADDRESSES = ["1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever preferred_lft forever",
+             "5: ens3@if9    inet 10.0.0.102/24 brd 10.0.0.255 scope global ens3\\       valid_lft forever"]
+
+
+def test_keepalived_sends_from_its_own_address_to_the_others_on_the_interface_holding_it():
+    lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
+    config = load_balancer.keepalived_config(lb2, ADDRESSES)
+    assert "    interface ens3\n" in config and "unicast_src_ip 10.0.0.102\n" in config
+    assert re.search(r"unicast_peer \{\s+10\.0\.0\.101\s+\}", config)
+    assert "10.0.0.200/24 dev ens3" in config and "virtual_router_id 51" in config
+    # The first in the inventory takes the address first; nobody takes it back from another.
+    lb1 = validate_hosts(two_lbs(lbs=(("lb1", "10.0.0.102"), ("lb2", "10.0.0.101"))), check_files=False)["lb1"]
+    assert "priority 200" in load_balancer.keepalived_config(lb1, ADDRESSES) and "priority 199" in config
+    assert "nopreempt" in config and "state BACKUP" in config
+    with pytest.raises(load_balancer.NoInterface, match="no interface holds 10.0.0.102"):
+        load_balancer.keepalived_config(lb2, ADDRESSES[:1])
+    assert "/32 dev ens3" in load_balancer.keepalived_config(
+        validate_hosts(two_lbs(vip="10.0.0.200"), check_files=False)["lb2"], ADDRESSES)
+
+
+def lb_state(settings, drift=()):
+    """A load balancer's HostState as a deploy left it, but for `drift`."""
+    from regdeploy.host_state import HostState
+    from regdeploy.pki import sha256
+
+    files = {"haproxy_cfg": f"{sha256(load_balancer.haproxy_config(settings))} 644 root",
+             "keepalived_conf": f"{sha256(load_balancer.keepalived_config(settings, ADDRESSES))} 644 root"}
+    units = set(load_balancer.services(settings))
+    state = HostState(packages={p: "installed" not in drift for p in load_balancer.packages(settings)},
+                      files={k: v for k, v in files.items() if f"{k} edited" not in drift},
+                      running={u for u in units if f"{u} stopped" not in drift},
+                      enabled_units={u for u in units if f"{u} disabled" not in drift},
+                      lines={"addresses": ADDRESSES})
+    return state
+
+
+@pytest.mark.parametrize("drift,expected", [
+    ((), {"haproxy": (), "keepalived": ()}),
+    (("haproxy.service stopped",), {"haproxy": ("haproxy is not running",), "keepalived": ()}),
+    (("keepalived.service disabled",), {"haproxy": (), "keepalived": ("keepalived does not start at boot",)}),
+    (("haproxy_cfg edited", "keepalived.service stopped"),
+     {"haproxy": ("/etc/haproxy/haproxy.cfg differs from the inventory's",), "keepalived": ("keepalived is not running",)}),
+    (("installed",), {"haproxy": ("haproxy is being installed",), "keepalived": ("keepalived is being installed",)}),
+])
+def test_a_load_balancer_stopped_disabled_or_edited_by_hand_is_put_back(drift, expected):
+    lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
+    missing, steps = load_balancer.lb_plan(lb2, lb_state(lb2, drift))
+    assert {step.service: step.reasons for step in steps} == expected
+    assert missing == (("haproxy", "curl", "keepalived") if "installed" in drift else ())
+
+
+def test_a_configuration_its_service_refuses_changes_nothing(tmp_path):
+    """The apply script against stand-ins: keepalived refuses the file (exit 5), so the old one stays
+    and no service is touched; a passed check (keepalived 2.2's SIGTERM to itself, 143) goes on."""
+    import subprocess
+
+    lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
+    step = load_balancer.lb_plan(lb2, lb_state(lb2, ("keepalived_conf edited",)))[1][1]
+    path = tmp_path / "keepalived.conf"
+    from regdeploy.rendering import render
+
+    script = render("apply-lb-config.sh.j2", path=str(path), content=step.content, service=step.service,
+                    check=step.check, check_passes=step.check_passes, wait_url=step.wait_url)
+    for code, changed in ((5, False), (143, True)):
+        path.write_text("old\n")
+        calls = tmp_path / "calls"
+        calls.write_text("")
+        stand_ins = (f"keepalived() {{ echo keepalived >> {calls}; return {code}; }}\n"
+                     f"systemctl() {{ echo \"systemctl $*\" >> {calls}; }}\n"
+                     "chown() { :; }\n")
+        result = subprocess.run(["sh", "-c", stand_ins + script], capture_output=True, text=True, timeout=30)
+        assert (result.returncode == 0) is changed, result.stderr
+        assert (path.read_text() == step.content) is changed
+        assert ("systemctl reload-or-restart keepalived" in calls.read_text()) is changed
+        assert not (tmp_path / "keepalived.conf.regdeploy-new").exists()
+        if not changed:
+            assert "keepalived refused the new configuration" in result.stderr
+
+
+@pytest.mark.parametrize("groups,storage,former,expected", [
+    ({"docker_clients"}, "s3", True, "stop"),  # a replica moved to the clients: its registry stops
+    ({"registry_lb"}, "s3", True, "stop"),  # or made a load balancer
+    ({"docker_clients"}, "s3", False, None),  # a client that never ran one
+    ({"docker_clients"}, "filesystem", True, "keep"),  # images on its own disk: served nowhere else
+    ({"registry_servers"}, "s3", True, None),  # still a replica
+])
+def test_a_host_taken_out_of_the_replicas_stops_its_registry_and_keeps_its_data(groups, storage, former, expected):
+    from regdeploy import retire
+    from regdeploy.host_state import HostState
+
+    data = {**S3, "registry_storage": storage}
+    entries = (hosts(shared=data, lb=() if "registry_lb" in groups else ("lb1",)) if storage == "s3"
+               else [("reg1", data, {"registry_servers"})]) + [
+        ("old", {**data, "ssh_hostname": "10.0.0.9"}, groups)]
+    settings = validate_hosts(entries, check_files=False)["old"]
+    assert (retire.LABEL in {c[1] for c in fact_checks(settings)}) is ("registry_servers" not in groups)
+    state = HostState(files={retire.LABEL: "0 600 root"} if former else {})
+    decision = retire.retirement(settings, state)
+    assert (None if decision is None else "stop" if decision.stop else "keep") == expected
+    if expected == "stop":
+        assert "container 'registry' stops and stays" in decision.message
+        assert "/etc/regdeploy/config.yml becomes /etc/regdeploy/config.yml.regdeploy-retired" in decision.message
+    if expected == "keep":
+        assert "keeps running, since the images on its disk are served nowhere else" in decision.message
+
+
+@pytest.mark.parametrize("update_fails", [False, True])
+def test_retiring_stops_the_container_only_once_it_cannot_restart_and_renames_the_config_last(tmp_path, update_fails):
+    """retire-registry.sh against a stand-in docker: the restart policy goes to no before the stop;
+    if that fails, nothing is stopped and config.yml stays (the next run tries again)."""
+    import subprocess
+
+    from regdeploy import retire
+    from regdeploy.rendering import render
+
+    settings = validate_hosts(hosts(shared={"registry_config_dir": str(tmp_path)}), check_files=False)["c1"]
+    (tmp_path / "config.yml").write_text("version: 0.1\n")
+    calls = tmp_path / "calls"
+    stand_ins = (f"docker() {{ echo \"docker $*\" >> {calls}; "
+                 f"case $1 in update) return {int(update_fails)} ;; esac; }}\n"
+                 f"systemctl() {{ echo \"systemctl $*\" >> {calls}; }}\n")
+    script = render("retire-registry.sh.j2", **retire.retire_script_args(settings))
+    result = subprocess.run(["sh", "-c", stand_ins + script], capture_output=True, text=True, timeout=30,
+                            env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    done = calls.read_text().splitlines()
+    assert done[:2] == ["docker container inspect registry", "docker update --restart=no registry"]
+    if update_fails:
+        assert result.returncode == 1 and "it was not stopped" in result.stderr
+        assert len(done) == 2 and (tmp_path / "config.yml").exists()
+    else:
+        assert result.returncode == 0, result.stderr
+        assert done[2] == "docker stop -t 30 registry"
+        assert not (tmp_path / "config.yml").exists()
+        assert (tmp_path / "config.yml.regdeploy-retired").read_text() == "version: 0.1\n"

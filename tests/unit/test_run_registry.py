@@ -47,9 +47,16 @@ docker() {{
     esac
 }}
 # The registry's API: the catalog is empty; GET /v2/ and /debug/health answer only if ANSWERS=yes.
+# The load balancers' status pages: the CSV says $D/lb-state (UP, DRAIN...) for every replica; the
+# admin form answers with the redirect haproxy sends, DENY while $D/lb-deny exists.
 curl() {{
     echo "curl $*" >> "$D/calls"
     case "$*" in
+        *"/stats;csv"*) printf 'registry_replicas,reg1,0,0,0,0,,0,0,0,,0,,0,0,0,0,%s\n' "$(cat "$D/lb-state")" ;;
+        *"action=drain"*"/stats" | *"action=ready"*"/stats")
+            if [ -e "$D/lb-deny" ]; then printf 'http://lb/stats;st=DENY'; return 0; fi
+            case "$*" in *action=drain*) echo DRAIN ;; *) echo UP ;; esac > "$D/lb-state"
+            printf 'http://lb/stats;st=DONE' ;;
         *"/v2/_catalog"*) [ "$ANSWERS" = yes ] && printf 'HTTP/1.1 200 OK\r\n\r\n{{"repositories":[]}}\n' ;;
         *"/v2/"* | *"/debug/health"*) [ "$ANSWERS" = yes ] ;;
         *) return 7 ;;
@@ -73,12 +80,21 @@ def containers(state: Path) -> dict[str, tuple[str, str, str]]:
             for p in sorted((state / "c").iterdir())}
 
 
-def run(tmp_path: Path, plan: RegistryPlan, answers: bool, **data) -> subprocess.CompletedProcess:
+LBS = ("lb1", "lb2")
+
+
+def run(tmp_path: Path, plan: RegistryPlan, answers: bool, lbs: bool = False, **data) -> subprocess.CompletedProcess:
     data.setdefault("registry_data_dir", str(tmp_path / "data"))
     data.setdefault("registry_config_dir", str(tmp_path / "etc"))
     # Without the stand-in sleep, a registry that never answers would hold the script for these 30 s.
     data.setdefault("registry_ready_timeout", 30)
-    settings = validate_hosts([("reg1", data, {"registry_servers"})], check_files=False)["reg1"]
+    hosts = [("reg1", data, {"registry_servers"})]
+    if lbs:  # reg1 a replica on S3 behind two load balancers
+        data.update(registry_storage="s3", registry_s3_bucket="images", registry_s3_access_key="k",
+                    registry_lb_vip="10.0.0.100")
+        hosts = [("reg1", data, {"registry_servers"}), ("reg2", data, {"registry_servers"}),
+                 *((name, {**data, "ssh_hostname": f"10.0.0.{11 + i}"}, {"registry_lb"}) for i, name in enumerate(LBS))]
+    settings = validate_hosts(hosts, check_files=False)["reg1"]
     desired = desired_container(settings, settings.registry_config_path, "a" * 64)
     # As tasks/registry_server.py names them.
     aside = f"registry{KEPT_SUFFIX}-20261205000000" if plan.adopts else f"registry{ASIDE_SUFFIX}"
@@ -181,3 +197,51 @@ def test_a_target_that_is_not_empty_is_never_merged_into(tmp_path, state):
     assert result.returncode == 1 and "is no longer empty" in result.stderr
     assert sorted(p.name for p in target.iterdir()) == ["someone-elses"]
     assert containers(state) == {"registry": ("by-hand", "true", "always")}
+
+
+def behind_two_lbs(state: Path, deny: bool = False) -> None:
+    (state / "lb-state").write_text("UP\n")
+    if deny:
+        (state / "lb-deny").touch()
+
+
+def lb_calls(state: Path) -> list[str]:
+    """The script's calls in order, as what they did: an admin action per load balancer, docker's."""
+    out = []
+    for line in (state / "calls").read_text().splitlines():
+        if "action=" in line:
+            out.append(f"{line.split('action=')[1].split()[0]} {line.split()[-1]}")
+        elif line.startswith(("docker stop", "docker run")):
+            out.append(" ".join(line.split()[:2]))
+    return out
+
+
+def test_a_replica_drains_on_every_load_balancer_before_it_stops_and_is_ready_again_after(tmp_path, state):
+    container(state, "registry")
+    behind_two_lbs(state)
+    result = run(tmp_path, RECREATE, answers=True, lbs=True)
+    assert result.returncode == 0, result.stderr
+    assert lb_calls(state) == ["drain http://10.0.0.11:8404/stats", "drain http://10.0.0.12:8404/stats",
+                               "docker stop", "docker run",
+                               "ready http://10.0.0.11:8404/stats", "ready http://10.0.0.12:8404/stats"]
+    assert "every load balancer sends reg1 requests" in result.stdout
+
+
+def test_a_replica_no_load_balancer_lets_drain_is_never_stopped(tmp_path, state):
+    container(state, "registry")
+    behind_two_lbs(state, deny=True)
+    result = run(tmp_path, RECREATE, answers=True, lbs=True)
+    assert result.returncode == 1
+    assert "did not set reg1 to drain (http://lb/stats;st=DENY)" in result.stderr
+    assert "docker stop" not in (state / "calls").read_text()
+    assert containers(state) == {"registry": ("old", "true", "always")}
+
+
+def test_a_drained_replica_whose_replacement_fails_runs_again_and_is_ready_again(tmp_path, state):
+    container(state, "registry")
+    behind_two_lbs(state)
+    result = run(tmp_path, RECREATE, answers=False, lbs=True)
+    assert result.returncode == 1
+    assert containers(state) == {"registry": ("old", "true", "always")}
+    assert lb_calls(state)[-2:] == ["ready http://10.0.0.11:8404/stats", "ready http://10.0.0.12:8404/stats"]
+    assert "the load balancers send it requests again" in result.stderr

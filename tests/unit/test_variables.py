@@ -43,7 +43,7 @@ def test_settings_has_one_typed_field_per_variable_and_nothing_else():
     hints = typing.get_type_hints(Settings)
     assert [f.name for f in dataclasses.fields(Settings)] == [
         "host_name", *(v.name for v in VARIABLES), "is_server", "server_names", "serves_cache", "is_lb",
-        "uses_registry", "replicas", "lb"]
+        "uses_registry", "replicas", "lbs"]
     for variable in VARIABLES:
         hint = hints[variable.name]
         assert (typing.get_origin(hint) or hint) is variable.kind.type, variable.name

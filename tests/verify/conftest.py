@@ -29,7 +29,7 @@ def pytest_addoption(parser):
 def pytest_generate_tests(metafunc):
     """Per-host tests over every host that uses the registry (not a host that is only the load
     balancer: test_load_balancer.py checks it), server tests over every registry server (replicas:
-    each), load balancer tests over the registry_lb host (none: not generated)."""
+    each), load balancer tests over every registry_lb host (none: not generated)."""
     inventory = metafunc.config.getoption("--inventory")
     fleet = load_fleet(inventory) if inventory else None
     if "inventory_host_name" in metafunc.fixturenames:
@@ -40,7 +40,7 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("server_name", [h.name for h in fleet.servers] if fleet else ["registry"])
     if "lb_name" in metafunc.fixturenames:
         # Without a load balancer these tests are deselected (pytest_collection_modifyitems), not skipped.
-        metafunc.parametrize("lb_name", [fleet.lb.name] if fleet and fleet.lb else [None])
+        metafunc.parametrize("lb_name", [h.name for h in fleet.lbs] if fleet and fleet.lbs else [None])
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,5 +1,6 @@
-"""The registry_lb host (several replicas): haproxy runs the configuration regdeploy renders, sends
-to every replica, and clients reach the registry through it. Not generated without a registry_lb host."""
+"""The registry_lb hosts (several replicas): haproxy runs the configuration regdeploy renders, sends
+to every replica, and clients reach the registry through it; with registry_lb_vip keepalived runs its
+configuration on each, and exactly one holds the address. Not generated without a registry_lb host."""
 
 import csv
 import io
@@ -7,20 +8,46 @@ import io
 from regdeploy import load_balancer
 
 
-def test_haproxy_runs_and_starts_at_boot(access, lb_name):
-    haproxy = access.host(lb_name).service("haproxy")
-    assert haproxy.is_running
-    assert haproxy.is_enabled
+def lb_settings(fleet, lb_name):
+    return next(h.settings for h in fleet.lbs if h.name == lb_name)
+
+
+def test_its_services_run_and_start_at_boot(access, fleet, lb_name):
+    for unit in load_balancer.services(lb_settings(fleet, lb_name)):
+        service = access.host(lb_name).service(unit.removesuffix(".service"))
+        assert service.is_running, unit
+        assert service.is_enabled, unit
 
 
 def test_haproxy_runs_the_configuration_regdeploy_renders(access, fleet, lb_name):
     file = access.host(lb_name).file(load_balancer.CONFIG_PATH)
     assert (file.user, file.mode) == ("root", 0o644)
-    assert file.content_string == load_balancer.haproxy_config(fleet.lb.settings)
+    assert file.content_string == load_balancer.haproxy_config(lb_settings(fleet, lb_name))
+
+
+def test_keepalived_runs_the_configuration_regdeploy_renders(access, fleet, lb_name):
+    settings = lb_settings(fleet, lb_name)
+    file = access.host(lb_name).file(load_balancer.KEEPALIVED_CONFIG_PATH)
+    if not settings.registry_lb_vip:
+        assert not file.exists  # nothing to share: regdeploy wrote none
+        return
+    addresses = access.host(lb_name).check_output("ip -o -4 addr show").splitlines()
+    assert (file.user, file.mode) == ("root", 0o644)
+    assert file.content_string == load_balancer.keepalived_config(settings, addresses)
+
+
+def test_exactly_one_load_balancer_holds_the_shared_address(access, fleet, lb_name):
+    settings = lb_settings(fleet, lb_name)
+    if not settings.registry_lb_vip:
+        assert len(fleet.lbs) == 1
+        return
+    holders = [h.name for h in fleet.lbs
+               if f" {settings.vip_address}/" in access.host(h.name).check_output("ip -o -4 addr show")]
+    assert len(holders) == 1, holders
 
 
 def test_every_replica_is_up_behind_the_load_balancer(access, fleet, lb_name):
-    settings = fleet.lb.settings
+    settings = lb_settings(fleet, lb_name)
     page = access.host(lb_name).check_output(f"curl -fsS 'http://127.0.0.1:{settings.registry_lb_stats_port}/stats;csv'")
     rows = list(csv.reader(io.StringIO(page.lstrip("# "))))
     header = rows[0]
@@ -30,7 +57,7 @@ def test_every_replica_is_up_behind_the_load_balancer(access, fleet, lb_name):
 
 
 def test_the_registry_answers_through_the_load_balancer(access, fleet, lb_name):
-    settings = fleet.lb.settings
+    settings = lb_settings(fleet, lb_name)
     scheme = "https" if settings.registry_tls else "http"
     options = "-k" if settings.registry_tls else ""
     status = access.host(lb_name).check_output(

@@ -1,10 +1,12 @@
-# Rendered by regdeploy (templates/apply-haproxy.sh.j2): the load balancer's new configuration, checked
-# by haproxy before it replaces the old one, then loaded without dropping connections (a reload hands
-# the listening sockets to the new process). A refused file changes nothing.
+# Rendered by regdeploy (templates/apply-lb-config.sh.j2): a load balancer's haproxy configuration,
+# checked by haproxy before it replaces the old one, then loaded without dropping connections (a
+# reload keeps the listening sockets, or the address it holds), and the service started at boot. A
+# refused file changes nothing. Also what starts a service stopped or disabled by hand.
 set -u
 path=/etc/haproxy/haproxy.cfg
 staged="$path.regdeploy-new"
 umask 022
+mkdir -p "${path%/*}" || exit 1
 cat > "$staged" <<'REGDEPLOY_FILE'
 # Rendered by regdeploy (templates/haproxy.cfg.j2) on the registry_lb host; changes here are overwritten.
 # One address for clients (5000), the registry replicas behind it. A replica that stops answering
@@ -44,28 +46,35 @@ backend registry_replicas
     server reg1 reg1:5000 check inter 500ms fall 2 rise 2
     server reg2 reg2:5000 check inter 500ms fall 2 rise 2
 
-# Read-only status page: a replica being replaced waits here until it is UP again.
+# Status page: a replica being replaced sets itself to drain here (no new requests, the ones it serves
+# finish), back to ready once it answers, and waits until it is UP again. Only the replicas may change a
+# state; to everyone else the page is read-only.
 frontend stats
     mode http
     bind :8404
     stats enable
     stats uri /stats
     stats refresh 5s
+    acl replica src reg1 reg2
+    stats admin if replica
 REGDEPLOY_FILE
-if ! haproxy -c -q -f "$staged" >&2; then
+haproxy -c -q -f "$staged" >&2
+checked=$?
+if [ "$checked" -ne 0 ]; then
     rm -f "$staged"
     echo "regdeploy: haproxy refused the new configuration; $path is unchanged" >&2
     exit 1
 fi
 chown root:root "$staged" && chmod 644 "$staged" && mv -f "$staged" "$path" || exit 1
-systemctl enable haproxy >/dev/null 2>&1 || { echo "regdeploy: could not enable haproxy" >&2; exit 1; }
+systemctl enable haproxy >/dev/null 2>&1 || {
+    echo "regdeploy: could not enable haproxy (masked? \`systemctl unmask haproxy\` if it should run)" >&2; exit 1; }
 systemctl reload-or-restart haproxy || { echo "regdeploy: haproxy did not take the configuration" >&2; exit 1; }
-# Up once its status page answers (the reload is asynchronous).
+# Up once it answers http://127.0.0.1:8404/stats (the reload is asynchronous).
 i=0
 until curl -fsS -o /dev/null http://127.0.0.1:8404/stats; do
     i=$((i + 1))
     if [ "$i" -ge 150 ]; then
-        echo "regdeploy: haproxy's status page (port 8404) did not answer within 30 s" >&2
+        echo "regdeploy: haproxy did not answer http://127.0.0.1:8404/stats within 30 s" >&2
         systemctl status haproxy --no-pager >&2
         exit 1
     fi

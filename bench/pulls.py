@@ -1,7 +1,7 @@
 """`python -m bench.pulls`: many clients pulling one image at once, through 1 and through 3 registry
 replicas on the lab's Ceph store, behind the lab's load balancer (issue #18's measurement).
 
-The lab (`regdeploy-bench-pulls`: registry1..3, lb, store, N clients) is deployed with regdeploy, an
+The lab (`regdeploy-bench-pulls`: registry1..3, lb1, lb2, store, N clients) is deployed with regdeploy, an
 image of one random layer (`--size-mb`) is pushed through the load balancer, then each round removes
 it from every client and has all of them pull it at the same moment; the figure is the wall time from
 the start to the last pull's end. Rounds alternate 3 replicas and 1 (the other two stopped, out of
@@ -40,14 +40,19 @@ def ssh(hostname: str, command: str, check: bool = True) -> subprocess.Completed
 
 
 def lb_up() -> set[str]:
-    page = ssh(lab_config.LB_HOST, "curl -fsS 'http://127.0.0.1:8404/stats;csv'").stdout
-    return {row.split(",")[1] for row in page.splitlines()
-            if row.startswith(load_balancer.LB_BACKEND + ",") and row.split(",")[17] == "UP"
-            and row.split(",")[1] not in ("BACKEND", "FRONTEND")}
+    """The replicas every load balancer reports UP."""
+    up = None
+    for lb in lab_config.LB_HOSTS:
+        page = ssh(lb, "curl -fsS 'http://127.0.0.1:8404/stats;csv'").stdout
+        seen = {row.split(",")[1] for row in page.splitlines()
+                if row.startswith(load_balancer.LB_BACKEND + ",") and row.split(",")[17] == "UP"
+                and row.split(",")[1] not in ("BACKEND", "FRONTEND")}
+        up = seen if up is None else up & seen
+    return up or set()
 
 
 def serve_with(replicas: int) -> None:
-    """Run the registry on the first `replicas` replicas only; wait until the load balancer agrees."""
+    """Run the registry on the first `replicas` replicas only; wait until the load balancers agree."""
     wanted = {f"registry{i}" for i in range(1, replicas + 1)}
     for i in range(1, REPLICAS + 1):
         name = f"registry{i}"
@@ -55,7 +60,7 @@ def serve_with(replicas: int) -> None:
     deadline = time.monotonic() + 60
     while lb_up() != wanted:
         if time.monotonic() > deadline:
-            raise SystemExit(f"the load balancer reports {sorted(lb_up())} UP, not {sorted(wanted)}")
+            raise SystemExit(f"the load balancers report {sorted(lb_up())} UP, not {sorted(wanted)}")
         time.sleep(0.5)
 
 
@@ -93,9 +98,9 @@ def main() -> None:
                                 capture_output=True, text=True)
         if deploy.returncode != 0:
             raise SystemExit(deploy.stderr[-3000:])
-        print(f"deploy of 3 replicas + lb + {args.clients} clients: {time.monotonic() - started:.1f} s", file=sys.stderr)
+        print(f"deploy of 3 replicas + 2 load balancers + {args.clients} clients: {time.monotonic() - started:.1f} s", file=sys.stderr)
         clients = [f"client{i}" for i in range(1, args.clients + 1)]
-        reference = f"{lab_config.LB_HOST}:5000/bench/random:{args.size_mb}m"
+        reference = f"{lab_config.VIP_NAME}:5000/bench/random:{args.size_mb}m"
         # One layer of random bytes (nothing compresses it), made and pushed on client1.
         ssh("client1", f"mkdir -p /tmp/layer && head -c {args.size_mb}M /dev/urandom > /tmp/layer/blob "
                        f"&& tar -C /tmp/layer -c . | docker import - {reference} >/dev/null "

@@ -54,7 +54,7 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
     `os_spec` gives each host's release and role (config.host_specs: `bookworm,trixie,sid:podman`...);
     a host that already runs keeps the one it was made with. `vms`: the hosts are virtual machines
     (lab/vm.py) instead of containers. `replicas`: that many registry servers on the lab's S3 store
-    (a one-node Ceph, host `store`) behind a load balancer (host `lb`)."""
+    (a one-node Ceph, host `store`) behind two load balancers (hosts `lb1`, `lb2`)."""
     require_engine()
     if replicas and (vms or os_spec):
         raise SystemExit("--replicas makes bookworm containers: leave out --vm and --os")

@@ -17,12 +17,17 @@ from .rendering import render
 LB_BACKEND = "registry_replicas"
 TOKEN_BACKEND = "token_services"  # registry_access: each replica's token service, on registry_token_port
 CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
+# registry_tls: TLS ends at haproxy, with the registry's certificate and key in one file (0600), and
+# starts again to the replicas, verified against the CA(s) the hosts trust.
+TLS_DIR = "/etc/haproxy/regdeploy"
+PEM_PATH = f"{TLS_DIR}/registry.pem"
+CA_PATH = f"{TLS_DIR}/ca.crt"
 KEEPALIVED_CONFIG_PATH = "/etc/keepalived/keepalived.conf"
 # haproxy, and curl for the wait on its status page after a reload (and keepalived's check of it).
 PACKAGES = ("haproxy", "curl")
 # With registry_lb_vip.
 VIP_PACKAGES = ("keepalived",)
-# VRRP: an advertisement a second; a backup takes the address about 3.5 s after the last one it saw.
+# VRRP: an advertisement a second; a backup takes the address about 3.2 s after the last one it saw.
 ADVERT_SECONDS = 1
 CHECK_MS = 500
 FALL = 2
@@ -46,7 +51,8 @@ def services(settings) -> tuple[str, ...]:
 def fact_checks(settings) -> tuple:
     """What a load balancer's DockerHostState fact reads: its configuration files, whether each service
     runs and starts at boot, and (with registry_lb_vip) its IPv4 addresses, for keepalived's interface."""
-    checks: list[tuple] = [("file", "haproxy_cfg", CONFIG_PATH)]
+    # The TLS files whatever the mode: without registry_tls, ones an earlier run wrote are removed.
+    checks: list[tuple] = [("file", "haproxy_cfg", CONFIG_PATH), ("file", "lb_pem", PEM_PATH), ("file", "lb_ca", CA_PATH)]
     if settings.registry_lb_vip:
         checks += [("file", "keepalived_conf", KEEPALIVED_CONFIG_PATH),
                    ("output", "addresses", ("ip", "-o", "-4", "addr", "show"))]
@@ -58,11 +64,45 @@ def fact_checks(settings) -> tuple:
 def haproxy_config(settings) -> str:
     """haproxy.cfg for this inventory: every replica of `registry_servers`, at its SSH address."""
     replicas = [(server_name(name), address) for name, address in settings.replicas]
+    tls = None
+    if settings.registry_tls:
+        # The replicas' certificate names registry_host; haproxy checks a name, not an address.
+        host = settings.registry_host
+        tls = {"verifyhost": "" if _is_address(host) else host}
     return render("haproxy.cfg.j2", port=settings.registry_port, backend=LB_BACKEND, replicas=replicas,
-                  tls=settings.registry_tls, stats_port=settings.registry_lb_stats_port,
+                  tls=tls, pem=PEM_PATH, ca=CA_PATH, stats_port=settings.registry_lb_stats_port,
                   check_ms=CHECK_MS, fall=FALL, rise=RISE,
                   token_port=settings.registry_token_port if settings.registry_access else 0,
                   token_backend=TOKEN_BACKEND, admins=[address for _, address in settings.replicas])
+
+
+def _is_address(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TlsFile:
+    """A file haproxy reads at its start or reload: the certificate with its key, or the CA bundle."""
+
+    label: str
+    path: str
+    content: str
+    mode: str
+    secret: bool
+
+
+def tls_files(material) -> tuple[TlsFile, ...]:
+    """`material`: security.tls_material's (None without registry_tls)."""
+    if material is None:
+        return ()
+    pem = material.cert_pem.rstrip("\n") + "\n" + material.key_pem.rstrip("\n") + "\n"
+    return (TlsFile("lb_pem", PEM_PATH, pem, "600", True), TlsFile("lb_ca", CA_PATH, material.ca_pem, "644", False))
 
 
 class NoInterface(ValueError):
@@ -107,10 +147,19 @@ class ServiceStep:
     reasons: tuple[str, ...]
 
 
-def lb_plan(settings, state) -> tuple[tuple[str, ...], tuple[ServiceStep, ...]]:
-    """(packages to install, each service's step) for a load balancer, from its DockerHostState. A
+@dataclass(frozen=True)
+class LbPlan:
+    missing: tuple[str, ...]  # packages to install
+    tls: tuple[TlsFile, ...]  # TLS files to write (registry_tls)
+    stale: tuple[str, ...]  # TLS files an earlier run wrote that nothing uses now (the key among them)
+    steps: tuple[ServiceStep, ...]  # haproxy's, then keepalived's
+
+
+def lb_plan(settings, state, material=None) -> LbPlan:
+    """What a load balancer needs, from its DockerHostState and `material` (security.tls_material). A
     service whose file differs, that is stopped, or that does not start at boot gets its file written
-    and is enabled and reloaded (or started). Raises NoInterface for a VIP no interface can carry."""
+    and is enabled and reloaded (or started); haproxy is reloaded too for a new certificate or CA.
+    Raises NoInterface for a VIP no interface can carry."""
     from .host_state import file_matches
 
     missing = tuple(name for name in packages(settings) if not state.packages.get(name))
@@ -124,6 +173,7 @@ def lb_plan(settings, state) -> tuple[tuple[str, ...], tuple[ServiceStep, ...]]:
         wanted.append(("keepalived.service", "keepalived_conf", KEEPALIVED_CONFIG_PATH,
                        keepalived_config(settings, state.lines.get("addresses", [])),
                        ("keepalived", "--config-test", "-f"), (0, 143), ""))
+    new_tls = tuple(f for f in tls_files(material) if not file_matches(state.files.get(f.label), f.content, f.mode))
     steps = []
     for unit, label, path, content, check, check_passes, wait_url in wanted:
         service = unit.removesuffix(".service")
@@ -134,6 +184,10 @@ def lb_plan(settings, state) -> tuple[tuple[str, ...], tuple[ServiceStep, ...]]:
             reasons = tuple(reason for reason, drifted in (
                 (f"{path} differs from the inventory's", not file_matches(state.files.get(label), content, "644")),
                 (f"{service} is not running", unit not in state.running),
-                (f"{service} does not start at boot", unit not in state.enabled_units)) if drifted)
+                (f"{service} does not start at boot", unit not in state.enabled_units),
+                (f"{', '.join(f.path for f in new_tls)} changed", service == "haproxy" and bool(new_tls))) if drifted)
         steps.append(ServiceStep(service, path, content, check, check_passes, wait_url, reasons))
-    return missing, tuple(steps)
+    wanted_tls = {f.label for f in tls_files(material)}
+    stale = tuple(path for label, path in (("lb_pem", PEM_PATH), ("lb_ca", CA_PATH))
+                  if label in state.files and label not in wanted_tls)
+    return LbPlan(missing, new_tls, stale, tuple(steps))

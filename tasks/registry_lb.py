@@ -3,15 +3,19 @@ registry_lb_vip keepalived, which moves that address between them."""
 
 from __future__ import annotations
 
+import shlex
+
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, server
 
-from regdeploy import load_balancer
+from regdeploy import load_balancer, security
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
 from regdeploy.host_state import HostState
+
+from .host_files import put_if_changed
 
 
 @deploy("Run the registry's load balancer")
@@ -19,17 +23,27 @@ def run_load_balancer(settings: Settings, state: HostState) -> None:
     """`state` is the host's DockerHostState fact (its `packages`, `files`, `running`, `enabled_units`
     and `lines`)."""
     try:
-        missing, steps = load_balancer.lb_plan(settings, state)
+        plan = load_balancer.lb_plan(settings, state, security.tls_material(settings))
     except load_balancer.NoInterface as exc:
         raise DeployError(f"host {settings.host_name!r}: {exc}, its ssh_hostname: keepalived sends VRRP from that "
                          "address; set ssh_hostname to its IPv4 address on registry_lb_vip's network") from None
-    if missing:
-        apt.packages(name=f"Install {', '.join(missing)}", packages=list(missing), update=True)
+    if plan.missing:
+        apt.packages(name=f"Install {', '.join(plan.missing)}", packages=list(plan.missing), update=True)
+    # registry_tls: haproxy ends TLS with the registry's certificate (its key travels on stdin).
+    for file in plan.tls:
+        put_if_changed(file.path, file.content, state.files.get(file.label),
+                       f"Install haproxy's {'certificate and key' if file.secret else 'CA'} {file.path}",
+                       mode=file.mode, secret=file.secret, dir_mode="755")
     # haproxy first, then keepalived (its check asks haproxy): one call each, so pyinfra keeps the order.
-    haproxy, *keepalived = steps
+    haproxy, *keepalived = plan.steps
     _apply(settings, haproxy)
     for step in keepalived:
         _apply(settings, step)
+    # Without registry_tls (haproxy no longer reads them, its new configuration is loaded above).
+    if plan.stale:
+        host.log(f"Will remove {', '.join(plan.stale)}: TLS no longer ends here")
+        server.shell(name=f"Remove haproxy's TLS files {', '.join(plan.stale)}",
+                     commands=[f"rm -f {' '.join(shlex.quote(p) for p in plan.stale)}"])
 
 
 def _apply(settings: Settings, step: load_balancer.ServiceStep) -> None:

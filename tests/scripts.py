@@ -210,7 +210,7 @@ def _scripts() -> Iterator[tuple[str, str]]:
     shared = replicas(lbs=VIP_LBS, registry_lb_vip="10.0.0.100/24")
     lb1 = shared["lb1"]
     yield "keepalived.conf", load_balancer.keepalived_config(lb1, LB1_ADDRESSES)
-    for step in load_balancer.lb_plan(lb1, HostState(lines={"addresses": LB1_ADDRESSES}))[1]:
+    for step in load_balancer.lb_plan(lb1, HostState(lines={"addresses": LB1_ADDRESSES})).steps:
         yield (f"apply-lb-config.{step.service}.sh",
                render("apply-lb-config.sh.j2", path=step.path, content=step.content, service=step.service,
                       check=step.check, check_passes=step.check_passes, wait_url=step.wait_url))

@@ -219,6 +219,14 @@ if [ -f /etc/haproxy/haproxy.cfg ]; then
     printf '%s\n' 'path.haproxy_cfg=file /etc/haproxy/haproxy.cfg'
     set -- "$@" /etc/haproxy/haproxy.cfg
 fi
+if [ -f /etc/haproxy/regdeploy/registry.pem ]; then
+    printf '%s\n' 'path.lb_pem=file /etc/haproxy/regdeploy/registry.pem'
+    set -- "$@" /etc/haproxy/regdeploy/registry.pem
+fi
+if [ -f /etc/haproxy/regdeploy/ca.crt ]; then
+    printf '%s\n' 'path.lb_ca=file /etc/haproxy/regdeploy/ca.crt'
+    set -- "$@" /etc/haproxy/regdeploy/ca.crt
+fi
 if [ -f /etc/keepalived/keepalived.conf ]; then
     printf '%s\n' 'path.keepalived_conf=file /etc/keepalived/keepalived.conf'
     set -- "$@" /etc/keepalived/keepalived.conf

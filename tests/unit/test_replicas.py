@@ -131,8 +131,9 @@ def test_one_server_on_its_disk_keeps_its_config():
 
 @pytest.mark.parametrize("shared,mode,check", [
     ({}, "mode http", "check inter 500ms fall 2 rise 2"),
-    # TLS passes through to the replicas, which hold the certificate; checks speak TLS to them.
-    ({"registry_tls": True}, "mode tcp", "check inter 500ms fall 2 rise 2 check-ssl verify none"),
+    # TLS ends at haproxy and starts again to the replicas, verified; checks speak TLS to them.
+    ({"registry_tls": True}, "mode http",
+     "check inter 500ms fall 2 rise 2 ssl verify required ca-file /etc/haproxy/regdeploy/ca.crt verifyhost lb1"),
 ])
 def test_haproxy_sends_to_every_replica_and_checks_each(shared, mode, check):
     settings = validate_hosts(hosts(shared=shared), check_files=False)["lb1"]
@@ -171,6 +172,9 @@ def test_the_load_balancer_host_is_asked_about_haproxy_only():
                                             # a former replica's registry stops (regdeploy.retire)
                                             ("file", "former_registry", "/etc/regdeploy/config.yml"),
                                             ("file", "haproxy_cfg", load_balancer.CONFIG_PATH),
+                                            # TLS files an earlier run wrote are removed without TLS
+                                            ("file", "lb_pem", load_balancer.PEM_PATH),
+                                            ("file", "lb_ca", load_balancer.CA_PATH),
                                             ("running", "haproxy.service", "haproxy.service"),
                                             ("enabled", "haproxy.service", "haproxy.service"))
     assert "haproxy" not in packages_to_check(settings["reg1"])
@@ -322,9 +326,10 @@ def lb_state(settings, drift=()):
 ])
 def test_a_load_balancer_stopped_disabled_or_edited_by_hand_is_put_back(drift, expected):
     lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
-    missing, steps = load_balancer.lb_plan(lb2, lb_state(lb2, drift))
-    assert {step.service: step.reasons for step in steps} == expected
-    assert missing == (("haproxy", "curl", "keepalived") if "installed" in drift else ())
+    plan = load_balancer.lb_plan(lb2, lb_state(lb2, drift))
+    assert plan.tls == plan.stale == ()  # no registry_tls
+    assert {step.service: step.reasons for step in plan.steps} == expected
+    assert plan.missing == (("haproxy", "curl", "keepalived") if "installed" in drift else ())
 
 
 def test_a_configuration_its_service_refuses_changes_nothing(tmp_path):
@@ -333,7 +338,7 @@ def test_a_configuration_its_service_refuses_changes_nothing(tmp_path):
     import subprocess
 
     lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
-    step = load_balancer.lb_plan(lb2, lb_state(lb2, ("keepalived_conf edited",)))[1][1]
+    step = load_balancer.lb_plan(lb2, lb_state(lb2, ("keepalived_conf edited",))).steps[1]
     path = tmp_path / "keepalived.conf"
     from regdeploy.rendering import render
 
@@ -410,3 +415,40 @@ def test_retiring_stops_the_container_only_once_it_cannot_restart_and_renames_th
         assert done[2] == "docker stop -t 30 registry"
         assert not (tmp_path / "config.yml").exists()
         assert (tmp_path / "config.yml.regdeploy-retired").read_text() == "version: 0.1\n"
+
+
+
+def test_tls_ends_at_haproxy_and_starts_again_to_the_replicas_verified():
+    """registry_tls: haproxy holds the certificate and key (0600), ends TLS in HTTP mode (so a request a
+    dead replica never answered is sent again), and verifies each replica against the CA file."""
+    from regdeploy import pki
+    from regdeploy.host_state import HostState
+
+    lb = validate_hosts(hosts(shared={"registry_tls": True, "registry_host": "registry.lan"}), check_files=False)["lb1"]
+    config = load_balancer.haproxy_config(lb)
+    assert f"bind :5000 ssl crt {load_balancer.PEM_PATH}\n" in config and "mode tcp\n" not in config.split("frontend token")[0]
+    assert "retry-on conn-failure empty-response 503" in config
+    assert f"server reg1 10.0.0.1:5000 check inter 500ms fall 2 rise 2 ssl verify required ca-file {load_balancer.CA_PATH} " \
+           "verifyhost registry.lan\n" in config
+    # An address as registry_host: the chain is verified, no name (haproxy checks names only).
+    by_address = validate_hosts(hosts(shared={"registry_tls": True, "registry_host": "10.0.0.200"}),
+                                check_files=False)["lb1"]
+    assert "verifyhost" not in load_balancer.haproxy_config(by_address)
+    material = pki.TlsMaterial(cert_pem="CERT\n", key_pem="KEY\n", ca_pem="CA\n", generated=True)
+    files = {f.label: f for f in load_balancer.tls_files(material)}
+    assert (files["lb_pem"].content, files["lb_pem"].mode, files["lb_pem"].secret) == ("CERT\nKEY\n", "600", True)
+    assert (files["lb_ca"].content, files["lb_ca"].mode, files["lb_ca"].secret) == ("CA\n", "644", False)
+    assert {c[1] for c in fact_checks(lb)} >= {"lb_pem", "lb_ca"}
+    # A new certificate (a rotation) reloads haproxy, whose files are otherwise as wanted.
+    from regdeploy.pki import sha256
+
+    current = HostState(packages={p: True for p in load_balancer.packages(lb)},
+                        files={"haproxy_cfg": f"{sha256(config)} 644 root", "lb_pem": f"{sha256('OLD')} 600 root",
+                               "lb_ca": f"{sha256(material.ca_pem)} 644 root"},
+                        running={"haproxy.service"}, enabled_units={"haproxy.service"})
+    plan = load_balancer.lb_plan(lb, current, material)
+    assert [f.label for f in plan.tls] == ["lb_pem"] and plan.stale == ()
+    assert plan.steps[0].reasons == (f"{load_balancer.PEM_PATH} changed",)
+    # TLS off again: haproxy's key and CA are removed once its new configuration no longer names them.
+    plain = validate_hosts(hosts(shared={"registry_host": "registry.lan"}), check_files=False)["lb1"]
+    assert load_balancer.lb_plan(plain, current).stale == (load_balancer.PEM_PATH, load_balancer.CA_PATH)

@@ -168,30 +168,38 @@ def test_the_verify_suite_passes_against_the_replicas(scale, test_image_archive)
     assert re.search(r"(\d+) passed", result.stdout) and " skipped" not in result.stdout, result.stdout[-1500:]
 
 
+def kill_a_replica_while_every_client_pulls(access, reference: str, victim: str) -> None:
+    """The whole machine goes, at once (no graceful stop, its address stops answering), with every client
+    pulling until 8 s after the load balancers mark it DOWN: no pull may fail. Then it restarts, and its
+    registry comes back by itself (restart policy, nothing on its disk to lose)."""
+    try:
+        with PullLoops(access, reference) as loops:
+            time.sleep(3)
+            docker("kill", SCALE_LAB.container_name(victim))
+            wait_for_lb(access, {f"registry{i}": "DOWN" if f"registry{i}" == victim else "UP"
+                                 for i in range(1, REPLICAS + 1)}, limit=30)
+            time.sleep(8)
+    finally:  # the next tests need it
+        docker("start", SCALE_LAB.container_name(victim))
+        lab_ssh.wait_for_ssh(SCALE_LAB, [victim])
+    assert_no_failed_pull(loops.outcomes(), at_least=3)
+
+
 def test_a_dead_replica_costs_no_pull(scale, test_image_archive):
     access, _ = scale
     reference = f"{access.fleet.registry_address}/team/busybox:1"
     if ("team/busybox", "1") not in registry_client(access).manifests():
         push(access, access.fleet.clients[0].name, reference, test_image_archive)
-    victim = "registry2"
-    with PullLoops(access, reference) as loops:
-        time.sleep(3)
-        # The whole machine goes, at once: no graceful stop, its address stops answering.
-        docker("kill", SCALE_LAB.container_name(victim))
-        wait_for_lb(access, {"registry1": "UP", "registry2": "DOWN", "registry3": "UP"}, limit=30)
-        time.sleep(8)
-    assert_no_failed_pull(loops.outcomes(), at_least=3)
-    # It comes back by itself once its machine does (restart policy, nothing on its disk to lose).
-    docker("start", SCALE_LAB.container_name(victim))
-    lab_ssh.wait_for_ssh(SCALE_LAB, [victim])
+    kill_a_replica_while_every_client_pulls(access, reference, "registry2")
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
 
 
 def test_the_active_load_balancers_death_costs_only_the_requests_in_flight(scale, test_image_archive):
     """The machine holding the address dies at once: the other load balancer takes the address (VRRP,
     about 3.2 s after its last advertisement), new connections meanwhile are retried by the clients'
-    TCP into it, and every pull begun after the kill succeeds; only a request in flight at that
-    instant can fail. The dead one comes back as a backup, without taking the address back."""
+    TCP into it. Only a request in flight at the kill, or opened while the killed lab host's network
+    lingers, can fail: in the first 2 s. The dead one comes back as a backup, without taking the
+    address back."""
     access, _ = scale
     reference = f"{access.fleet.registry_address}/team/busybox:1"
     if ("team/busybox", "1") not in registry_client(access).manifests():
@@ -209,24 +217,24 @@ def test_the_active_load_balancers_death_costs_only_the_requests_in_flight(scale
             time.sleep(8)
     finally:  # the next tests need both
         docker("start", SCALE_LAB.container_name(active))
+        lab_ssh.wait_for_ssh(SCALE_LAB, [active])
     outcomes = loops.outcomes()
     # A request in flight on the dead machine's connection is lost with it: no load balancer can send it
-    # again, and Docker does not retry a manifest request on a new connection (it does a layer's). So a
-    # pull can fail at the instant of the kill, at most one per client: EOF or a reset, or a refused
-    # connection (a killed lab host's network outlives its processes for a moment, holding the address
-    # with nothing listening). Every pull begun after that succeeds, through the other load balancer.
+    # again, and Docker does not retry a manifest request on a new connection (it does a layer's). And a
+    # killed lab host's network outlives its processes for a moment, holding the address with nothing
+    # listening: a connection opened then is refused. So pulls can fail only in the 2 s after the kill
+    # (EOF, a reset, a refusal); every one begun after that succeeds, through the other load balancer,
+    # which took the address later than that (new connections wait for it in TCP's retries).
     failed = {client: [line for line in lines if not line.startswith("ok ")] for client, lines in outcomes.items()}
     for client, lines in failed.items():
-        assert len(lines) <= 1, (client, lines)
         for line in lines:
-            assert abs(float(line.split()[1]) - killed_at) < 2, (client, line, killed_at)
+            assert 0 <= float(line.split()[1]) - killed_at < 2, (client, line, killed_at)
             assert any(said in line for said in ("EOF", "reset", "connection refused")), (client, line)
     after = {client: sum(1 for line in lines if line.startswith("ok ") and float(line.split()[1]) > killed_at + moved)
              for client, lines in outcomes.items()}
     assert all(count >= 3 for count in after.values()), after
-    print(f"the address moved to {other} {moved:.1f} s after {active} was killed; failed pulls (in flight at the "
-          f"kill): { {c: len(f) for c, f in failed.items()} } of { {c: len(lines) for c, lines in outcomes.items()} }")
-    lab_ssh.wait_for_ssh(SCALE_LAB, [active])
+    print(f"the address moved to {other} {moved:.1f} s after {active} was killed; failed pulls (all within 2 s of "
+          f"the kill): { {c: len(f) for c, f in failed.items()} } of { {c: len(lines) for c, lines in outcomes.items()} }")
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
     time.sleep(5)  # a few VRRP rounds: it stays a backup
     assert vip_holders(access) == [other]
@@ -474,14 +482,7 @@ def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path
     # dead replica never answered is sent again, as in plain HTTP, and no pull fails. Its token service
     # is out of the rotation too, and both come back with its machine.
     victim = "registry3"
-    with PullLoops(access, reference) as loops:
-        time.sleep(3)
-        docker("kill", SCALE_LAB.container_name(victim))
-        wait_for_lb(access, {"registry1": "UP", "registry2": "UP", "registry3": "DOWN"}, limit=30)
-        time.sleep(8)
-    assert_no_failed_pull(loops.outcomes(), at_least=3)
-    docker("start", SCALE_LAB.container_name(victim))
-    lab_ssh.wait_for_ssh(SCALE_LAB, [victim])
+    kill_a_replica_while_every_client_pulls(access, reference, victim)
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
     assert access.ssh(victim, "systemctl is-active regdeploy-token") == "active"
 

@@ -45,8 +45,9 @@ def retirement(settings, state) -> Retirement | None:
     if settings.registry_storage != "s3":
         # Its images are on its own disk: stopping it would take them out of reach.
         return Retirement(False, f"{where}: its registry keeps running, since the images on its disk are served "
-                                 f"nowhere else. Move them to the server (`regdeploy backup` there, `regdeploy "
-                                 f"restore` on the server), then stop container {name!r} by hand")
+                                 f"nowhere else. To move them, put it back in {settings.registry_servers_group!r} "
+                                 f"for `regdeploy backup`, `regdeploy restore` them onto the new server, then stop "
+                                 f"container {name!r} by hand")
     return Retirement(True, f"{where}: its registry container {name!r} stops and stays (restart policy no), "
                             f"the images stay in the bucket, {path} becomes {path}{RETIRED_SUFFIX}")
 

@@ -22,6 +22,7 @@ CONFIG_PATH = "/etc/haproxy/haproxy.cfg"
 TLS_DIR = "/etc/haproxy/regdeploy"
 PEM_PATH = f"{TLS_DIR}/registry.pem"
 CA_PATH = f"{TLS_DIR}/ca.crt"
+TLS_FILES = {"lb_pem": PEM_PATH, "lb_ca": CA_PATH}  # the fact's label for each
 KEEPALIVED_CONFIG_PATH = "/etc/keepalived/keepalived.conf"
 # haproxy, and curl for the wait on its status page after a reload (and keepalived's check of it).
 PACKAGES = ("haproxy", "curl")
@@ -52,7 +53,7 @@ def fact_checks(settings) -> tuple:
     """What a load balancer's DockerHostState fact reads: its configuration files, whether each service
     runs and starts at boot, and (with registry_lb_vip) its IPv4 addresses, for keepalived's interface."""
     # The TLS files whatever the mode: without registry_tls, ones an earlier run wrote are removed.
-    checks: list[tuple] = [("file", "haproxy_cfg", CONFIG_PATH), ("file", "lb_pem", PEM_PATH), ("file", "lb_ca", CA_PATH)]
+    checks: list[tuple] = [("file", "haproxy_cfg", CONFIG_PATH), *(("file", label, path) for label, path in TLS_FILES.items())]
     if settings.registry_lb_vip:
         checks += [("file", "keepalived_conf", KEEPALIVED_CONFIG_PATH),
                    ("output", "addresses", ("ip", "-o", "-4", "addr", "show"))]
@@ -102,7 +103,8 @@ def tls_files(material) -> tuple[TlsFile, ...]:
     if material is None:
         return ()
     pem = material.cert_pem.rstrip("\n") + "\n" + material.key_pem.rstrip("\n") + "\n"
-    return (TlsFile("lb_pem", PEM_PATH, pem, "600", True), TlsFile("lb_ca", CA_PATH, material.ca_pem, "644", False))
+    return (TlsFile("lb_pem", TLS_FILES["lb_pem"], pem, "600", True),
+            TlsFile("lb_ca", TLS_FILES["lb_ca"], material.ca_pem, "644", False))
 
 
 class NoInterface(ValueError):
@@ -173,7 +175,8 @@ def lb_plan(settings, state, material=None) -> LbPlan:
         wanted.append(("keepalived.service", "keepalived_conf", KEEPALIVED_CONFIG_PATH,
                        keepalived_config(settings, state.lines.get("addresses", [])),
                        ("keepalived", "--config-test", "-f"), (0, 143), ""))
-    new_tls = tuple(f for f in tls_files(material) if not file_matches(state.files.get(f.label), f.content, f.mode))
+    tls = tls_files(material)
+    new_tls = tuple(f for f in tls if not file_matches(state.files.get(f.label), f.content, f.mode))
     steps = []
     for unit, label, path, content, check, check_passes, wait_url in wanted:
         service = unit.removesuffix(".service")
@@ -187,7 +190,6 @@ def lb_plan(settings, state, material=None) -> LbPlan:
                 (f"{service} does not start at boot", unit not in state.enabled_units),
                 (f"{', '.join(f.path for f in new_tls)} changed", service == "haproxy" and bool(new_tls))) if drifted)
         steps.append(ServiceStep(service, path, content, check, check_passes, wait_url, reasons))
-    wanted_tls = {f.label for f in tls_files(material)}
-    stale = tuple(path for label, path in (("lb_pem", PEM_PATH), ("lb_ca", CA_PATH))
-                  if label in state.files and label not in wanted_tls)
+    wanted_tls = {f.label for f in tls}
+    stale = tuple(path for label, path in TLS_FILES.items() if label in state.files and label not in wanted_tls)
     return LbPlan(missing, new_tls, stale, tuple(steps))

@@ -154,6 +154,11 @@ GC_TIMER_HOLDER = f"regdeploy gc (systemd {GC_UNIT}.timer)"
 # data in the way): the regdeploy command exits with its own Exit.REFUSED then.
 REFUSED = 6
 
+# How long a hold on new connections (templates/parts/registry-hold.sh.j2) lasts at most if the script
+# that set it never removes it: past the restart's own bounds (docker restart -t 10, then 60 s to
+# answer), so it never lapses mid-restart.
+HOLD_SECONDS = 120
+
 
 def server_script(settings, template: str, holder: str, *, dry_run: bool = False, **extra) -> str:
     """A templates/ script run on the registry server against its registry: backup, restore, gc."""
@@ -161,7 +166,7 @@ def server_script(settings, template: str, holder: str, *, dry_run: bool = False
                   data_dir=settings.registry_data_dir, port=settings.registry_port, lock=LOCK_PATH,
                   lock_timeout=settings.deploy_lock_timeout, holder=holder, api=loopback_api(settings),
                   readonly_config=registry_config(settings, readonly=True), config_target=CONFIG_TARGET,
-                  refused=REFUSED, dry_run=dry_run, **extra)
+                  refused=REFUSED, dry_run=dry_run, hold_seconds=HOLD_SECONDS, **extra)
 
 
 # registry_access: regdeploy's token service on each registry server (regdeploy/token_service.py,

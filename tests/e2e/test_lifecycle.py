@@ -19,6 +19,7 @@ from regdeploy.registry_api import RegistryClient, base_url
 from regdeploy.registry_plan import CONFIG_TARGET
 from regdeploy.settings import archive_sha256
 from tests.access import own_lab, run_deploy
+from tests.pulls import PullLoops, assert_no_failed_pull, ended
 
 LIFE_LAB = lab_config.default_lab("regdeploy-life")
 MANIFEST_TYPES = ", ".join(["application/vnd.docker.distribution.manifest.v2+json",
@@ -28,7 +29,7 @@ MANIFEST_TYPES = ", ".join(["application/vnd.docker.distribution.manifest.v2+jso
 @pytest.fixture(scope="module")
 def life(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("life")
-    with own_lab(request, LIFE_LAB, 1, work) as access:
+    with own_lab(request, LIFE_LAB, 2, work) as access:
         yield access, work
 
 
@@ -116,13 +117,6 @@ def test_metrics_are_published_only_when_asked(life):
 REGDEPLOY = str(Path(sys.executable).parent / "regdeploy")
 LIST_TYPE = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
-# A loop on client1 that pulls TAG over and over until /tmp/stop-pulls exists, printing
-# "EPOCH ok|failed" per pull (the lab's hosts share the controller's clock).
-PULL_LOOP = ("rm -f /tmp/stop-pulls; while [ ! -e /tmp/stop-pulls ]; do "
-             "if docker pull -q {ref} >/dev/null 2>&1; then r=ok; else r=failed; fi; echo \"$(date +%s.%N) $r\"; "
-             "docker image rm {ref} >/dev/null 2>&1; sleep 0.05; done")
-
-
 def run_gc(access, *options: str) -> dict:
     result = subprocess.run([REGDEPLOY, "-i", str(access.inventory), "gc", "--json", *options], capture_output=True,
                             text=True, timeout=600)
@@ -169,14 +163,12 @@ def test_gc_frees_an_untagged_image_keeps_every_tag_and_pulls_go_on(life):
     assert junk_layer in {blob["digest"] for blob in dry["blobs"]} and dry["bytes"] >= 3_000_000, dry
     assert storage_has_blob(access, junk_layer) and registry.manifests() == kept
 
-    pulls = subprocess.Popen(["ssh", "-F", str(access.ssh_config), "client1",
-                              PULL_LOOP.format(ref="registry:5000/life/one:1")],
-                             stdout=subprocess.PIPE, text=True)
-    try:
+    with PullLoops(access, "registry:5000/life/one:1") as pulls:
+        pulls.settle()
+        began = time.time()
         report = run_gc(access)
-    finally:
-        access.ssh("client1", "touch /tmp/stop-pulls")
-        log = pulls.communicate(timeout=60)[0]
+        ended_at = pulls.settle()
+    outcomes = pulls.outcomes()
     assert report["delete_untagged"] is True and report["indexes"] == 0
     assert report["freed_bytes"] >= 3_000_000, report
     # What the dry run said would go is what went.
@@ -185,13 +177,24 @@ def test_gc_frees_an_untagged_image_keeps_every_tag_and_pulls_go_on(life):
     assert registry.manifests() == kept
     for repository, tag in kept:
         access.ssh("client1", f"docker pull -q registry:5000/{repository}:{tag} >/dev/null")
-    # Pulls while the registry was read-only all worked (the switches in and out are restarts).
-    attempts = [(float(t), r) for t, r in (line.split() for line in log.splitlines())]
-    inside = [r for t, r in attempts if report["readonly_from"] <= t <= report["readonly_until"]]
-    assert inside and set(inside) == {"ok"}, (report, attempts)
-    print(f"gc: read-only {report['readonly_seconds']} s, collector {report['collector_seconds']} s, "
-          f"{len(inside)} pulls inside the window, {sum(r == 'failed' for _, r in attempts)} failed of "
-          f"{len(attempts)} around it")
+    assert_pulls_went_on(access, outcomes, (began, ended_at), report, "gc")
+
+
+def assert_pulls_went_on(access, outcomes: dict[str, list[str]], command: tuple[float, float], report: dict,
+                         what: str) -> None:
+    """Every client pulled from before the command began (`command`: its start and end) until after
+    it ended, and no pull failed: through the restarts into and out of read-only (new connections
+    wait while the registry restarts) and the window between them. The hold on new connections is
+    gone from the server's firewall afterwards."""
+    assert_no_failed_pull(outcomes, at_least=4)
+    for client, lines in outcomes.items():
+        assert ended(lines[0]) < command[0] and ended(lines[-1]) > command[1], (client, command, lines)
+    assert "regdeploy" not in access.ssh("registry", "iptables -t raw -S PREROUTING; ip6tables -t raw -S PREROUTING")
+    during = [line for lines in outcomes.values() for line in lines if command[0] <= ended(line) <= command[1]]
+    longest = max(b - a for lines in outcomes.values() for a, b in zip(map(ended, lines), map(ended, lines[1:])))
+    print(f"{what}: read-only {report['readonly_seconds']} s; {sum(map(len, outcomes.values()))} pulls on "
+          f"{len(outcomes)} clients, none failed, {len(during)} ended while `regdeploy {what}` ran; longest "
+          f"gap between two pulls of a client {longest:.2f} s")
 
 
 def put_index(url: str, tag: str, platforms: dict[str, str]) -> list[dict]:
@@ -295,13 +298,12 @@ def test_prune_keeps_the_newest_and_protected_tags_and_what_a_kept_tag_or_index_
         ("prune/app", before[("prune/app", "v1")]), ("prune/app", before[("prune/app", "v2")])}, dry
     assert dry["freed_bytes_at_least"] >= 2 * 300_000 and "life/one" in dry["untouched"]
 
-    pulls = subprocess.Popen(["ssh", "-F", str(access.ssh_config), "client1",
-                              PULL_LOOP.format(ref="registry:5000/prune/app:v5")], stdout=subprocess.PIPE, text=True)
-    try:
+    with PullLoops(access, "registry:5000/prune/app:v5") as pulls:
+        pulls.settle()
+        began = time.time()
         report = run_prune(inventory)
-    finally:
-        access.ssh("client1", "touch /tmp/stop-pulls")
-        log = pulls.communicate(timeout=60)[0]
+        ended_at = pulls.settle()
+    outcomes = pulls.outcomes()
     collected = report["collected"]
     assert (collected["pruned_tags"], collected["pruned_manifests"], collected["skipped_tags"]) == (5, 2, 0), report
     after = registry.manifests()
@@ -317,11 +319,7 @@ def test_prune_keeps_the_newest_and_protected_tags_and_what_a_kept_tag_or_index_
                                    "docker pull -q registry:5000/prune/multi:index >/dev/null && "
                                    "docker image inspect -f '{{.Id}}' registry:5000/prune/multi:index")
     assert pulled.startswith("sha256:")
-    attempts = [(float(t), r) for t, r in (line.split() for line in log.splitlines())]
-    inside = [r for t, r in attempts if collected["readonly_from"] <= t <= collected["readonly_until"]]
-    assert inside and set(inside) == {"ok"}, (collected, attempts)
-    print(f"prune: read-only {collected['readonly_seconds']} s; {len(inside)} pulls inside the window, "
-          f"{sum(r == 'failed' for _, r in attempts)} failed of {len(attempts)} around it")
+    assert_pulls_went_on(access, outcomes, (began, ended_at), collected, "prune")
     # Nothing left to delete: a second prune says so and changes nothing.
     again = run_prune(inventory)
     assert again["tags_deleted"] == 0 and "collected" not in again

@@ -26,21 +26,11 @@ from regdeploy import credentials, load_balancer
 from regdeploy.registry_api import RegistryClient, base_url
 from regdeploy.settings import archive_sha256
 from tests.access import REPO_ROOT, own_lab, run_deploy
+from tests.pulls import PullLoops, assert_no_failed_pull
 
 SCALE_LAB = lab_config.default_lab("regdeploy-scale")
 REPLICAS = 3
 CLIENTS = 3  # three hosts pulling through each drill
-# Pull, record the outcome, remove the image (so the next pull fetches every layer again), until told
-# to stop: on the client itself, so the controller's timing never decides what counts.
-PULL_LOOP = """
-rm -f /tmp/pulls.log /tmp/pulls.stop
-while [ ! -e /tmp/pulls.stop ]; do
-    if out=$(docker pull -q {ref} 2>&1); then echo "ok $(date +%s.%N)"; else echo "FAIL $(date +%s.%N) $out"; fi
-    docker image rm -f {ref} >/dev/null 2>&1
-done >> /tmp/pulls.log
-"""
-
-
 @pytest.fixture(scope="module")
 def scale(request, tmp_path_factory):
     work = tmp_path_factory.mktemp("scale")
@@ -59,32 +49,6 @@ def push(access, client: str, reference: str, archive: Path) -> str:
     access.load_image_archive(client, archive)
     output = access.ssh(client, f"docker tag {lab_config.TEST_IMAGE} {reference} && docker push {reference}")
     return re.findall(r"sha256:[0-9a-f]{64}", output)[-1]
-
-
-class PullLoops:
-    """Pull loops on every client while something happens to the replicas."""
-
-    def __init__(self, access, reference: str):
-        self.access, self.reference = access, reference
-        self.clients = [c.name for c in access.fleet.clients]
-        self.processes: list[subprocess.Popen] = []
-
-    def __enter__(self) -> "PullLoops":
-        for client in self.clients:
-            self.processes.append(subprocess.Popen(
-                ["ssh", "-F", str(self.access.ssh_config), "-o", "ControlPath=none", client,
-                 PULL_LOOP.format(ref=self.reference)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for client in self.clients:
-            self.access.ssh(client, "touch /tmp/pulls.stop")
-        for process in self.processes:
-            process.wait(timeout=120)
-
-    def outcomes(self) -> dict[str, list[str]]:
-        return {client: self.access.ssh(client, "cat /tmp/pulls.log").splitlines() for client in self.clients}
 
 
 def lb_status(access, lb) -> dict[str, str]:
@@ -115,13 +79,6 @@ def wait_for_holder(access, lbs=lab_config.LB_HOSTS, limit: float = 30) -> str:
         assert time.monotonic() < deadline, f"{holders} hold {SCALE_LAB.vip}, not exactly one load balancer"
         time.sleep(0.2)
     return holders[0]
-
-
-def assert_no_failed_pull(outcomes: dict[str, list[str]], at_least: int) -> None:
-    failed = {client: [line for line in lines if not line.startswith("ok ")] for client, lines in outcomes.items()}
-    assert not any(failed.values()), failed
-    counts = {client: len(lines) for client, lines in outcomes.items()}
-    assert all(count >= at_least for count in counts.values()), f"too few pulls to count: {counts}"
 
 
 def test_replicas_deploy_behind_the_load_balancer_and_a_second_run_changes_nothing(scale):

@@ -170,8 +170,55 @@ now() { date +%s.%N; }
 # registry-readonly.sh.j2: `regdeploy backup`, `regdeploy gc` and its timer). It takes the host's
 # deploy lock, checks the registry answers and saves its config.yml in $work. enter_readonly puts
 # the read-only config.yml in place (in place: the container mounts this very file) and restarts the
-# registry; put_back restores the saved one and restarts it; both wait until it answers. Interrupted,
+# registry; put_back restores the saved one and restarts it; both wait until it answers, and hold
+# new connections meanwhile (registry-hold.sh.j2), so a pull waits instead of failing. Interrupted,
 # the script puts config.yml back. Needs say(), $name and $config.
+# Included by regdeploy's scripts that restart the registry (templates/registry-hold.sh.j2): while
+# it restarts, a client's new connection waits instead of being refused. hold_connections drops the
+# first packet (SYN) of each new TCP connection that reaches port 5000 of this host from
+# outside, in the raw table, before Docker forwards the port; connections already open go on. The
+# client's kernel sends its SYN again 1 s later, then after 2, 4, 8 s..., and gets through once
+# release_connections has removed the rule. So a pull begun during the restart is slower, not
+# failed. Loopback is not held: wait_ready reaches the new registry over it.
+# Each rule expires by itself 120 s after it was added (iptables' time match): a
+# script killed while holding cannot leave the registry closed. Without iptables, or if it refuses
+# the rule, the restart goes on unheld (new connections are refused for a moment) and says so.
+# Needs say().
+held=""
+# hold_rule COMMAND -I|-D UNTIL: insert or delete the rule (UNTIL: its expiry, UTC).
+hold_rule() {
+    "$1" -w 5 -t raw "$2" PREROUTING ! -i lo -p tcp --dport 5000 --syn -m addrtype --dst-type LOCAL \
+        -m time --datestop "$3" -m comment --comment "regdeploy: hold new connections while the registry restarts" \
+        -j DROP
+}
+hold_connections() {
+    hold_until=$(date -u -d "@$(($(date +%s) + 120))" +%Y-%m-%dT%H:%M:%S) || return 0
+    hold_added=""
+    for hold_command in iptables ip6tables; do
+        command -v "$hold_command" >/dev/null 2>&1 || continue
+        if hold_rule "$hold_command" -I "$hold_until" 2>/dev/null; then
+            hold_added="$hold_added $hold_command@$hold_until"
+        fi
+    done
+    [ -n "$hold_added" ] || say "could not hold new connections to port 5000 (iptables missing or refused): they are refused while the registry restarts"
+    held="$held$hold_added"
+}
+release_connections() {
+    for hold_entry in $held; do
+        hold_rule "${hold_entry%@*}" -D "${hold_entry#*@}" \
+            || say "could not remove the hold on port 5000 (${hold_entry%@*}): it expires by itself at ${hold_entry#*@} UTC"
+    done
+    held=""
+}
+# restart_held: docker restart of $name with new connections held until it answers again.
+restart_held() {
+    hold_connections
+    restart_status=0
+    { docker restart -t 10 "$name" >/dev/null && wait_ready 60; } || restart_status=$?
+    release_connections
+    return "$restart_status"
+}
+
 take_deploy_lock || { say "another regdeploy run holds this host's deploy lock ($lock_holder); waited $waited s"; exit "$REFUSED"; }
 trap release_deploy_lock EXIT
 docker container inspect "$name" >/dev/null 2>&1 || { say "no container $name on this host: deploy the registry first"; exit 1; }
@@ -228,10 +275,10 @@ health:
     interval: 10s
     threshold: 3
 REGDEPLOY_READONLY_CONFIG
-    docker restart -t 10 "$name" >/dev/null && wait_ready 60
+    restart_held
 }
 put_back() {
-    cat "$work/config.yml" > "$config" && docker restart -t 10 "$name" >/dev/null && wait_ready 60
+    cat "$work/config.yml" > "$config" && restart_held
 }
 trap 'put_back; rm -rf "$work"; exit 1' INT TERM HUP
 

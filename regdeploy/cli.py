@@ -5,6 +5,7 @@ Exit codes (`regdeploy --help` lists them too):
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import io
 import json
@@ -319,8 +320,8 @@ def copy(ctx: Context, source: str, target: str | None, on_host: str | None, as_
 
 
 def _require_disk_storage(ctx: Context, what: str) -> None:
-    """backup, restore and gc copy or collect registry_data_dir: on S3 a backup would be an empty
-    archive, and a collection on one replica would delete layers the others are being pushed."""
+    """backup, restore and gc's dry run read or write registry_data_dir: on S3 a backup would be an
+    empty archive. (gc and prune on S3 go replica by replica: _Replicas.)"""
     storage = ctx.fleet.server.settings.registry_storage
     if storage != "filesystem":
         raise Failure(
@@ -341,6 +342,58 @@ def _run_on_server(ctx: Context, what: str, template: str, stdin=None, stdout=No
     if status == SCRIPT_REFUSED:
         raise Failure(f"{what} refused on {fleet.server.name} (see above); nothing was changed", Exit.REFUSED)
     return status
+
+
+class _Replicas:
+    """One SSH connection per registry replica, opened first and closed last (each host's deploy lock
+    belongs to it), on which the regdeploy command runs the steps of templates/replica-maintenance.sh.j2
+    (regdeploy.maintenance) for `what` (gc, prune)."""
+
+    def __init__(self, ctx: Context, what: str):
+        self.ctx, self.what = ctx, what
+        self.hosts = {h.name: h for h in ctx.fleet.servers}
+        self.stack = contextlib.ExitStack()
+        self.connections: dict[str, remote.Connection] = {}
+
+    def __enter__(self) -> "_Replicas":
+        try:
+            for name in self.hosts:
+                self.connections[name] = self.stack.enter_context(remote.connect(self.ctx.inventory_path, name))
+        except remote.AuthRefused as exc:
+            self.stack.close()
+            raise Failure(f"{self.what}: {exc}; nothing was changed", Exit.AUTH_REFUSED) from None
+        except remote.Unreachable as exc:
+            self.stack.close()
+            raise Failure(f"{self.what}: {exc}; nothing was changed", Exit.UNREACHABLE) from None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stack.close()
+
+    def run(self, name: str, step: str, extra: dict) -> tuple[int, bytes]:
+        from . import maintenance
+        settings = self.hosts[name].settings
+        script = maintenance.replica_script(settings, step, deploy_lock.holder(f"regdeploy {self.what}"), **extra)
+        output = io.BytesIO()
+        status = self.connections[name].run(script, stdin=io.BytesIO(maintenance.step_input(settings, step)),
+                                            stdout=output)
+        return status, output.getvalue()
+
+    def collect(self, **collect_extra) -> dict:
+        """Every replica read-only in turn, the collection on the first, every one writable again."""
+        from . import maintenance
+        try:
+            outcome = maintenance.collect_on_replicas(list(self.hosts), self.run, collect_extra)
+        except maintenance.StepFailed as exc:
+            left = exc.outcome.not_put_back if exc.outcome else []
+            raise Failure(f"{self.what}: {exc} (see above); nothing was collected, and every replica switched to "
+                          "read-only was switched back" + (f" but {', '.join(left)}: run the deploy to restore it"
+                                                            if left else ""),
+                          Exit.REFUSED if exc.status == SCRIPT_REFUSED else Exit.FAILED)
+        if outcome.not_put_back:
+            raise Failure(f"{self.what}: collected, but {', '.join(outcome.not_put_back)} could not be made "
+                          "writable again (see above): run the deploy to restore it")
+        return outcome.report
 
 
 @main.command()
@@ -389,11 +442,26 @@ def gc(ctx: Context, keep_untagged: bool, dry_run: bool, as_json: bool) -> None:
     """Free the storage of images nothing refers to any more (registry garbage-collect).
 
     The registry is read-only meanwhile (pulls keep working, pushes are refused) and holds the
-    host's deploy lock. Manifests that lost their tag go too (--delete-untagged), unless
+    host's deploy lock. Replicas on S3 are made read-only one at a time, each drained on the load
+    balancers first, then one collects against the bucket, then each is made writable again. Manifests that lost their tag go too (--delete-untagged), unless
     --keep-untagged or the registry stores an image index (multi-arch): the collector would take
     the index's platform manifests with them (distribution issue 3178). Every tag must be served
     with the same digest afterwards. With --dry-run the registry stays as it is, writable.
     """
+    if ctx.fleet.server.settings.registry_storage == "s3":
+        if dry_run:
+            raise Failure("gc --dry-run reads a registry stored on its server's disk; this one is stored in S3: "
+                          "`regdeploy prune --dry-run` lists what the retention rules would delete. Nothing was "
+                          "done", Exit.REFUSED)
+        with _Replicas(ctx, "gc") as replicas:
+            report = replicas.collect(delete_untagged=not keep_untagged)
+        if as_json:
+            _json(report)
+        else:
+            click.echo(f"freed {report['freed_bytes']} bytes; read-only {report['readonly_seconds']} s "
+                       f"({len(report['replicas'])} replicas, one at a time); {report['tags']} tags still served "
+                       "with the same digests")
+        return
     output = io.BytesIO()
     status = _run_on_server(ctx, "gc", "registry-gc.sh.j2", stdout=output, delete_untagged=not keep_untagged,
                             dry_run=dry_run)
@@ -422,16 +490,18 @@ def gc(ctx: Context, keep_untagged: bool, dry_run: bool, as_json: bool) -> None:
                    "change nothing.")
 @click.option("--json", "as_json", is_flag=True,
               help="Machine-readable: {repositories, tags_kept, tags_deleted, manifests_deleted, "
-                   "freed_bytes_at_least, delete: [{repository, tag, digest}], delete_manifests, untouched}, "
+                   "freed_bytes_at_least, delete: [{repository, tag, digest}], delete_manifests, untouched, "
+                   "pulls_unknown}, "
                    "and after a real run gc's report in `collected`.")
 @click.pass_obj
 def prune(ctx: Context, dry_run: bool, as_json: bool) -> None:
     """Delete the tags registry_retention's rules do not keep, then collect garbage.
 
-    What goes is decided once, from the server's storage (each tag's last push). In the registry's
-    read-only window (pulls keep working, pushes are refused), each tag goes only while it still
-    points at the digest it had then, each manifest only while no tag refers to it; then the
-    collector frees what nothing refers to. A repository no rule matches is never touched.
+    What goes is decided once, from the server's storage or the replicas' bucket (each tag's last
+    push). In the registry's read-only window (pulls keep working, pushes are refused; replicas go
+    read-only one at a time, as for gc), each tag goes only while it still points at the digest it
+    had then, each manifest only while no tag refers to it; then the collector frees what nothing
+    refers to. A repository no rule matches is never touched.
     """
     from . import retention
     settings = ctx.fleet.server.settings
@@ -439,13 +509,36 @@ def prune(ctx: Context, dry_run: bool, as_json: bool) -> None:
     if not rules:
         raise Failure("registry_retention has no rule: prune deletes nothing unless rules say what to keep "
                       "(e.g. '* keep=10 protect=latest')", Exit.BAD_INPUT)
+    window = retention.pulls_window(rules)
+    if settings.registry_storage == "s3":
+        with _Replicas(ctx, "prune") as replicas:
+            status, listed = replicas.run(ctx.fleet.server.name, "list", {})
+            if status != 0:
+                raise Failure(f"could not read the bucket from {ctx.fleet.server.name} (see above); nothing was "
+                              "deleted", Exit.REFUSED if status == SCRIPT_REFUSED else Exit.FAILED)
+            if window:  # every replica's access log: a pull may have reached any of them
+                for name in replicas.hosts:
+                    status, pulls = replicas.run(name, "pulls", {"pulls_window": window})
+                    listed += pulls if status == 0 else f"log {name} unknown\n".encode()
+            _prune(ctx, rules, listed, dry_run, as_json, replicas)
+        return
     listing = io.BytesIO()
-    if _run_on_server(ctx, "prune", "registry-storage.sh.j2", stdout=listing) != 0:
+    if _run_on_server(ctx, "prune", "registry-storage.sh.j2", stdout=listing, pulls_window=window) != 0:
         raise Failure(f"could not read the registry's storage on {ctx.fleet.server.name} (see above); "
                       "nothing was deleted")
-    storage = retention.parse_storage(listing.getvalue().decode().splitlines())
+    _prune(ctx, rules, listing.getvalue(), dry_run, as_json)
+
+
+def _prune(ctx: Context, rules, listed: bytes, dry_run: bool, as_json: bool, replicas: "_Replicas | None" = None):
+    """prune, once the storage is listed: the plan, the dry run's list, or the deletions and the collection
+    (on one server, or on `replicas` one at a time)."""
+    from . import retention
+    storage = retention.parse_storage(listed.decode().splitlines())
     found = retention.plan(rules, storage, int(time.time()))
     report = found.report()
+    for rule in found.pulls_unknown:
+        click.echo(f"regdeploy: every tag under `{rule}` stays: a registry's access log does not reach back over "
+                   "its pulled= window, or could not be read", err=True)
     if dry_run or not found.delete_tags:
         report["dry_run"] = dry_run
         if as_json:
@@ -464,10 +557,13 @@ def prune(ctx: Context, dry_run: bool, as_json: bool) -> None:
         given = retention.script_input(found, storage)
     except retention.RetentionError as exc:
         raise Failure(str(exc), Exit.REFUSED) from None
-    output = io.BytesIO()
-    if _run_on_server(ctx, "prune", "registry-gc.sh.j2", stdout=output, delete_untagged=True, prune=given) != 0:
-        raise Failure(f"prune failed on {ctx.fleet.server.name} (see above)")
-    report["collected"] = json.loads(output.getvalue().decode().splitlines()[-1])
+    if replicas is not None:
+        report["collected"] = replicas.collect(delete_untagged=True, prune=given)
+    else:
+        output = io.BytesIO()
+        if _run_on_server(ctx, "prune", "registry-gc.sh.j2", stdout=output, delete_untagged=True, prune=given) != 0:
+            raise Failure(f"prune failed on {ctx.fleet.server.name} (see above)")
+        report["collected"] = json.loads(output.getvalue().decode().splitlines()[-1])
     if as_json:
         _json(report)
         return

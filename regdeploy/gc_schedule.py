@@ -22,8 +22,10 @@ def gc_files(settings: Settings) -> dict[str, str]:
     prune = None
     files = {}
     if settings.registry_retention:
-        prune = {"scheduled": True, "planner": GC_FILES["gc_planner"], "rules": GC_FILES["gc_rules"]}
-        files = {"gc_rules": retention.rules_json(retention.parse_rules(settings.registry_retention)),
+        rules = retention.parse_rules(settings.registry_retention)
+        prune = {"scheduled": True, "planner": GC_FILES["gc_planner"], "rules": GC_FILES["gc_rules"],
+                 "pulls_window": retention.pulls_window(rules)}
+        files = {"gc_rules": retention.rules_json(rules),
                  "gc_planner": Path(retention.__file__).read_text(),
                  "gc_planner_lib": registry_files.token_service_script()}
     return {

@@ -18,6 +18,8 @@ import re
 
 import requests
 
+from . import __version__
+
 MANIFEST_TYPES = ", ".join([
     "application/vnd.docker.distribution.manifest.v2+json",
     "application/vnd.docker.distribution.manifest.list.v2+json",
@@ -66,6 +68,8 @@ class RegistryClient:
         self.timeout = timeout
         self.session = requests.Session()
         self.session.auth = auth
+        # Not a pull in the registry's access log (retention's `pulled=` reads it).
+        self.session.headers["User-Agent"] = f"regdeploy/{__version__}"
         # Passed with each request: requests lets $REQUESTS_CA_BUNDLE override a session's `verify`
         # (psf/requests#3829), which would replace the registry's CA with the system bundle.
         self.verify = verify

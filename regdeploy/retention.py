@@ -1,13 +1,16 @@
 """Retention (`registry_retention`, `regdeploy prune`): which tags and manifests go, decided once from
 what the server's storage holds. Pure: no pyinfra, no host; table-tested.
 
-A rule is `PATTERN [keep=N] [within=DURATION] [protect=GLOB,...]`, e.g. `* keep=10 protect=latest,v*`
-or `ci/* keep=3 within=14d`. Each repository follows the first rule whose PATTERN matches it
+A rule is `PATTERN [keep=N] [within=DURATION] [pulled=DURATION] [protect=GLOB,...]`, e.g.
+`* keep=10 protect=latest,v*` or `ci/* keep=3 within=14d pulled=30d`. Each repository follows the first rule whose PATTERN matches it
 (registry_access's patterns: `*` matches anything, `/` included); a repository no rule matches is
 never touched. Under a rule a tag stays when any of these holds:
 - it matches a `protect` glob (`*` and `?` within the tag);
 - it is one of the `keep` newest tags of its repository, by push time;
-- it was pushed within `within` (`30d`, `12h`, `2w`).
+- it was pushed within `within` (`30d`, `12h`, `2w`, `90m`: minutes);
+- it, or the manifest it points at, was pulled within `pulled`: the registry's access log says so
+  (every replica's). When a log does not reach back that far, or cannot be read, every tag under the
+  rule stays: a pull nobody can see is assumed.
 Every other tag goes. A manifest goes with its last tag, unless a tag that stays, or an image index
 that stays, still refers to it (so an index keeps its platforms).
 """
@@ -31,8 +34,8 @@ except ImportError:
 
 # What the scheduled prune runs with on the server (this file, by Debian's python3).
 PACKAGES = ("python3",)
-DURATION = re.compile(r"([1-9][0-9]*)([hdw])")
-SECONDS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+DURATION = re.compile(r"([1-9][0-9]*)([mhdw])")
+SECONDS = {"m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}  # m: minutes
 TAG_GLOB = re.compile(r"[A-Za-z0-9_.*?\[\]!-]+")
 INDEX_TYPES = ("application/vnd.oci.image.index.v1+json",
                "application/vnd.docker.distribution.manifest.list.v2+json")
@@ -48,6 +51,7 @@ class Rule:
     keep: int | None = None  # the newest N tags stay
     within: int | None = None  # seconds: tags pushed more recently stay
     protect: tuple[str, ...] = ()
+    pulled: int | None = None  # seconds: tags (or their manifests) pulled more recently stay
 
     def __str__(self) -> str:
         parts = [self.pattern]
@@ -55,6 +59,8 @@ class Rule:
             parts.append(f"keep={self.keep}")
         if self.within is not None:
             parts.append(f"within={self.within}s")
+        if self.pulled is not None:
+            parts.append(f"pulled={self.pulled}s")
         if self.protect:
             parts.append(f"protect={','.join(self.protect)}")
         return " ".join(parts)
@@ -73,14 +79,14 @@ def parse_rule(text: str) -> Rule:
             raise RetentionError(f"registry_retention rule {text!r} gives {key} twice")
         if key == "keep" and value.isdigit():
             values["keep"] = int(value)
-        elif key == "within" and DURATION.fullmatch(value):
+        elif key in ("within", "pulled") and DURATION.fullmatch(value):
             number, unit = DURATION.fullmatch(value).groups()  # type: ignore[union-attr]
-            values["within"] = int(number) * SECONDS[unit]
+            values[key] = int(number) * SECONDS[unit]
         elif key == "protect" and value and all(TAG_GLOB.fullmatch(g) for g in value.split(",")):
             values["protect"] = tuple(value.split(","))
         else:
             raise RetentionError(f"registry_retention rule {text!r}: {option!r} is not keep=N, within=DURATION "
-                                 "(e.g. 30d, 12h, 2w) or protect=GLOB[,GLOB...] (e.g. latest,v*)")
+                                 "(e.g. 30d, 12h, 2w), pulled=DURATION or protect=GLOB[,GLOB...] (e.g. latest,v*)")
     if "keep" not in values and "within" not in values:
         raise RetentionError(f"registry_retention rule {text!r} says neither keep=N nor within=DURATION: it would "
                              "delete every tag it does not protect. Give keep=0 if that is what you mean")
@@ -99,7 +105,13 @@ def rules_json(rules: tuple[Rule, ...]) -> str:
 
 
 def rules_from_json(text: str) -> tuple[Rule, ...]:
-    return tuple(Rule(r["pattern"], r["keep"], r["within"], tuple(r["protect"])) for r in json.loads(text))
+    return tuple(Rule(r["pattern"], r["keep"], r["within"], tuple(r["protect"]), r.get("pulled"))
+                 for r in json.loads(text))
+
+
+def pulls_window(rules: tuple[Rule, ...]) -> int:
+    """How far back the registry's access log is read: the longest `pulled` (0: no rule asks)."""
+    return max((rule.pulled for rule in rules if rule.pulled), default=0)
 
 
 @dataclass(frozen=True)
@@ -117,6 +129,17 @@ class Storage:
     revisions: dict[str, tuple[str, ...]]  # repository: the manifests stored in it
     manifests: dict[str, dict]  # digest: the manifest (JSON); may lack some (unreadable)
     sizes: dict[str, int] = field(default_factory=dict)  # digest: bytes of a manifest blob
+    # (repository, tag or digest, when): each manifest request a registry answered 200, from its log.
+    pulls: tuple[tuple[str, str, int], ...] = ()
+    # host: when the access log it still has begins (None: it could not be read).
+    logs: dict[str, int | None] = field(default_factory=dict)
+
+    def pulled_since(self, since: int) -> set[tuple[str, str]] | None:
+        """(repository, tag or digest) pulled at `since` or later; None when a log read does not reach
+        back to `since` (or none was read): then what was pulled is not known."""
+        if not self.logs or any(begin is None or begin > since for begin in self.logs.values()):
+            return None
+        return {(repository, reference) for repository, reference, when in self.pulls if when >= since}
 
 
 @dataclass(frozen=True)
@@ -126,6 +149,8 @@ class Plan:
     kept_tags: tuple[Tag, ...]
     freed_bytes: int  # at least: blobs only deleted manifests refer to (layers, configs, the manifests)
     untouched: tuple[str, ...]  # repositories no rule matches
+    # Rules with `pulled` whose window no log covers: every tag under them stays.
+    pulls_unknown: tuple[str, ...] = ()
 
     def report(self) -> dict:
         repositories = sorted({t.repository for t in self.delete_tags + self.kept_tags} | set(self.untouched))
@@ -134,20 +159,25 @@ class Plan:
                 "freed_bytes_at_least": self.freed_bytes,
                 "delete": [{"repository": t.repository, "tag": t.tag, "digest": t.digest} for t in self.delete_tags],
                 "delete_manifests": [{"repository": r, "digest": d} for r, d in self.delete_manifests],
-                "untouched": list(self.untouched)}
+                "untouched": list(self.untouched), "pulls_unknown": list(self.pulls_unknown)}
 
 
 def rule_for(rules: tuple[Rule, ...], repository: str) -> Rule | None:
     return next((rule for rule in rules if pattern_matches(rule.pattern, repository)), None)
 
 
-def kept(rule: Rule, tags: list[Tag], now: int) -> set[str]:
-    """The tags of one repository that stay under `rule`."""
+def kept(rule: Rule, tags: list[Tag], now: int, pulled: set[tuple[str, str]] | None = None) -> set[str]:
+    """The tags of one repository that stay under `rule`; `pulled`: what was pulled within the rule's
+    `pulled` window (None with such a window: not known, so every tag stays)."""
+    if rule.pulled is not None and pulled is None:
+        return {t.tag for t in tags}
     newest = sorted(tags, key=lambda t: (t.pushed, t.tag), reverse=True)
     stay = {t.tag for t in newest[:rule.keep or 0]}
     if rule.within is not None:
         stay |= {t.tag for t in tags if now - t.pushed < rule.within}
     stay |= {t.tag for t in tags if any(fnmatch.fnmatchcase(t.tag, glob) for glob in rule.protect)}
+    if rule.pulled is not None and pulled:
+        stay |= {t.tag for t in tags if (t.repository, t.tag) in pulled or (t.repository, t.digest) in pulled}
     return stay
 
 
@@ -176,6 +206,7 @@ def plan(rules: tuple[Rule, ...], storage: Storage, now: int) -> Plan:
     delete_tags: list[Tag] = []
     kept_tags: list[Tag] = []
     untouched: list[str] = []
+    unknown: list[str] = []
     for repository in sorted(set(by_repository) | set(storage.revisions)):
         tags = by_repository.get(repository, [])
         rule = rule_for(rules, repository)
@@ -183,7 +214,10 @@ def plan(rules: tuple[Rule, ...], storage: Storage, now: int) -> Plan:
             untouched.append(repository)
             kept_tags += tags
             continue
-        stay = kept(rule, tags, now)
+        pulled = storage.pulled_since(now - rule.pulled) if rule.pulled is not None else None
+        if rule.pulled is not None and pulled is None and str(rule) not in unknown:
+            unknown.append(str(rule))
+        stay = kept(rule, tags, now, pulled)
         for tag in sorted(tags, key=lambda t: t.tag):
             (kept_tags if tag.tag in stay else delete_tags).append(tag)
     # Per repository: the manifests the tags that stay refer to, with every index's platforms.
@@ -202,7 +236,7 @@ def plan(rules: tuple[Rule, ...], storage: Storage, now: int) -> Plan:
         live.update(set(storage.revisions[repository]) - gone)
         delete_manifests += [(repository, d) for d in sorted(gone)]
     return Plan(tuple(delete_tags), tuple(delete_manifests), tuple(kept_tags),
-                _freed(delete_manifests, live, storage), tuple(untouched))
+                _freed(delete_manifests, live, storage), tuple(untouched), tuple(unknown))
 
 
 def _closure(digests: set[str], manifests: dict[str, dict]) -> set[str]:
@@ -230,13 +264,28 @@ def _freed(deleted: list[tuple[str, str]], live: set[str], storage: Storage) -> 
     return sum(size for digest, size in freed.items() if digest not in kept_blobs)
 
 
+def log_time(text: str) -> int | None:
+    """Seconds since the epoch of Docker's log timestamp (RFC 3339, UTC, `docker logs -t`); None if it is
+    not one."""
+    import datetime
+    try:
+        return int(datetime.datetime.strptime(text[:19], "%Y-%m-%dT%H:%M:%S")
+                   .replace(tzinfo=datetime.timezone.utc).timestamp())
+    except ValueError:
+        return None
+
+
 def parse_storage(lines: list[str]) -> Storage:
     """The inventory script's lines: `tag REPOSITORY TAG DIGEST EPOCH`, `revision REPOSITORY DIGEST`,
-    `manifest DIGEST BYTES JSON` (the manifest on one line)."""
+    `manifest DIGEST BYTES JSON` (the manifest on one line); with a `pulled` rule, from each registry's
+    access log `log HOST BEGIN` (BEGIN: its first line's time, or `unknown`) and `pulled REPOSITORY
+    REFERENCE TIME` (TIME as `docker logs -t` gives it)."""
     tags: list[Tag] = []
     revisions: dict[str, list[str]] = {}
     manifests: dict[str, dict] = {}
     sizes: dict[str, int] = {}
+    pulls: list[tuple[str, str, int]] = []
+    logs: dict[str, int | None] = {}
     for line in lines:
         kind, _, rest = line.partition(" ")
         if kind == "tag":
@@ -252,7 +301,15 @@ def parse_storage(lines: list[str]) -> Storage:
                 manifests[digest] = json.loads(text)
             except ValueError:
                 pass  # not JSON: counted by its size only
-    return Storage(tuple(tags), {r: tuple(d) for r, d in revisions.items()}, manifests, sizes)
+        elif kind == "log":
+            host, begin = rest.split()
+            logs[host] = log_time(begin)  # `unknown`: None
+        elif kind == "pulled":
+            repository, reference, when = rest.split()
+            at = log_time(when)
+            if at is not None:
+                pulls.append((repository, reference, at))
+    return Storage(tuple(tags), {r: tuple(d) for r, d in revisions.items()}, manifests, sizes, tuple(pulls), logs)
 
 
 TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")

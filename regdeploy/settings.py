@@ -301,8 +301,9 @@ def _storage_problems(values: dict[str, Any], replicas: int) -> list[str]:
                             "would miss what was pushed to another. Set registry_storage=s3 (a bucket they all "
                             "share), or keep one server")
         if values["registry_gc_schedule"]:
-            problems.append("registry_gc_schedule with several replicas: a collection on one would delete "
-                            "layers another is being pushed; collect by hand with every replica read-only")
+            problems.append("registry_gc_schedule with several replicas: a timer on one would collect while "
+                            "the others take pushes; run `regdeploy gc` or `regdeploy prune` instead, which make "
+                            "every replica read-only in turn first")
         if values["registry_proxy_remote_url"]:
             problems.append("registry_proxy_remote_url with several replicas: the pull-through cache runs "
                             "on a single server only")

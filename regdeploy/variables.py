@@ -326,11 +326,13 @@ VARIABLES: tuple[Variable, ...] = (
              "Enable the registry's DELETE API (`storage.delete.enabled`). Off: nobody can delete images "
              "through the API (garbage collection does not need it)."),
     Variable("registry_retention", [],
-             ListOf("list of 'PATTERN [keep=N] [within=DURATION] [protect=GLOB,...]' rules (`;` between rules "
-                    "in --data)", item=Text("", pattern=r"\S+(\s+\S+)*"), separator=";"),
+             ListOf("list of 'PATTERN [keep=N] [within=DURATION] [pulled=DURATION] [protect=GLOB,...]' rules "
+                    "(`;` between rules in --data)", item=Text("", pattern=r"\S+(\s+\S+)*"), separator=";"),
              "What `regdeploy prune` deletes: each repository follows the first rule whose PATTERN matches it "
              "(`*` matches anything, `/` included); under it a tag stays when it matches a `protect` glob, is "
-             "one of the `keep` newest by push time, or was pushed `within` (30d, 12h, 2w). Every other tag "
+             "one of the `keep` newest by push time, was pushed `within` (30d, 12h, 2w, 90m), or it or its "
+             "manifest was pulled within `pulled`, as the registry's access log says (every replica's; when a "
+             "log does not reach back that far, every tag under the rule stays). Every other tag "
              "goes, and a manifest with its last tag unless a tag or an image index that stays refers to it. "
              "A repository no rule matches is never touched; empty (the default): prune deletes nothing. With "
              "`registry_gc_schedule`, the scheduled collection prunes by these rules first.",

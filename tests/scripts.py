@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from regdeploy import daemon_config, load_balancer, registry_files, retire, runtime_config
+from regdeploy import daemon_config, load_balancer, maintenance, registry_files, retire, runtime_config
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.docker_packages import START_DOCKER, with_install
 from regdeploy.facts import DockerHostState, host_state_arguments
@@ -97,6 +97,8 @@ def _scripts() -> Iterator[tuple[str, str]]:
         if mode == "plain":
             # regdeploy prune: the storage listing, and the collection with the rules' deletions first.
             yield "registry-storage.sh", registry_files.server_script(settings, "registry-storage.sh.j2", HOLDER)
+            yield ("registry-storage.pulls.sh",  # a rule with pulled=7d: the access log too
+                   registry_files.server_script(settings, "registry-storage.sh.j2", HOLDER, pulls_window=7 * 86400))
             sha = "sha256:" + "1" * 64
             yield ("registry-gc.prune.plain.sh",
                    registry_files.server_script(settings, "registry-gc.sh.j2", HOLDER, page_size=100,
@@ -219,6 +221,14 @@ def _scripts() -> Iterator[tuple[str, str]]:
         yield (f"run-registry.recreate.{name}.sh",
                run_script(replica, PLANS["recreate"], desired_container(replica, replica.registry_config_path,
                                                                         "a" * 64), aside="registry.aside"))
+    # gc and prune on replicas: each step of the maintenance script (the S3 key comes on stdin).
+    sha = "sha256:" + "1" * 64
+    for step in maintenance.STEPS:
+        extra = {"delete_untagged": True, "prune": {
+            "repositories": ["ci/app"], "snapshot": [f"ci/app v1 {sha}", f"ci/app latest {sha}"],
+            "tags": [f"ci/app v1 {sha}"], "manifests": [f"ci/app {sha}"]}} if step == "collect" else \
+            {"pulls_window": 7 * 86400} if step == "pulls" else {}
+        yield f"replica-maintenance.{step}.sh", maintenance.replica_script(shared["reg1"], step, HOLDER, **extra)
     yield "docker-host-state.lb.two-lbs.sh", fact_command(shared["lb2"])
     yield "retire-registry.sh", render("retire-registry.sh.j2", **retire.retire_script_args(shared["lb2"]))
 

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from lab import config as lab_config
+from regdeploy import retention
 from regdeploy.registry_api import RegistryClient, base_url
 from regdeploy.registry_plan import CONFIG_TARGET
 from regdeploy.settings import archive_sha256
@@ -325,6 +326,32 @@ def test_prune_keeps_the_newest_and_protected_tags_and_what_a_kept_tag_or_index_
     assert again["tags_deleted"] == 0 and "collected" not in again
 
 
+def test_prune_keeps_what_was_pulled_within_the_window(life):
+    """`pulled/* keep=1 pulled=1m`: of p1, p2 and p3 (the newest), pushed over a minute ago, client2 has
+    just pulled p1: the dry run lists p2 alone, and the prune deletes p2 alone. With `pulled=1w` the
+    registry's log (begun when the lab made it) does not reach back a week: every tag stays, and the
+    report says which rule."""
+    access, work = life
+    for tag in ("p1", "p2", "p3"):
+        push_unique(access, f"registry:5000/pulled/app:{tag}")
+    time.sleep(61)  # the pushes fall out of the window; then one pull, on another host
+    access.ssh("client2", "docker image rm registry:5000/pulled/app:p1 >/dev/null 2>&1; "
+                          "docker pull -q registry:5000/pulled/app:p1 >/dev/null")
+    begin = retention.log_time(access.ssh("registry", "docker logs -t registry 2>&1 | head -n 1 | cut -d' ' -f1"))
+    assert begin is not None and time.time() - begin > 60, "the registry's log must reach back over the window"
+    minute = access.inventory_with(work / "inventory-pulled.py", registry_retention=["pulled/* keep=1 pulled=1m"])
+    dry = run_prune(minute, "--dry-run")
+    assert [(d["repository"], d["tag"]) for d in dry["delete"]] == [("pulled/app", "p2")], dry
+    assert dry["pulls_unknown"] == []
+    week = access.inventory_with(work / "inventory-pulled-week.py", registry_retention=["pulled/* keep=1 pulled=1w"])
+    unknown = run_prune(week, "--dry-run")
+    assert unknown["delete"] == [] and unknown["pulls_unknown"] == ["pulled/* keep=1 pulled=604800s"], unknown
+    report = run_prune(minute)
+    assert report["collected"]["pruned_tags"] == 1, report
+    registry = RegistryClient(base_url(access.fleet.registry_api_address))
+    assert {tag for repository, tag in registry.manifests() if repository == "pulled/app"} == {"p1", "p3"}
+
+
 def test_scheduled_gc_runs_from_its_timer_and_goes_away_when_unscheduled(life):
     access, work = life
     refused = run_deploy(access.inventory_with(work / "inventory-bad-schedule.py",
@@ -513,7 +540,9 @@ def test_the_pull_through_cache_serves_with_its_upstream_down_and_refuses_pushes
     verify = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify",
                              f"--inventory={cached}", "-k", "pull_through_cache"], cwd=Path(__file__).parents[2],
                             capture_output=True, text=True, timeout=600)
-    assert verify.returncode == 0 and "3 passed" in verify.stdout, verify.stdout[-3000:]
+    # One check on the server, one per Docker host (the server and every client).
+    expected = 1 + len(access.fleet.hosts)
+    assert verify.returncode == 0 and f"{expected} passed" in verify.stdout, verify.stdout[-3000:]
 
     # A proxy registry is read-only: a push is refused at its first request.
     upload = requests.post(f"{cache_api}/v2/library/cached/blobs/uploads/", timeout=10)

@@ -11,6 +11,7 @@ certificate rotation, each with every client pulling in a loop, cost no pull.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -18,11 +19,13 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from lab import config as lab_config
 from lab import ssh as lab_ssh
 from lab.docker import docker
-from regdeploy import credentials, load_balancer
+from regdeploy import credentials, load_balancer, retention
+from regdeploy.inventory import load_fleet
 from regdeploy.registry_api import RegistryClient, base_url
 from regdeploy.settings import archive_sha256
 from tests.access import REPO_ROOT, own_lab, run_deploy
@@ -161,6 +164,12 @@ def test_the_active_load_balancers_death_costs_only_the_requests_in_flight(scale
     reference = f"{access.fleet.registry_address}/team/busybox:1"
     if ("team/busybox", "1") not in registry_client(access).manifests():
         push(access, access.fleet.clients[0].name, reference, test_image_archive)
+    kill_the_active_load_balancer(access, access.inventory, reference)
+
+
+def kill_the_active_load_balancer(access, inventory: Path, reference: str) -> None:
+    """The drill of the test above, with every client pulling `reference`; `inventory` must then
+    change nothing."""
     active = wait_for_holder(access)
     other = next(lb for lb in lab_config.LB_HOSTS if lb != active)
     try:
@@ -195,7 +204,7 @@ def test_the_active_load_balancers_death_costs_only_the_requests_in_flight(scale
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
     time.sleep(5)  # a few VRRP rounds: it stays a backup
     assert vip_holders(access) == [other]
-    again = run_deploy(access.inventory)
+    again = run_deploy(inventory)
     assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
 
 
@@ -219,9 +228,9 @@ def test_a_load_balancer_stopped_disabled_or_edited_by_hand_is_put_back(scale):
     assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
 
 
-def inventory_without(access, path: Path, replica: str) -> Path:
-    """This inventory with `replica` moved from registry_servers to docker_clients."""
-    fleet = access.fleet
+def inventory_without(inventory: Path, path: Path, replica: str) -> Path:
+    """`inventory` with `replica` moved from registry_servers to docker_clients."""
+    fleet = load_fleet(str(inventory))
 
     def entries(hosts) -> str:
         return "".join(f"    ({h.name!r}, {dict(h.data)!r}),\n" for h in hosts)
@@ -243,7 +252,14 @@ def test_a_replica_taken_out_of_the_inventory_stops_and_keeps_its_data(scale, tm
     if ("team/busybox", "1") not in registry_client(access).manifests():
         push(access, fleet.clients[0].name, reference, test_image_archive)
     before = registry_client(access).manifests()
-    smaller = inventory_without(access, tmp_path / "two.py", "registry3")
+    take_a_replica_out(access, access.inventory, tmp_path, reference)
+    assert registry_client(access).manifests() == before
+
+
+def take_a_replica_out(access, inventory: Path, tmp_path: Path, reference: str) -> None:
+    """The drill of the test above, on `inventory`, with every client pulling `reference`: registry3
+    out, then back."""
+    smaller = inventory_without(inventory, tmp_path / "two.py", "registry3")
     dry = run_deploy(smaller, "--dry")
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert ("Retire a former registry replica | Stop the registry container 'registry', keep it and its data",
@@ -260,14 +276,12 @@ def test_a_replica_taken_out_of_the_inventory_stops_and_keeps_its_data(scale, tm
                       ) == "false no"
     assert access.ssh("registry3", "ls /etc/regdeploy/").split().count("config.yml.regdeploy-retired") == 1
     wait_for_lb(access, {"registry1": "UP", "registry2": "UP"})
-    assert registry_client(access).manifests() == before
     again = run_deploy(smaller)
     assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
     # Back in registry_servers: a registry again, behind both load balancers.
-    back = run_deploy(access.inventory)
+    back = run_deploy(inventory)
     assert back.returncode == 0, back.stderr[-3000:]
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
-    assert registry_client(access).manifests() == before
 
 
 def test_a_rolling_change_replaces_one_replica_at_a_time_and_keeps_every_image(scale, test_image_archive):
@@ -405,11 +419,102 @@ def test_a_single_server_moves_onto_the_bucket_with_every_image_and_never_back(s
     assert ("team/new", "1") in api.manifests()
 
 
+def push_unique(access, client: str, reference: str) -> None:
+    """An image of its own (300 kB of random bytes on the test image), pushed as `reference`."""
+    access.ssh(client, f"docker rm -f mk >/dev/null 2>&1; docker run --name mk {lab_config.TEST_IMAGE} sh -c "
+                       f"'head -c 300000 /dev/urandom > /u' && docker commit mk {reference} >/dev/null && "
+                       f"docker rm mk >/dev/null && docker push -q {reference} >/dev/null")
+    time.sleep(1.1)  # one push per second: the tags' push times are apart
+
+
+def run_regdeploy(inventory: Path, *arguments: str) -> dict:
+    result = subprocess.run([str(Path(sys.executable).parent / "regdeploy"), "-i", str(inventory), *arguments,
+                             "--json"], capture_output=True, text=True, timeout=900)
+    print(result.stderr)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout)
+
+
+def test_prune_and_gc_on_replicas_go_one_replica_at_a_time_and_fail_no_pull(scale, tmp_path, test_image_archive):
+    """registry_retention `prune/* keep=2 protect=latest` on the bucket the replicas share: the dry run
+    lists v1 and v2 of latest, v1..v4; the prune deletes exactly those, their layers leave the bucket,
+    while every client pulls v4 in a loop through the load balancers with no failed pull; then every
+    replica is writable again (a push works, a deploy changes nothing), and a gc on its own too."""
+    access, _ = scale
+    # The lab's own inventory, whatever the tests before left (the end checks the prune left no drift).
+    converged = run_deploy(access.inventory)
+    assert converged.returncode == 0, converged.stderr[-4000:]
+    address = access.fleet.registry_address
+    client = access.fleet.clients[0].name
+    access.load_image_archive(client, test_image_archive)
+    for tag in ("latest", "v1", "v2", "v3", "v4"):
+        push_unique(access, client, f"{address}/prune/app:{tag}")
+    registry = registry_client(access)
+    before = registry.manifests()
+    api = base_url(access.fleet.registry_api_address)
+    manifest_type = "application/vnd.docker.distribution.manifest.v2+json"
+    gone_layers = [requests.get(f"{api}/v2/prune/app/manifests/{before[('prune/app', tag)]}",
+                                headers={"Accept": manifest_type}, timeout=10).json()["layers"][-1]["digest"]
+                   for tag in ("v1", "v2")]
+    inventory = access.inventory_with(tmp_path / "inventory-prune.py", registry_retention=["prune/* keep=2 protect=latest"])
+
+    dry = run_regdeploy(inventory, "prune", "--dry-run")
+    assert {(d["repository"], d["tag"]) for d in dry["delete"]} == {("prune/app", "v1"), ("prune/app", "v2")}, dry
+    # pulled= reads every replica's access log. v1, pulled through the load balancers a minute after
+    # the pushes, stays under pulled=1m; under pulled=1w nothing goes, since no log reaches back a week
+    # (the lab made the replicas today).
+    time.sleep(61)
+    access.ssh(access.fleet.clients[1].name, f"docker pull -q {address}/prune/app:v1 >/dev/null")
+    for server in access.fleet.servers:
+        begin = retention.log_time(access.ssh(server, "docker logs -t registry 2>&1 | head -n 1 | cut -d' ' -f1"))
+        assert begin is not None and time.time() - begin > 60, f"{server.name}'s log must reach back over the window"
+    minute = access.inventory_with(tmp_path / "inventory-pulled.py",
+                                   registry_retention=["prune/* keep=2 protect=latest pulled=1m"])
+    pulled = run_regdeploy(minute, "prune", "--dry-run")
+    assert [(d["repository"], d["tag"]) for d in pulled["delete"]] == [("prune/app", "v2")], pulled
+    week = access.inventory_with(tmp_path / "inventory-week.py", registry_retention=["prune/* keep=2 pulled=1w"])
+    unknown = run_regdeploy(week, "prune", "--dry-run")
+    assert unknown["delete"] == [] and unknown["pulls_unknown"] == ["prune/* keep=2 pulled=604800s"], unknown
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+    with PullLoops(access, f"{address}/prune/app:v4") as pulls:
+        pulls.settle()
+        began = time.time()
+        report = run_regdeploy(inventory, "prune")
+        ended_at = pulls.settle()
+    outcomes = pulls.outcomes()
+    assert_no_failed_pull(outcomes, at_least=4)
+    for name, lines in outcomes.items():
+        assert float(lines[0].split()[1]) < began and float(lines[-1].split()[1]) > ended_at, (name, lines)
+    collected = report["collected"]
+    assert (collected["pruned_tags"], collected["skipped_tags"]) == (2, 0), report
+    assert collected["replicas"] == [s.name for s in access.fleet.servers], collected
+    assert registry.manifests() == {k: d for k, d in before.items() if k not in {("prune/app", "v1"), ("prune/app", "v2")}}
+    for layer in gone_layers:
+        assert requests.head(f"{api}/v2/prune/app/blobs/{layer}", timeout=10).status_code == 404, layer
+    assert collected["before_bytes"] - collected["after_bytes"] >= 2 * 300_000, collected
+    print(f"prune on {REPLICAS} replicas: read-only {collected['readonly_seconds']} s (collector "
+          f"{collected['collector_seconds']} s); {sum(map(len, outcomes.values()))} pulls on {len(outcomes)} clients, "
+          "none failed")
+
+    # Every replica writable again, with its own config: a push works, a deploy has nothing to do.
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
+    for server in access.fleet.servers:
+        assert access.ssh(server, "ls /etc/regdeploy/ | grep -c regdeploy-writable || true") == "0", server.name
+    push_unique(access, client, f"{address}/prune/app:v5")
+    again = run_deploy(access.inventory)
+    assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+    kept = registry.manifests()
+    gc = run_regdeploy(access.inventory, "gc")
+    assert gc["tags"] == len(kept) and registry.manifests() == kept, gc
+
+
 def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path, test_image_archive):
     """Last (it leaves the replicas in TLS with accounts): every replica runs the token service with the
     same key, rules and accounts, haproxy passes TLS and the token port through to them, a pull-only
-    account is denied a push, pulls go on with a replica's machine dead, and a password, CA and
-    certificate rotation, each with every client pulling in a loop, cost no pull."""
+    account is denied a push, pulls go on with a replica's machine dead, the active load balancer's
+    machine killed costs only the requests in flight, a replica taken out and put back costs no pull,
+    and a password, CA and certificate rotation, each with every client pulling in a loop, cost no
+    pull."""
     access, _ = scale
     pusher, puller = (c.name for c in access.fleet.clients[:2])
     passwords = tmp_path / "passwords"
@@ -442,6 +547,11 @@ def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path
     kill_a_replica_while_every_client_pulls(access, reference, victim)
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
     assert access.ssh(victim, "systemctl is-active regdeploy-token") == "active"
+
+    # The other drills, over TLS: the active load balancer's machine killed (the same bound as in plain
+    # HTTP: TLS ends at the machine that died), and a replica taken out of the inventory and put back.
+    kill_the_active_load_balancer(access, secure, reference)
+    take_a_replica_out(access, secure, tmp_path, reference)
 
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify", f"--inventory={secure}",

@@ -5,7 +5,8 @@
 # API, with curl. `base` is the URL clients use (so a TLS certificate's name checks out), and curl
 # connects to "$target" instead: the registry on this host's loopback (a caller may point it at
 # another port). CA and credentials come from files (regdeploy.registry_files): no secret is ever
-# on a command line.
+# on a command line. The user agent says regdeploy: its requests are not pulls (retention's
+# `pulled=` reads the access log).
 base=https://reg1:5000
 target=127.0.0.1:5000
 # registry_access: the registry takes a bearer token, not a password. Before each request, one from
@@ -31,7 +32,7 @@ api_curl() {
     api_header=$(umask 077 && mktemp) || return 1
     printf 'Authorization: Bearer %s\n' "$api_token" > "$api_header"
     api_status=0
-    curl --connect-to reg1:5000:"$target" --cacert /etc/docker/certs.d/reg1:5000/ca.crt -H @"$api_header" "$@" || api_status=$?
+    curl -A regdeploy --connect-to reg1:5000:"$target" --cacert /etc/docker/certs.d/reg1:5000/ca.crt -H @"$api_header" "$@" || api_status=$?
     rm -f "$api_header"
     return "$api_status"
 }

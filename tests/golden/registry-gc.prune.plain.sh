@@ -86,10 +86,11 @@ release_deploy_lock() {
 # API, with curl. `base` is the URL clients use (so a TLS certificate's name checks out), and curl
 # connects to "$target" instead: the registry on this host's loopback (a caller may point it at
 # another port). CA and credentials come from files (regdeploy.registry_files): no secret is ever
-# on a command line.
+# on a command line. The user agent says regdeploy: its requests are not pulls (retention's
+# `pulled=` reads the access log).
 base=http://reg1:5000
 target=127.0.0.1:5000
-api_curl() { curl --connect-to reg1:5000:"$target"  "$@"; }
+api_curl() { curl -A regdeploy --connect-to reg1:5000:"$target"  "$@"; }
 
 # walk PATH: every entry of a paginated list (/v2/_catalog, /v2/NAME/tags/list), one per line,
 # following the API's pagination (n, last, Link: rel="next"). Names and tags cannot contain
@@ -140,6 +141,95 @@ wait_ready() {
 
 say() { echo "regdeploy: $*" >&2; }
 now() { date +%s.%N; }
+
+
+# Included by regdeploy's scripts that read or prune the registry's storage (templates/storage.sh.j2),
+# here its filesystem storage ($data) on this host.
+repositories="$data/docker/registry/v2/repositories"
+# tag_links: "REPOSITORY TAG DIGEST EPOCH" for every tag (EPOCH: its last push, its current/link's mtime).
+tag_links() (
+    [ -d "$repositories" ] || exit 0
+    cd "$repositories" || exit 1
+    find . -path '*/_manifests/tags/*/current/link' -printf '%P %T@\n' | while read -r path pushed; do
+        repository=${path%%/_manifests/*}
+        tag=${path#*/_manifests/tags/}
+        tag=${tag%/current/link}
+        read_link "$path"
+        echo "$repository $tag $current $pushed"
+    done
+)
+# revisions: "REPOSITORY DIGEST" for every manifest stored in a repository.
+revisions() (
+    [ -d "$repositories" ] || exit 0
+    cd "$repositories" || exit 1
+    find . -path '*/_manifests/revisions/sha256/*/link' -printf '%P\n' | while read -r path; do
+        hex=${path%/link}
+        echo "${path%%/_manifests/*} sha256:${hex##*/}"
+    done
+)
+read_link() { current=; { IFS= read -r current || [ -n "$current" ]; } < "$1"; } 2>/dev/null
+# list_tags REPOSITORY: its tags' names.
+list_tags() {
+    for link in "$repositories/$1"/_manifests/tags/*/current/link; do
+        [ -e "$link" ] || continue
+        link=${link%/current/link}
+        echo "${link##*/}"
+    done
+}
+# read_tag REPOSITORY TAG: the digest it points at now in $current (empty, and fails: no such tag).
+read_tag() { read_link "$repositories/$1/_manifests/tags/$2/current/link"; }
+# delete_tag REPOSITORY TAG: the tag and its history (distribution's own untag).
+delete_tag() { rm -rf "$repositories/$1/_manifests/tags/$2"; }
+# delete_revision REPOSITORY DIGEST: the manifest's link in the repository.
+delete_revision() { rm -rf "$repositories/$1/_manifests/revisions/sha256/${2#sha256:}"; }
+# read_blob DIGEST: a blob's content.
+read_blob() { hex=${1#sha256:}; cat "$data/docker/registry/v2/blobs/sha256/$(printf %.2s "$hex")/$hex/data"; }
+# stored_bytes: what the storage takes on disk.
+stored_bytes() { du -sb "$data" | cut -f1; }
+
+# list_storage: what the storage holds, only read (the registry keeps running and writable), for
+# regdeploy.retention.parse_storage:
+#   tag REPOSITORY TAG DIGEST EPOCH   EPOCH: the last push of TAG
+#   revision REPOSITORY DIGEST        a manifest stored in REPOSITORY
+#   manifest DIGEST BYTES JSON        once per manifest: its size and its JSON on one line
+list_storage() (
+    tags=$(tag_links) && listed=$(revisions) || exit 1
+    [ -z "$tags" ] || printf '%s\n' "$tags" | sed 's/^/tag /'
+    [ -n "$listed" ] || exit 0
+    printf '%s\n' "$listed" | sed 's/^/revision /'
+    blob=$(mktemp) || exit 1
+    trap 'rm -f "$blob"' EXIT
+    printf '%s\n' "$listed" | cut -d' ' -f2 | sort -u | while read -r digest; do
+        read_blob "$digest" > "$blob" 2>/dev/null || { echo "regdeploy: manifest $digest has no blob" >&2; continue; }
+        printf 'manifest %s %s %s\n' "$digest" "$(wc -c < "$blob")" "$(tr -d '\n\r' < "$blob")"
+    done
+)
+
+# count_indexes: how many stored manifests are image indexes (multi-arch). The collector's
+# --delete-untagged would delete their platform manifests, which have no tag of their own
+# (distribution issue 3178).
+# A manifest that cannot be read counts as one: then untagged manifests are kept.
+count_indexes() {
+    listed=$(revisions) || return 1
+    printf '%s\n' "$listed" | while read -r _ digest; do
+        [ -n "$digest" ] || continue
+        blob=$(read_blob "$digest" 2>/dev/null) || { echo "$digest"; continue; }
+        printf '%s\n' "$blob" \
+            | grep -qE '"mediaType": *"application/vnd\.(oci\.image\.index\.v1|docker\.distribution\.manifest\.list\.v2)\+json"' \
+            && echo "$digest"
+    done | wc -l
+}
+
+# tag_points_at REPOSITORY DIGEST: whether a tag of REPOSITORY points at DIGEST now; when the tags
+# cannot be read, it says yes (the manifest is kept).
+tag_points_at() {
+    tag_names=$(list_tags "$1") || return 0
+    for tag_name in $tag_names; do
+        read_tag "$1" "$tag_name" || return 0
+        [ "$current" != "$2" ] || return 0
+    done
+    return 1
+}
 
 # Included by regdeploy's scripts that need the registry read-only for a while (templates/
 # registry-readonly.sh.j2: `regdeploy backup`, `regdeploy gc` and its timer). It takes the host's
@@ -245,25 +335,81 @@ put_back() {
 trap 'put_back; rm -rf "$work"; exit 1' INT TERM HUP
 
 
+
+# Included by the scripts that collect garbage (templates/collect.sh.j2): `regdeploy gc` and `prune`,
+# on one server or on replicas. Needs storage.sh.j2's and registry-api.sh.j2's functions, say(),
+# $name and $work.
+# choose_flags: the collector's flags in $flags, and how many image indexes are stored in $indexes.
 # --delete-untagged also deletes the platform manifests an image index (multi-arch) refers to, since
-# they carry no tag of their own (distribution issue 3178): with any index stored, untagged
-# manifests are kept and only unreferenced blobs go.
-indexes=0
-repositories="$data/docker/registry/v2/repositories"
-blobs="$data/docker/registry/v2/blobs/sha256"
-if [ -d "$repositories" ]; then
-    indexes=$(find "$repositories" -path '*/_manifests/revisions/sha256/*/link' | while read -r link; do
-        digest=$(cut -d: -f2 < "$link")
-        grep -qE '"mediaType": *"application/vnd\.(oci\.image\.index\.v1|docker\.distribution\.manifest\.list\.v2)\+json"' \
-            "$blobs/$(printf %s "$digest" | cut -c1-2)/$digest/data" 2>/dev/null && echo "$link"
-    done | wc -l)
-fi
-if [ "$indexes" -gt 0 ]; then
-    flags=""
-    say "$indexes image index(es) stored: untagged manifests are kept (distribution issue 3178), only unreferenced blobs are freed"
-else
-    flags="--delete-untagged"
-fi
+# they carry no tag of their own (distribution issue 3178): with any index stored, untagged manifests
+# are kept and only unreferenced blobs go.
+choose_flags() {
+    indexes=$(count_indexes) || { say "could not read the registry's manifests"; return 1; }
+    if [ "$indexes" -gt 0 ]; then
+        flags=""
+        say "$indexes image index(es) stored: untagged manifests are kept (distribution issue 3178), only unreferenced blobs are freed"
+    else
+        flags="--delete-untagged"
+    fi
+}
+# collect: once nothing can be pushed: the flags chosen now (an index pushed until then counts), the
+# storage's size in $before_bytes, the retention rules' deletions, every tag
+# and its digest in $work/before, then the collector, its output in $work/gc.log and its exit status in
+# $gc_status. Fails before the collector runs if something cannot be read.
+collect() {
+    choose_flags || return 1
+    before_bytes=$(stored_bytes) || { say "could not measure the storage"; return 1; }
+    # Included by the scripts that prune (templates/prune-tags.sh.j2), once nothing can be pushed: the tags
+    # and manifests the retention rules take away ($work/prune, decided before: regdeploy.retention). A
+    # tag goes only while it still points at the digest it had then (one pushed since stays). A manifest
+    # goes only while no tag of its repository points at it, and only if no tag of that repository
+    # changed since the decision (an index pushed meanwhile may refer to it): then that repository's
+    # manifests are left to the collector's own rules. Needs storage.sh.j2's functions and say().
+    pruned_tags=0 pruned_manifests=0 skipped=0
+    cut -d' ' -f1,2 "$work/prune/snapshot" > "$work/prune/snapshot-names"
+    changed_repositories=
+    while read -r repository tag digest; do
+        read_tag "$repository" "$tag"
+        [ "$current" = "$digest" ] || changed_repositories="$changed_repositories $repository "
+    done < "$work/prune/snapshot"
+    # A tag that was not there when the rules were applied (or tags that cannot be read: the same).
+    while read -r repository; do
+        if ! tags_now=$(list_tags "$repository"); then
+            changed_repositories="$changed_repositories $repository "; continue
+        fi
+        for tag in $tags_now; do
+            grep -qxF "$repository $tag" "$work/prune/snapshot-names" \
+                || changed_repositories="$changed_repositories $repository "
+        done
+    done < "$work/prune/repositories"
+    while read -r repository tag digest; do
+        read_tag "$repository" "$tag"
+        if [ "$current" != "$digest" ]; then
+            skipped=$((skipped + 1)); say "kept $repository:$tag: it points at ${current:-nothing} now, not $digest"
+        elif delete_tag "$repository" "$tag"; then
+            pruned_tags=$((pruned_tags + 1))
+        else
+            say "could not delete $repository:$tag"
+        fi
+    done < "$work/prune/tags"
+    while read -r repository digest; do
+        case "$changed_repositories" in *" $repository "*) continue ;; esac
+        if tag_points_at "$repository" "$digest"; then
+            say "kept $repository@$digest: a tag points at it"; continue
+        fi
+        delete_revision "$repository" "$digest" && pruned_manifests=$((pruned_manifests + 1))
+    done < "$work/prune/manifests"
+    for repository in $changed_repositories; do
+        say "$repository changed since the rules were applied: its manifests are left to the collector"
+    done
+
+    # What must still be served afterwards, listed once nothing can be pushed.
+    manifests > "$work/before" || { say "could not list the registry's content"; return 1; }
+    # shellcheck disable=SC2086
+    docker exec "$name" registry garbage-collect $flags /etc/docker/registry/config.yml > "$work/gc.log" 2>&1
+    gc_status=$?
+}
+
 # regdeploy prune: what the retention rules take away (regdeploy.retention), decided before the
 # registry goes read-only, in $work/prune: repositories, snapshot (every tag of those as decided on:
 # REPOSITORY TAG DIGEST), tags (REPOSITORY TAG DIGEST) and manifests (REPOSITORY DIGEST) to delete.
@@ -286,58 +432,9 @@ if ! enter_readonly; then
     put_back; rm -rf "$work"; say "the registry did not come back in read-only mode: nothing was collected"; exit 1
 fi
 readonly_at=$(now)
-before_bytes=$(du -sb "$data" | cut -f1)
-
-# regdeploy prune: the tags and manifests the retention rules take away ($work/prune, decided before
-# the registry went read-only). A tag goes only while it still points at the digest it had then (one
-# pushed since stays). A manifest goes only while no tag of its repository points at it, and only if
-# no tag of that repository changed since the decision (an index pushed meanwhile may refer to it):
-# then that repository's manifests are left to the collector's own rules.
-pruned_tags=0 pruned_manifests=0 skipped=0
-link_of() { printf '%s/%s/_manifests/tags/%s/current/link' "$repositories" "$1" "$2"; }
-read_link() { current=; { IFS= read -r current || [ -n "$current" ]; } < "$1"; } 2>/dev/null
-cut -d' ' -f1,2 "$work/prune/snapshot" > "$work/prune/snapshot-names"
-changed_repositories=
-while read -r repository tag digest; do
-    read_link "$(link_of "$repository" "$tag")"
-    [ "$current" = "$digest" ] || changed_repositories="$changed_repositories $repository "
-done < "$work/prune/snapshot"
-# A tag that was not there when the rules were applied.
-while read -r repository; do
-    for link in "$repositories/$repository"/_manifests/tags/*/current/link; do
-        [ -e "$link" ] || continue
-        tag=${link%/current/link}; tag=${tag##*/}
-        grep -qxF "$repository $tag" "$work/prune/snapshot-names" \
-            || changed_repositories="$changed_repositories $repository "
-    done
-done < "$work/prune/repositories"
-while read -r repository tag digest; do
-    link=$(link_of "$repository" "$tag")
-    read_link "$link"
-    if [ "$current" = "$digest" ]; then
-        rm -rf "${link%/current/link}" && pruned_tags=$((pruned_tags + 1))
-    else
-        skipped=$((skipped + 1)); say "kept $repository:$tag: it points at ${current:-nothing} now, not $digest"
-    fi
-done < "$work/prune/tags"
-while read -r repository digest; do
-    case "$changed_repositories" in *" $repository "*) continue ;; esac
-    if grep -qsxF "$digest" "$repositories/$repository"/_manifests/tags/*/current/link; then
-        say "kept $repository@$digest: a tag points at it"; continue
-    fi
-    rm -rf "$repositories/$repository/_manifests/revisions/sha256/${digest#sha256:}" \
-        && pruned_manifests=$((pruned_manifests + 1))
-done < "$work/prune/manifests"
-for repository in $changed_repositories; do
-    say "$repository changed since the rules were applied: its manifests are left to the collector"
-done
-# What must still be served afterwards, listed once nothing can be pushed.
-if ! manifests > "$work/before"; then
-    put_back; rm -rf "$work"; say "could not list the registry's content: nothing was collected"; exit 1
+if ! collect; then
+    put_back; rm -rf "$work"; say "the collector did not run; the registry is writable again"; exit 1
 fi
-# shellcheck disable=SC2086
-docker exec "$name" registry garbage-collect $flags /etc/docker/registry/config.yml > "$work/gc.log" 2>&1
-gc_status=$?
 collected_at=$(now)
 put_back || { rm -rf "$work"; say "could not put $config back: run the deploy to restore it"; exit 1; }
 end=$(now)
@@ -351,7 +448,7 @@ if [ -n "$(comm -23 "$work/before" "$work/after")" ]; then
     comm -23 "$work/before" "$work/after" >&2; rm -rf "$work"
     say "after garbage-collect the registry does not serve every tag with the digest it had"; exit 1
 fi
-after_bytes=$(du -sb "$data" | cut -f1)
+after_bytes=$(stored_bytes)
 summary=$(grep -E 'blobs marked' "$work/gc.log" | tail -n 1)
 tags=$(grep -c . "$work/before")
 freed=$((before_bytes - after_bytes))

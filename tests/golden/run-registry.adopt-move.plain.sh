@@ -10,10 +10,11 @@ say() { echo "regdeploy: $*"; }
 # API, with curl. `base` is the URL clients use (so a TLS certificate's name checks out), and curl
 # connects to "$target" instead: the registry on this host's loopback (a caller may point it at
 # another port). CA and credentials come from files (regdeploy.registry_files): no secret is ever
-# on a command line.
+# on a command line. The user agent says regdeploy: its requests are not pulls (retention's
+# `pulled=` reads the access log).
 base=http://reg1:5000
 target=127.0.0.1:5000
-api_curl() { curl --connect-to reg1:5000:"$target"  "$@"; }
+api_curl() { curl -A regdeploy --connect-to reg1:5000:"$target"  "$@"; }
 
 # walk PATH: every entry of a paginated list (/v2/_catalog, /v2/NAME/tags/list), one per line,
 # following the API's pagination (n, last, Link: rel="next"). Names and tags cannot contain

@@ -10,10 +10,11 @@ say() { echo "regdeploy: $*"; }
 # API, with curl. `base` is the URL clients use (so a TLS certificate's name checks out), and curl
 # connects to "$target" instead: the registry on this host's loopback (a caller may point it at
 # another port). CA and credentials come from files (regdeploy.registry_files): no secret is ever
-# on a command line.
+# on a command line. The user agent says regdeploy: its requests are not pulls (retention's
+# `pulled=` reads the access log).
 base=http://lb:5000
 target=127.0.0.1:5000
-api_curl() { curl --connect-to lb:5000:"$target"  "$@"; }
+api_curl() { curl -A regdeploy --connect-to lb:5000:"$target"  "$@"; }
 
 # walk PATH: every entry of a paginated list (/v2/_catalog, /v2/NAME/tags/list), one per line,
 # following the API's pagination (n, last, Link: rel="next"). Names and tags cannot contain
@@ -62,7 +63,10 @@ wait_ready() {
     done
 }
 
-# Behind regdeploy's load balancers (http://lb:8404/stats): their status pages.
+# Behind regdeploy's load balancers.
+# Included by regdeploy's scripts that take a replica out of the load balancers and back
+# (templates/lb-replica.sh.j2: the deploy's replacement, gc and prune on replicas). Their status pages:
+# http://lb:8404/stats; this replica is reg1 in backend registry_replicas.
 lb_pages=http://lb:8404/stats
 # lb_status: this replica's state on every load balancer, one word each (UP, DOWN, DRAIN, MAINT...).
 lb_status() {
@@ -88,6 +92,28 @@ lb_sessions() {
         curl -fsS "$page;csv" | awk -F, -v b=registry_replicas -v s=reg1 '$1 == b && $2 == s {print $5}'
     done | awk '{n += $1} END {print n + 0}'
 }
+# lb_drain: no new request for this replica from the load balancers; the ones it serves finish (up to
+# 20 s). Fails, changing nothing more, if a load balancer does not take the drain.
+lb_drain() {
+    lb_set drain || return 1
+    i=0
+    until [ "$(lb_sessions)" = 0 ] || [ "$i" -ge $((20 * 5)) ]; do
+        i=$((i + 1))
+        sleep 0.2
+    done
+    say "drained on every load balancer ($(lb_sessions) requests still open)"
+}
+# lb_wait_up: until every load balancer's health checks send this replica requests again (their status
+# pages say UP), at most 60 s.
+lb_wait_up() {
+    i=0
+    until ! lb_status | grep -qv '^UP'; do
+        i=$((i + 1))
+        [ "$i" -lt $((60 * 5)) ] || return 1
+        sleep 0.2
+    done
+}
+
 drained=0
 
 
@@ -112,16 +138,9 @@ fail() {
     exit 1
 }
 
-# No new request for this replica from the load balancers; the ones it serves finish (up to
-# 20 s), then it stops.
+# No new request for this replica from the load balancers; the ones it serves finish, then it stops.
 drained=1
-lb_set drain || fail "could not set reg1 to drain on every load balancer; it was not stopped"
-i=0
-until [ "$(lb_sessions)" = 0 ] || [ "$i" -ge $((20 * 5)) ]; do
-    i=$((i + 1))
-    sleep 0.2
-done
-say "reg1 drained on every load balancer ($(lb_sessions) requests still open)"
+lb_drain || fail "could not set reg1 to drain on every load balancer; it was not stopped"
 
 # Nothing may write while the data is copied; the port must be free for the new container.
 docker stop -t 30 "$name" >/dev/null || fail "could not stop container $name"
@@ -157,15 +176,10 @@ lb_set ready || { echo "regdeploy: the new registry container runs, but not ever
                        "reg1 to ready on their status pages" >&2; exit 1; }
 # Done once every load balancer's health checks send this replica requests again (their status pages
 # say UP), so the next replica is replaced only while this one serves.
-i=0
-until ! lb_status | grep -qv '^UP'; do
-    i=$((i + 1))
-    if [ "$i" -ge $((60 * 5)) ]; then
-        echo "regdeploy: the new registry container runs, but the load balancers ($lb_pages) report" \
-             "reg1 as $(lb_status | tr '\n' ' ')after 60 s, not UP: stopping here, so that no other replica is replaced" >&2
-        exit 1
-    fi
-    sleep 0.2
-done
+if ! lb_wait_up; then
+    echo "regdeploy: the new registry container runs, but the load balancers ($lb_pages) report" \
+         "reg1 as $(lb_status | tr '\n' ' ')after 60 s, not UP: stopping here, so that no other replica is replaced" >&2
+    exit 1
+fi
 say "every load balancer sends reg1 requests"
 

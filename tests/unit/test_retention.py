@@ -31,6 +31,7 @@ def index(*platforms: int) -> dict:
     ("ci/* within=14d", retention.Rule("ci/*", within=14 * DAY)),
     ("team-a/app keep=0 protect=v*,release-?", retention.Rule("team-a/app", keep=0, protect=("v*", "release-?"))),
     ("* keep=10 within=12h", retention.Rule("*", keep=10, within=12 * 3600)),
+    ("ci/* keep=2 pulled=30d", retention.Rule("ci/*", keep=2, pulled=30 * DAY)),
 ])
 def test_rules_parse(text, expected):
     assert parse_rule(text) == expected
@@ -39,8 +40,11 @@ def test_rules_parse(text, expected):
 @pytest.mark.parametrize("text,message", [
     ("* protect=latest", "neither keep=N nor within=DURATION"),
     ("* keep=-1", "'keep=-1' is not keep=N"),
-    ("* within=3m", "'within=3m' is not keep=N"),
+    ("* within=3y", "'within=3y' is not keep=N"),
     ("* keep=1 keep=2", "gives keep twice"),
+    ("* keep=1 pulled=7", "'pulled=7' is not"),
+    ("* keep=1 pulled=1d pulled=2d", "gives pulled twice"),
+    ("* pulled=30d", "neither keep=N nor within=DURATION"),
     ("* keep=1 protect=a/b", "'protect=a/b' is not"),
     ("Team/* keep=1", "upper-case"),
     ("app:1 keep=1", "names a tag or digest"),
@@ -166,16 +170,17 @@ def test_a_name_distribution_would_not_write_stops_the_prune():
         retention.script_input(decided, bad)
 
 
-def test_the_storage_script_lists_tags_revisions_and_manifests_of_a_filesystem_storage(tmp_path):
-    """registry-storage.sh against a storage laid out as distribution writes it: each tag's digest and
-    its link's mtime, each revision, each manifest once with its size and JSON on one line."""
+# A storage laid out as distribution writes it: repository team/app, tags v1 and latest on an image,
+# multi on an index; the tags' links pushed at different times.
+STORED = {1: image(101, (201, 10)), 2: index(3, 4)}
+STORED_TAGS = (("v1", 1, NOW - DAY), ("latest", 1, NOW), ("multi", 2, NOW - 2 * DAY))
+
+
+def write_storage(root) -> None:
+    """STORED and STORED_TAGS under `root` (a data directory, or a stand-in bucket's)."""
     import os
-    import subprocess
-    from regdeploy import registry_files
-    from regdeploy.settings import validate_hosts
-    v2 = tmp_path / "docker" / "registry" / "v2"
-    one, two = image(101, (201, 10)), index(3, 4)
-    for number, manifest in ((1, one), (2, two)):
+    v2 = root / "docker" / "registry" / "v2"
+    for number, manifest in STORED.items():
         text = json.dumps(manifest, indent=2)
         blob = v2 / "blobs" / "sha256" / f"{number:064x}"[:2] / f"{number:064x}" / "data"
         blob.parent.mkdir(parents=True, exist_ok=True)
@@ -183,18 +188,75 @@ def test_the_storage_script_lists_tags_revisions_and_manifests_of_a_filesystem_s
         revision = v2 / "repositories" / "team" / "app" / "_manifests" / "revisions" / "sha256" / f"{number:064x}" / "link"
         revision.parent.mkdir(parents=True)
         revision.write_text(digest(number))
-    for tag, number, pushed in (("v1", 1, NOW - DAY), ("latest", 1, NOW), ("multi", 2, NOW - 2 * DAY)):
+    for tag, number, pushed in STORED_TAGS:
         link = v2 / "repositories" / "team" / "app" / "_manifests" / "tags" / tag / "current" / "link"
         link.parent.mkdir(parents=True)
         link.write_text(digest(number))  # no newline, as distribution writes it
         os.utime(link, (pushed, pushed))
+
+
+def assert_lists_stored(found: Storage) -> None:
+    assert set(found.tags) == {Tag("team/app", tag, digest(number), pushed) for tag, number, pushed in STORED_TAGS}
+    assert sorted(found.revisions["team/app"]) == [digest(1), digest(2)]
+    assert found.manifests == {digest(1): STORED[1], digest(2): STORED[2]}
+
+
+def test_the_storage_script_lists_tags_revisions_and_manifests_of_a_filesystem_storage(tmp_path):
+    """registry-storage.sh against a storage laid out as distribution writes it: each tag's digest and
+    its link's mtime, each revision, each manifest once with its size and JSON on one line."""
+    import subprocess
+    from regdeploy import registry_files
+    from regdeploy.settings import validate_hosts
+    write_storage(tmp_path)
     settings = validate_hosts([("reg1", {"registry_data_dir": str(tmp_path)}, {"registry_servers"})])["reg1"]
     script = registry_files.server_script(settings, "registry-storage.sh.j2", "test")
     result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
     found = retention.parse_storage(result.stdout.splitlines())
-    assert set(found.tags) == set([Tag("team/app", "v1", digest(1), NOW - DAY),
-                                         Tag("team/app", "latest", digest(1), NOW),
-                                         Tag("team/app", "multi", digest(2), NOW - 2 * DAY)])
-    assert sorted(found.revisions["team/app"]) == [digest(1), digest(2)]
-    assert found.manifests == {digest(1): one, digest(2): two}
-    assert found.sizes[digest(1)] == len(json.dumps(one, indent=2))
+    assert_lists_stored(found)
+    assert found.sizes[digest(1)] == len(json.dumps(STORED[1], indent=2))
+
+
+def pulls_of(*entries, logs=None) -> dict:
+    """Storage fields for pulls: (repository, reference, seconds ago) each; every log from 30 days ago."""
+    return {"pulls": tuple((r, ref, NOW - ago) for r, ref, ago in entries),
+            "logs": {"reg1": NOW - 30 * DAY, "reg2": NOW - 30 * DAY} if logs is None else logs}
+
+
+@pytest.mark.parametrize("pulls, stays", [
+    # keep=1: v6 stays anyway; v2 pulled by tag 2 days ago, v3's manifest by digest yesterday.
+    (pulls_of(("ci/app", "v2", 2 * DAY), ("ci/app", digest(3), DAY)), {"v6", "v2", "v3"}),
+    # A pull before the window, or of another repository, protects nothing.
+    (pulls_of(("ci/app", "v2", 8 * DAY), ("other/app", "v3", DAY)), {"v6"}),
+    # latest points at v1's manifest: pulling latest keeps latest, pulling v1's digest keeps both.
+    (pulls_of(("ci/app", "latest", DAY)), {"v6", "latest"}),
+    (pulls_of(("ci/app", digest(1), DAY)), {"v6", "latest", "v1"}),
+    # A log that begins inside the window (a registry recreated 3 days ago): pulls before it are not
+    # known, so every tag stays. No log, or one that could not be read: the same.
+    (pulls_of(logs={"reg1": NOW - 30 * DAY, "reg2": NOW - 3 * DAY}), {"v1", "v2", "v3", "v4", "v5", "v6", "latest"}),
+    (pulls_of(logs={}), {"v1", "v2", "v3", "v4", "v5", "v6", "latest"}),
+    (pulls_of(logs={"reg1": None}), {"v1", "v2", "v3", "v4", "v5", "v6", "latest"}),
+])
+def test_a_tag_pulled_within_the_window_stays(pulls, stays):
+    tags, manifests = six_tags()
+    held = Storage(**{**storage(tags, manifests).__dict__, **pulls})
+    found = plan(parse_rules(["ci/* keep=1 pulled=7d"]), held, NOW)
+    assert {t.tag for t in found.kept_tags} == stays
+    assert bool(found.pulls_unknown) == (stays == {t.tag for t in tags})
+    # Without pulled=, the same pulls change nothing.
+    assert {t.tag for t in plan(parse_rules(["ci/* keep=1"]), held, NOW).kept_tags} == {"v6"}
+
+
+def test_the_access_log_lines_parse():
+    found = retention.parse_storage([
+        "log registry1 2026-12-01T10:00:00.123456789Z", "log registry2 unknown",
+        "pulled ci/app v4 2026-12-06T06:20:00.5Z", f"pulled ci/app {digest(3)} 2026-12-06T06:21:00.000000001Z",
+        "pulled ci/app v5 not-a-time"])
+    assert found.logs == {"registry1": retention.log_time("2026-12-01T10:00:00Z"), "registry2": None}
+    assert found.pulls == (("ci/app", "v4", 1796538000), ("ci/app", digest(3), 1796538060))
+    assert retention.pulls_window(parse_rules(["a keep=1 pulled=2d", "b keep=1 pulled=1w", "c keep=1"])) == 7 * DAY
+    assert retention.pulls_window(parse_rules(["c keep=1"])) == 0
+
+
+def test_the_rules_travel_to_the_server_with_their_window():
+    rules = parse_rules(["ci/* keep=2 pulled=30d", "* keep=5"])
+    assert retention.rules_from_json(retention.rules_json(rules)) == rules

@@ -4,9 +4,11 @@
 Pushes go through the load balancers and every host pulls them; a replica whose machine dies costs no
 pull, nor does the active load balancer's; a load balancer stopped, disabled or edited by hand is put
 back; a rolling change drains and replaces the replicas one at a time with pulls going on, and every
-image and digest survives all replicas being recreated. Last, TLS with accounts with rights through
-the load balancers (TLS ends there): a dead replica, a password rotation, a CA rotation and a
-certificate rotation, each with every client pulling in a loop, cost no pull.
+image and digest survives all replicas being recreated; prune and gc make the replicas read-only one at
+a time and cost no pull. Last, TLS with accounts with rights through the load balancers (TLS ends
+there): a dead replica, a replica taken out and back, a password rotation, a CA rotation and a
+certificate rotation, each with every client pulling in a loop, cost no pull, and the active load
+balancer's death only the requests in flight.
 """
 
 from __future__ import annotations

@@ -443,10 +443,11 @@ def gc(ctx: Context, keep_untagged: bool, dry_run: bool, as_json: bool) -> None:
 
     The registry is read-only meanwhile (pulls keep working, pushes are refused) and holds the
     host's deploy lock. Replicas on S3 are made read-only one at a time, each drained on the load
-    balancers first, then one collects against the bucket, then each is made writable again. Manifests that lost their tag go too (--delete-untagged), unless
-    --keep-untagged or the registry stores an image index (multi-arch): the collector would take
-    the index's platform manifests with them (distribution issue 3178). Every tag must be served
-    with the same digest afterwards. With --dry-run the registry stays as it is, writable.
+    balancers first, then one collects against the bucket, then each is made writable again.
+    Manifests that lost their tag go too (--delete-untagged), unless --keep-untagged or the registry
+    stores an image index (multi-arch): the collector would take the index's platform manifests with
+    them (distribution issue 3178). Every tag must be served with the same digest afterwards. With
+    --dry-run the registry stays as it is, writable.
     """
     if ctx.fleet.server.settings.registry_storage == "s3":
         if dry_run:

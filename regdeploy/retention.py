@@ -2,9 +2,9 @@
 what the server's storage holds. Pure: no pyinfra, no host; table-tested.
 
 A rule is `PATTERN [keep=N] [within=DURATION] [pulled=DURATION] [protect=GLOB,...]`, e.g.
-`* keep=10 protect=latest,v*` or `ci/* keep=3 within=14d pulled=30d`. Each repository follows the first rule whose PATTERN matches it
-(registry_access's patterns: `*` matches anything, `/` included); a repository no rule matches is
-never touched. Under a rule a tag stays when any of these holds:
+`* keep=10 protect=latest,v*` or `ci/* keep=3 within=14d pulled=30d`. Each repository follows the
+first rule whose PATTERN matches it (registry_access's patterns: `*` matches anything, `/` included);
+a repository no rule matches is never touched. Under a rule a tag stays when any of these holds:
 - it matches a `protect` glob (`*` and `?` within the tag);
 - it is one of the `keep` newest tags of its repository, by push time;
 - it was pushed within `within` (`30d`, `12h`, `2w`, `90m`: minutes);

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from . import reference
 from .rendering import render
 
 LB_BACKEND = "registry_replicas"
@@ -69,22 +70,12 @@ def haproxy_config(settings) -> str:
     if settings.registry_tls:
         # The replicas' certificate names registry_host; haproxy checks a name, not an address.
         host = settings.registry_host
-        tls = {"verifyhost": "" if _is_address(host) else host}
+        tls = {"verifyhost": "" if reference.ip_address(host) is not None else host}
     return render("haproxy.cfg.j2", port=settings.registry_port, backend=LB_BACKEND, replicas=replicas,
                   tls=tls, pem=PEM_PATH, ca=CA_PATH, stats_port=settings.registry_lb_stats_port,
                   check_ms=CHECK_MS, fall=FALL, rise=RISE,
                   token_port=settings.registry_token_port if settings.registry_access else 0,
                   token_backend=TOKEN_BACKEND, admins=[address for _, address in settings.replicas])
-
-
-def _is_address(host: str) -> bool:
-    import ipaddress
-
-    try:
-        ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return False
-    return True
 
 
 @dataclass(frozen=True)

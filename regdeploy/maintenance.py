@@ -19,7 +19,6 @@ from typing import Callable, Sequence
 
 from . import credentials, registry_files
 from .load_balancer import LB_BACKEND, server_name
-from .registry_plan import CONFIG_TARGET
 from .rendering import render
 
 STEPS = ("list", "pulls", "readonly", "collect", "writable")
@@ -28,15 +27,11 @@ STEPS = ("list", "pulls", "readonly", "collect", "writable")
 def replica_script(settings, step: str, holder: str, **extra) -> str:
     """The maintenance script's `step` for the replica `settings` describe."""
     assert step in STEPS, step
-    return render("replica-maintenance.sh.j2", step=step, name=settings.registry_container_name,
-                  config_path=settings.registry_config_path, port=settings.registry_port,
-                  lock=registry_files.LOCK_PATH, lock_timeout=settings.deploy_lock_timeout, holder=holder,
-                  api=registry_files.loopback_api(settings), refused=registry_files.REFUSED,
+    return render("replica-maintenance.sh.j2", step=step, **registry_files.server_variables(settings, holder),
                   lb_stats_urls=settings.lb_stats_urls, lb_server=server_name(settings.host_name),
                   lb_backend=LB_BACKEND, drain_seconds=registry_files.DRAIN_SECONDS,
                   timeout=settings.registry_ready_timeout, bucket=registry_files.bucket_url(settings),
-                  s3_store=True, s3_region=settings.registry_s3_region, config_target=CONFIG_TARGET,
-                  **extra)
+                  s3_store=True, s3_region=settings.registry_s3_region, **extra)
 
 
 def step_input(settings, step: str) -> bytes:

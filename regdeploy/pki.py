@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, cast
 
+from . import reference
 from .lazy import lazy_import
 
 if TYPE_CHECKING:
@@ -81,10 +81,8 @@ def _now() -> datetime.datetime:
 
 def general_name(name: str) -> x509.GeneralName:
     """A SAN entry: an IP address (bracketed IPv6 as registry_host allows) or a DNS name."""
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name.strip("[]")))
-    except ValueError:
-        return x509.DNSName(name.lower())
+    address = reference.ip_address(name)
+    return x509.IPAddress(address) if address is not None else x509.DNSName(name.lower())
 
 
 def wanted_names(names: Iterable[str]) -> set[str]:

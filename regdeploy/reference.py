@@ -18,6 +18,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ipaddress
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -109,6 +113,17 @@ def parse(reference: str) -> Reference:
     if domain == DEFAULT_DOMAIN and "/" not in path:
         path = OFFICIAL_PREFIX + path
     return Reference(domain=domain, path=path, tag=tag if colon else None, digest=digest if at else None)
+
+
+def ip_address(host: str) -> "ipaddress.IPv4Address | ipaddress.IPv6Address | None":
+    """The address a host names literally (IPv4, or IPv6 bracketed as in a reference's domain), or None
+    for a name."""
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
 
 
 def is_valid(reference: str) -> bool:

@@ -160,13 +160,20 @@ REFUSED = 6
 HOLD_SECONDS = 120
 
 
+def server_variables(settings, holder: str) -> dict:
+    """What every script run on a registry server by the regdeploy command is rendered with: its
+    container, files, port, deploy lock (`holder` says who takes it) and API."""
+    return dict(name=settings.registry_container_name, config_path=settings.registry_config_path,
+                data_dir=settings.registry_data_dir, port=settings.registry_port, lock=LOCK_PATH,
+                lock_timeout=settings.deploy_lock_timeout, holder=holder, api=loopback_api(settings),
+                config_target=CONFIG_TARGET, refused=REFUSED)
+
+
 def server_script(settings, template: str, holder: str, *, dry_run: bool = False, **extra) -> str:
     """A templates/ script run on the registry server against its registry: backup, restore, gc."""
-    return render(template, name=settings.registry_container_name, config_path=settings.registry_config_path,
-                  data_dir=settings.registry_data_dir, port=settings.registry_port, lock=LOCK_PATH,
-                  lock_timeout=settings.deploy_lock_timeout, holder=holder, api=loopback_api(settings),
-                  readonly_config=registry_config(settings, readonly=True), config_target=CONFIG_TARGET,
-                  refused=REFUSED, dry_run=dry_run, hold_seconds=HOLD_SECONDS, **extra)
+    return render(template, **server_variables(settings, holder),
+                  readonly_config=registry_config(settings, readonly=True), dry_run=dry_run,
+                  hold_seconds=HOLD_SECONDS, **extra)
 
 
 # registry_access: regdeploy's token service on each registry server (regdeploy/token_service.py,

@@ -22,6 +22,7 @@ from regdeploy.inventory import InventoryHost
 from tests.verify import access as verify_access
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+REGDEPLOY = str(Path(sys.executable).parent / "regdeploy")
 
 
 class Access(verify_access.Access):
@@ -35,6 +36,14 @@ class Access(verify_access.Access):
                 return time.monotonic() - start
             time.sleep(0.1)
         raise AssertionError(f"the registry on {h if isinstance(h, str) else h.name} did not answer within {limit} s")
+
+    def push_unique(self, client: str, reference: str) -> None:
+        """An image of its own (300 kB of random bytes on the test image), pushed from `client` as
+        `reference`; one push a second, so that tags' push times are apart."""
+        self.ssh(client, f"docker rm -f mk >/dev/null 2>&1; docker run --name mk {lab_config.TEST_IMAGE} sh -c "
+                         f"'head -c 300000 /dev/urandom > /u' && docker commit mk {reference} >/dev/null && "
+                         f"docker rm mk >/dev/null && docker push -q {reference} >/dev/null")
+        time.sleep(1.1)
 
     def inventory_with(self, path: Path, per_host: dict[str, dict] | None = None, **data) -> Path:
         """This inventory's hosts (every replica and load balancer too), connected to as here, with
@@ -115,6 +124,15 @@ def assert_did_what_dry_said(dry: DeployResult, real: DeployResult) -> None:
     assert not missing, f"--dry said these would change, the run did not: {missing}"
     extra = {(tuple(real.names_of(op)), h) for op, h in done - (will | may)}
     assert not extra, f"the run changed what --dry did not say: {extra}"
+
+
+def regdeploy_json(inventory: Path, *arguments: str, timeout: float = 600) -> dict:
+    """`regdeploy -i INVENTORY ARGUMENTS --json`, which must succeed: its report (its messages printed)."""
+    result = subprocess.run([REGDEPLOY, "-i", str(inventory), *arguments, "--json"], capture_output=True, text=True,
+                            timeout=timeout)
+    print(result.stderr)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return json.loads(result.stdout)
 
 
 def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None, pyinfra: Path | None = None,

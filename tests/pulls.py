@@ -66,3 +66,11 @@ def assert_no_failed_pull(outcomes: dict[str, list[str]], at_least: int) -> None
     assert not any(failed.values()), failed
     counts = {client: len(lines) for client, lines in outcomes.items()}
     assert all(count >= at_least for count in counts.values()), f"too few pulls to count: {counts}"
+
+
+def assert_pulled_throughout(outcomes: dict[str, list[str]], began: float, ended_at: float) -> None:
+    """No pull failed, and every client pulled from before `began` until after `ended_at` (at least 4
+    pulls each)."""
+    assert_no_failed_pull(outcomes, at_least=4)
+    for client, lines in outcomes.items():
+        assert ended(lines[0]) < began and ended(lines[-1]) > ended_at, (client, began, ended_at, lines)

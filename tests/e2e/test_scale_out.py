@@ -13,7 +13,6 @@ balancer's death only the requests in flight.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -30,8 +29,8 @@ from regdeploy import credentials, load_balancer, retention
 from regdeploy.inventory import load_fleet
 from regdeploy.registry_api import RegistryClient, base_url
 from regdeploy.settings import archive_sha256
-from tests.access import REPO_ROOT, own_lab, run_deploy
-from tests.pulls import PullLoops, assert_no_failed_pull
+from tests.access import REPO_ROOT, own_lab, regdeploy_json, run_deploy
+from tests.pulls import PullLoops, assert_no_failed_pull, assert_pulled_throughout
 
 SCALE_LAB = lab_config.default_lab("regdeploy-scale")
 REPLICAS = 3
@@ -421,22 +420,6 @@ def test_a_single_server_moves_onto_the_bucket_with_every_image_and_never_back(s
     assert ("team/new", "1") in api.manifests()
 
 
-def push_unique(access, client: str, reference: str) -> None:
-    """An image of its own (300 kB of random bytes on the test image), pushed as `reference`."""
-    access.ssh(client, f"docker rm -f mk >/dev/null 2>&1; docker run --name mk {lab_config.TEST_IMAGE} sh -c "
-                       f"'head -c 300000 /dev/urandom > /u' && docker commit mk {reference} >/dev/null && "
-                       f"docker rm mk >/dev/null && docker push -q {reference} >/dev/null")
-    time.sleep(1.1)  # one push per second: the tags' push times are apart
-
-
-def run_regdeploy(inventory: Path, *arguments: str) -> dict:
-    result = subprocess.run([str(Path(sys.executable).parent / "regdeploy"), "-i", str(inventory), *arguments,
-                             "--json"], capture_output=True, text=True, timeout=900)
-    print(result.stderr)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return json.loads(result.stdout)
-
-
 def test_prune_and_gc_on_replicas_go_one_replica_at_a_time_and_fail_no_pull(scale, tmp_path, test_image_archive):
     """registry_retention `prune/* keep=2 protect=latest` on the bucket the replicas share: the dry run
     lists v1 and v2 of latest, v1..v4; the prune deletes exactly those, their layers leave the bucket,
@@ -450,7 +433,7 @@ def test_prune_and_gc_on_replicas_go_one_replica_at_a_time_and_fail_no_pull(scal
     client = access.fleet.clients[0].name
     access.load_image_archive(client, test_image_archive)
     for tag in ("latest", "v1", "v2", "v3", "v4"):
-        push_unique(access, client, f"{address}/prune/app:{tag}")
+        access.push_unique(client, f"{address}/prune/app:{tag}")
     registry = registry_client(access)
     before = registry.manifests()
     api = base_url(access.fleet.registry_api_address)
@@ -460,7 +443,7 @@ def test_prune_and_gc_on_replicas_go_one_replica_at_a_time_and_fail_no_pull(scal
                    for tag in ("v1", "v2")]
     inventory = access.inventory_with(tmp_path / "inventory-prune.py", registry_retention=["prune/* keep=2 protect=latest"])
 
-    dry = run_regdeploy(inventory, "prune", "--dry-run")
+    dry = regdeploy_json(inventory, "prune", "--dry-run", timeout=900)
     assert {(d["repository"], d["tag"]) for d in dry["delete"]} == {("prune/app", "v1"), ("prune/app", "v2")}, dry
     # pulled= reads every replica's access log. v1, pulled through the load balancers a minute after
     # the pushes, stays under pulled=1m; under pulled=1w nothing goes, since no log reaches back a week
@@ -472,21 +455,19 @@ def test_prune_and_gc_on_replicas_go_one_replica_at_a_time_and_fail_no_pull(scal
         assert begin is not None and time.time() - begin > 60, f"{server.name}'s log must reach back over the window"
     minute = access.inventory_with(tmp_path / "inventory-pulled.py",
                                    registry_retention=["prune/* keep=2 protect=latest pulled=1m"])
-    pulled = run_regdeploy(minute, "prune", "--dry-run")
+    pulled = regdeploy_json(minute, "prune", "--dry-run", timeout=900)
     assert [(d["repository"], d["tag"]) for d in pulled["delete"]] == [("prune/app", "v2")], pulled
     week = access.inventory_with(tmp_path / "inventory-week.py", registry_retention=["prune/* keep=2 pulled=1w"])
-    unknown = run_regdeploy(week, "prune", "--dry-run")
+    unknown = regdeploy_json(week, "prune", "--dry-run", timeout=900)
     assert unknown["delete"] == [] and unknown["pulls_unknown"] == ["prune/* keep=2 pulled=604800s"], unknown
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
     with PullLoops(access, f"{address}/prune/app:v4") as pulls:
         pulls.settle()
         began = time.time()
-        report = run_regdeploy(inventory, "prune")
+        report = regdeploy_json(inventory, "prune", timeout=900)
         ended_at = pulls.settle()
     outcomes = pulls.outcomes()
-    assert_no_failed_pull(outcomes, at_least=4)
-    for name, lines in outcomes.items():
-        assert float(lines[0].split()[1]) < began and float(lines[-1].split()[1]) > ended_at, (name, lines)
+    assert_pulled_throughout(outcomes, began, ended_at)
     collected = report["collected"]
     assert (collected["pruned_tags"], collected["skipped_tags"]) == (2, 0), report
     assert collected["replicas"] == [s.name for s in access.fleet.servers], collected
@@ -502,11 +483,11 @@ def test_prune_and_gc_on_replicas_go_one_replica_at_a_time_and_fail_no_pull(scal
     wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
     for server in access.fleet.servers:
         assert access.ssh(server, "ls /etc/regdeploy/ | grep -c regdeploy-writable || true") == "0", server.name
-    push_unique(access, client, f"{address}/prune/app:v5")
+    access.push_unique(client, f"{address}/prune/app:v5")
     again = run_deploy(access.inventory)
     assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
     kept = registry.manifests()
-    gc = run_regdeploy(access.inventory, "gc")
+    gc = regdeploy_json(access.inventory, "gc", timeout=900)
     assert gc["tags"] == len(kept) and registry.manifests() == kept, gc
 
 

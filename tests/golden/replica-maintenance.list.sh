@@ -156,8 +156,10 @@ trap 'rm -rf "$work" "$cred"' EXIT
 cat > "$cred"
 
 # Included by regdeploy's scripts that read or prune the registry's storage (templates/storage.sh.j2),
-# here its S3 bucket ($bucket, its URL), reached with curl (AWS signature v4) and the S3 key in the curl
-# config file $cred (it came on stdin: never on a command line).
+# here its S3 bucket ($bucket, its URL).
+# Included by the scripts that reach the S3 store (templates/s3-curl.sh.j2). s3 CURL-ARGUMENTS: curl
+# against it, signed with AWS signature v4 (region us-east-1) and the key in the curl config file
+# $cred, which came on stdin: never on a command line. The payload is not signed (UNSIGNED-PAYLOAD).
 s3() { curl -fsS -K "$cred" --aws-sigv4 aws:amz:us-east-1:s3 -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@"; }
 repositories=docker/registry/v2/repositories
 # s3_keys PREFIX: "KEY LAST-MODIFIED SIZE" for every object under PREFIX, all pages. Query parameters

@@ -68,13 +68,16 @@ wait_ready() {
 # (templates/lb-replica.sh.j2: the deploy's replacement, gc and prune on replicas). Their status pages:
 # http://lb:8404/stats; this replica is reg1 in backend registry_replicas.
 lb_pages=http://lb:8404/stats
-# lb_status: this replica's state on every load balancer, one word each (UP, DOWN, DRAIN, MAINT...).
-lb_status() {
+# lb_field N: field N of this replica's row on every load balancer's status page (CSV), one line each;
+# "?" where a page or the row does not answer.
+lb_field() {
     for page in $lb_pages; do
         curl -fsS "$page;csv" 2>/dev/null \
-            | awk -F, -v b=registry_replicas -v s=reg1 '$1 == b && $2 == s {print $18 == "" ? "?" : $18; n++} END {if (!n) print "?"}'
+            | awk -F, -v b=registry_replicas -v s=reg1 -v f="$1" '$1 == b && $2 == s {print $f == "" ? "?" : $f; n++} END {if (!n) print "?"}'
     done
 }
+# lb_status: this replica's state on every load balancer, one word each (UP, DOWN, DRAIN, MAINT...).
+lb_status() { lb_field 18; }
 # lb_set STATE: set this replica to STATE (drain, ready) on every load balancer, through its status
 # page's admin form, which answers with a redirect whose ";st=" says DONE or why not.
 lb_set() {
@@ -87,11 +90,7 @@ lb_set() {
     done
 }
 # lb_sessions: the requests the load balancers have open on this replica, all of them together.
-lb_sessions() {
-    for page in $lb_pages; do
-        curl -fsS "$page;csv" | awk -F, -v b=registry_replicas -v s=reg1 '$1 == b && $2 == s {print $5}'
-    done | awk '{n += $1} END {print n + 0}'
-}
+lb_sessions() { lb_field 5 | awk '{n += $1} END {print n + 0}'; }
 # lb_drain: no new request for this replica from the load balancers; the ones it serves finish (up to
 # 20 s). Fails, changing nothing more, if a load balancer does not take the drain.
 lb_drain() {

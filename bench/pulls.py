@@ -1,11 +1,15 @@
 """`python -m bench.pulls`: many clients pulling one image at once, through 1 and through 3 registry
-replicas on the lab's Ceph store, behind the lab's load balancer (issue #18's measurement).
+replicas on the lab's Ceph store, behind the lab's load balancer (issue #18's measurement); with
+`--compare cache`, through 3 replicas with their shared blob-descriptor cache and with it stopped
+(issue #36's).
 
 The lab (`regdeploy-bench-pulls`: registry1..3, lb1, lb2, store, N clients) is deployed with regdeploy, an
-image of one random layer (`--size-mb`) is pushed through the load balancer, then each round removes
-it from every client and has all of them pull it at the same moment; the figure is the wall time from
-the start to the last pull's end. Rounds alternate 3 replicas and 1 (the other two stopped, out of
-the load balancer's rotation), so the two are compared neighbour by neighbour on a noisy machine.
+image of random layers (`--layers`, `--size-mb` in all) is pushed through the load balancer, then each
+round removes it from every client and has all of them pull it at the same moment; the figure is the
+wall time from the start to the last pull's end. Rounds alternate 3 replicas and 1 (the other two
+stopped, out of the load balancer's rotation), or the cache running and stopped on every load balancer
+(the replicas then ask the bucket, as without one), so the two are compared neighbour by neighbour on a
+noisy machine.
 """
 
 from __future__ import annotations
@@ -64,6 +68,25 @@ def serve_with(replicas: int) -> None:
         time.sleep(0.5)
 
 
+def cache_running(running: bool) -> None:
+    """Start (empty: nothing is kept on disk) or stop the replicas' shared cache on every load balancer."""
+    for lb in lab_config.LB_HOSTS:
+        ssh(lb, f"systemctl {'start' if running else 'stop'} redis-server")
+
+
+def cache_stats() -> dict[str, int]:
+    """The cache's hits and misses, summed over the load balancers (only the address's holder serves)."""
+    totals = {"keyspace_hits": 0, "keyspace_misses": 0}
+    for lb in lab_config.LB_HOSTS:
+        info = ssh(lb, f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {load_balancer.CACHE_AUTH_PATH}) "
+                       "redis-cli info stats 2>/dev/null || true", check=False).stdout
+        for line in info.splitlines():
+            key, _, value = line.strip().partition(":")
+            if key in totals:
+                totals[key] += int(value)
+    return totals
+
+
 def pull_all(clients: list[str], reference: str) -> dict:
     for client in clients:
         ssh(client, f"docker image rm -f {reference} >/dev/null 2>&1; true")
@@ -86,7 +109,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3, help="rounds per replica count")
-    parser.add_argument("--size-mb", type=int, default=32)
+    parser.add_argument("--size-mb", type=int, default=32, help="the image's size, all layers together")
+    parser.add_argument("--layers", type=int, default=1)
+    parser.add_argument("--compare", choices=("replicas", "cache"), default="replicas")
     parser.add_argument("--keep-lab", action="store_true")
     args = parser.parse_args()
 
@@ -100,36 +125,54 @@ def main() -> None:
             raise SystemExit(deploy.stderr[-3000:])
         print(f"deploy of 3 replicas + 2 load balancers + {args.clients} clients: {time.monotonic() - started:.1f} s", file=sys.stderr)
         clients = [f"client{i}" for i in range(1, args.clients + 1)]
-        reference = f"{lab_config.VIP_NAME}:5000/bench/random:{args.size_mb}m"
-        # One layer of random bytes (nothing compresses it), made and pushed on client1.
-        ssh("client1", f"mkdir -p /tmp/layer && head -c {args.size_mb}M /dev/urandom > /tmp/layer/blob "
-                       f"&& tar -C /tmp/layer -c . | docker import - {reference} >/dev/null "
-                       f"&& docker push -q {reference} >/dev/null && docker image rm {reference} >/dev/null")
+        reference = f"{lab_config.VIP_NAME}:5000/bench/random:{args.layers}x{args.size_mb}m"
+        # Layers of random bytes (nothing compresses them), one RUN-less commit each, made and pushed on
+        # client1: the first imported from a tar, each next one a file added in a container.
+        each = max(1, args.size_mb * 1024 // args.layers)
+        ssh("client1", f"mkdir -p /tmp/layer && head -c {each}K /dev/urandom > /tmp/layer/blob0 "
+                       f"&& tar -C /tmp/layer -c . | docker import - {reference} >/dev/null")
+        for layer in range(1, args.layers):
+            ssh("client1", f"docker rm -f mk >/dev/null 2>&1; docker create --name mk {reference} /blob0 >/dev/null "
+                           f"&& head -c {each}K /dev/urandom > /tmp/blob && docker cp /tmp/blob mk:/blob{layer} "
+                           f"&& docker commit mk {reference} >/dev/null && docker rm mk >/dev/null")
+        ssh("client1", f"docker push -q {reference} >/dev/null && docker image rm {reference} >/dev/null")
+        # Each variant: (label, what sets it up).
+        if args.compare == "replicas":
+            variants = [(f"{REPLICAS} replicas", lambda: serve_with(REPLICAS)), ("1 replica", lambda: serve_with(1))]
+        else:
+            serve_with(REPLICAS)
+            variants = [("cache", lambda: cache_running(True)), ("cache stopped", lambda: cache_running(False))]
         rounds = []
         for index in range(args.rounds * 2):
-            replicas = REPLICAS if index % 2 == 0 else 1
-            serve_with(replicas)
-            result = {"replicas": replicas, **pull_all(clients, reference)}
+            label, setup = variants[index % 2]
+            setup()
+            stats = cache_stats()
+            result = {"variant": label, **pull_all(clients, reference)}
+            after = cache_stats()
+            result.update({key.removeprefix("keyspace_"): after[key] - stats[key] for key in stats})
             print(json.dumps(result), file=sys.stderr)
             rounds.append(result)
         serve_with(REPLICAS)
+        cache_running(True)
         summary = {}
-        for replicas in (1, REPLICAS):
-            walls = [r["wall_s"] for r in rounds if r["replicas"] == replicas]
-            summary[replicas] = {"median_wall_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
-                                 "failed": sum(r["failed"] for r in rounds if r["replicas"] == replicas),
-                                 "mb_per_s": round(args.clients * args.size_mb / statistics.median(walls), 1)}
+        for label, _ in variants:
+            walls = [r["wall_s"] for r in rounds if r["variant"] == label]
+            summary[label] = {"median_wall_s": statistics.median(walls), "min_s": min(walls), "max_s": max(walls),
+                              "failed": sum(r["failed"] for r in rounds if r["variant"] == label),
+                              "mb_per_s": round(args.clients * args.size_mb / statistics.median(walls), 1)}
         pairs = [rounds[i + 1]["wall_s"] / rounds[i]["wall_s"] for i in range(0, len(rounds) - 1, 2)]
-        report = {"clients": args.clients, "size_mb": args.size_mb, "rounds": rounds, "summary": summary,
-                  "one_over_three_pairs": [round(p, 2) for p in pairs]}
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"{args.clients} clients pulling {args.size_mb} MB at once (wall time to the last pull, median "
-              f"of {args.rounds}):")
-        for replicas, row in summary.items():
-            print(f"  {replicas} replica{'s' if replicas > 1 else ''}: {row['median_wall_s']:.2f} s "
-                  f"({row['min_s']:.2f}-{row['max_s']:.2f}), {row['mb_per_s']} MB/s in all, {row['failed']} failed")
-        print(f"  1 replica / 3 replicas, pair by pair: {', '.join(f'{p:.2f}x' for p in pairs)}")
+        report = {"clients": args.clients, "size_mb": args.size_mb, "layers": args.layers, "compare": args.compare,
+                  "rounds": rounds, "summary": summary,
+                  "second_over_first_pairs": [round(p, 2) for p in pairs]}
+        results = RESULTS if args.compare == "replicas" else RESULTS.with_name("pulls-cache.json")
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"{args.clients} clients pulling {args.size_mb} MB in {args.layers} layer(s) at once (wall time to "
+              f"the last pull, median of {args.rounds}):")
+        for label, row in summary.items():
+            print(f"  {label}: {row['median_wall_s']:.2f} s ({row['min_s']:.2f}-{row['max_s']:.2f}), "
+                  f"{row['mb_per_s']} MB/s in all, {row['failed']} failed")
+        print(f"  {variants[1][0]} / {variants[0][0]}, pair by pair: {', '.join(f'{p:.2f}x' for p in pairs)}")
     finally:
         if not args.keep_lab:
             lab_hosts.down(PULLS_LAB)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -177,6 +178,22 @@ def reboot(lab: config.Lab, hostname: str) -> None:
         return
     docker("restart", "--time", "20", lab.container_name(hostname))
     wait_for_ssh(lab, [hostname])
+
+
+def power_off(lab: config.Lab, hostname: str) -> None:
+    """One host's machine dies at once, as at a power cut: its links go down first, then every process
+    is killed. (`docker kill` alone is not that: the container's network outlives its processes for a
+    moment, and its kernel answers meanwhile, refusing connections and resetting the open ones, which a
+    machine that died would never send.) `docker start` brings it back, links up."""
+    name = lab.container_name(hostname)
+    pid = docker("inspect", "-f", "{{.State.Pid}}", name)
+    links = subprocess.run(["nsenter", "-t", pid, "-n", "ip", "-o", "link", "show"], capture_output=True,
+                           text=True, check=True).stdout.splitlines()
+    for line in links:
+        link = line.split(":")[1].strip().partition("@")[0]
+        if link != "lo":
+            subprocess.run(["nsenter", "-t", pid, "-n", "ip", "link", "set", "dev", link, "down"], check=True)
+    docker("kill", name)
 
 
 def _close_ssh_masters(lab: config.Lab) -> None:

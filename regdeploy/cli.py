@@ -352,12 +352,15 @@ class _Replicas:
     def __init__(self, ctx: Context, what: str):
         self.ctx, self.what = ctx, what
         self.hosts = {h.name: h for h in ctx.fleet.servers}
+        # registry_lb_cache: the load balancers, whose cache is emptied after the collector ran. Reached
+        # before anything changes: one that cannot be reached could keep a stale cache.
+        self.lbs = [h.name for h in ctx.fleet.lbs] if ctx.fleet.server.settings.blob_cache_address else []
         self.stack = contextlib.ExitStack()
         self.connections: dict[str, remote.Connection] = {}
 
     def __enter__(self) -> "_Replicas":
         try:
-            for name in self.hosts:
+            for name in [*self.hosts, *self.lbs]:
                 self.connections[name] = self.stack.enter_context(remote.connect(self.ctx.inventory_path, name))
         except remote.AuthRefused as exc:
             self.stack.close()
@@ -379,11 +382,29 @@ class _Replicas:
                                             stdout=output)
         return status, output.getvalue()
 
+    def flush(self) -> list[str]:
+        """Empty the cache on every load balancer; those where it failed."""
+        from .load_balancer import CACHE_FLUSH_PATH
+        failed = []
+        for name in self.lbs:
+            if self.connections[name].run(f"exec {CACHE_FLUSH_PATH}", stdout=io.BytesIO()) != 0:
+                failed.append(name)
+        if self.lbs and not failed:
+            click.echo(f"{self.what}: emptied the replicas' blob-descriptor cache on {', '.join(self.lbs)}", err=True)
+        return failed
+
     def collect(self, **collect_extra) -> dict:
-        """Every replica read-only in turn, the collection on the first, every one writable again."""
+        """Every replica read-only in turn, the collection on the first, the cache emptied, every one
+        writable again."""
         from . import maintenance
         try:
-            outcome = maintenance.collect_on_replicas(list(self.hosts), self.run, collect_extra)
+            outcome = maintenance.collect_on_replicas(list(self.hosts), self.run, collect_extra, flush=self.flush)
+        except maintenance.CacheNotEmptied as exc:
+            raise Failure(f"{self.what}: the collector ran, but {exc} (see above): it may still name a layer "
+                          f"just deleted, and a push would then link a layer that is gone. Every replica was "
+                          f"left read-only (pulls work, pushes are refused): once redis answers on "
+                          f"{', '.join(exc.lbs)}, run `regdeploy {self.what}` again, which empties it and "
+                          "makes them writable (a deploy would make them writable with the cache as it is)") from None
         except maintenance.StepFailed as exc:
             left = exc.outcome.not_put_back if exc.outcome else []
             raise Failure(f"{self.what}: {exc} (see above); nothing was collected, and every replica switched to "

@@ -28,7 +28,7 @@ from .tasks.docker_engine import install_docker
 from .tasks.host_files import record_version
 from .tasks.registry_cache import run_registry_cache
 from .tasks.registry_gc import schedule_gc
-from .tasks.registry_lb import run_load_balancer
+from .tasks.registry_lb import load_balancers_first, run_load_balancer
 from .tasks.registry_login import log_in_to_registry
 from .tasks.registry_retire import retire_registry
 from .tasks.registry_security import drop_previous_passwords, install_registry_secrets, remove_unused_secrets
@@ -81,6 +81,8 @@ def _provision(settings: Settings) -> None:
     # The load balancer first: a replica being replaced waits until haproxy sends it requests again.
     if settings.is_lb:
         run_load_balancer(settings, state)
+    if settings.lbs:
+        load_balancers_first()
     # A former replica stops only after that: the load balancers no longer send it requests.
     if not settings.is_server:
         retire_registry(settings, state)

@@ -29,11 +29,26 @@ KEEPALIVED_CONFIG_PATH = "/etc/keepalived/keepalived.conf"
 PACKAGES = ("haproxy", "curl")
 # With registry_lb_vip.
 VIP_PACKAGES = ("keepalived",)
+# registry_lb_cache: the blob-descriptor cache the replicas share, on every load balancer. Nothing is
+# kept on disk (a cache that restarts starts empty), at most CACHE_MEMORY, least recently used out.
+CACHE_PACKAGES = ("redis-server",)
+CACHE_PORT = 6379
+CACHE_MEMORY = "256mb"
+CACHE_CONFIG_PATH = "/etc/redis/redis.conf"
+# Its password (derived from http.secret), included by redis.conf: root and redis only.
+CACHE_AUTH_PATH = "/etc/redis/regdeploy-auth.conf"
+# Empties this host's cache: keepalived runs it when the host takes registry_lb_vip or gives it up,
+# `regdeploy gc` and `prune` after the collector deleted blobs.
+CACHE_FLUSH_PATH = "/usr/local/sbin/regdeploy-flush-blob-cache"
+CACHE_FILES = {"cache_conf": CACHE_CONFIG_PATH, "cache_auth": CACHE_AUTH_PATH, "cache_flush": CACHE_FLUSH_PATH}
 # VRRP: an advertisement a second; a backup takes the address about 3.2 s after the last one it saw.
 ADVERT_SECONDS = 1
 CHECK_MS = 500
 FALL = 2
 RISE = 2
+# How long a replica may take to start answering a short request (regdeploy.load_balancer's haproxy.cfg)
+# before haproxy sends it to another: a replica that died mid-request answers nothing at all.
+SHORT_TIMEOUT = "5s"
 
 
 def server_name(host_name: str) -> str:
@@ -42,12 +57,14 @@ def server_name(host_name: str) -> str:
 
 
 def packages(settings) -> tuple[str, ...]:
-    return PACKAGES + (VIP_PACKAGES if settings.registry_lb_vip else ())
+    return PACKAGES + (VIP_PACKAGES if settings.registry_lb_vip else ()) + \
+        (CACHE_PACKAGES if settings.blob_cache_address else ())
 
 
 def services(settings) -> tuple[str, ...]:
     """The systemd units a load balancer runs, each active and enabled after a deploy."""
-    return ("haproxy.service",) + (("keepalived.service",) if settings.registry_lb_vip else ())
+    return (("redis-server.service",) if settings.blob_cache_address else ()) + ("haproxy.service",) + \
+        (("keepalived.service",) if settings.registry_lb_vip else ())
 
 
 def fact_checks(settings) -> tuple:
@@ -55,6 +72,8 @@ def fact_checks(settings) -> tuple:
     runs and starts at boot, and (with registry_lb_vip) its IPv4 addresses, for keepalived's interface."""
     # The TLS files whatever the mode: without registry_tls, ones an earlier run wrote are removed.
     checks: list[tuple] = [("file", "haproxy_cfg", CONFIG_PATH), *(("file", label, path) for label, path in TLS_FILES.items())]
+    if settings.blob_cache_address:
+        checks += [("file", label, path) for label, path in CACHE_FILES.items()]
     if settings.registry_lb_vip:
         checks += [("file", "keepalived_conf", KEEPALIVED_CONFIG_PATH),
                    ("output", "addresses", ("ip", "-o", "-4", "addr", "show"))]
@@ -73,20 +92,22 @@ def haproxy_config(settings) -> str:
         tls = {"verifyhost": "" if reference.ip_address(host) is not None else host}
     return render("haproxy.cfg.j2", port=settings.registry_port, backend=LB_BACKEND, replicas=replicas,
                   tls=tls, pem=PEM_PATH, ca=CA_PATH, stats_port=settings.registry_lb_stats_port,
-                  check_ms=CHECK_MS, fall=FALL, rise=RISE,
+                  check_ms=CHECK_MS, fall=FALL, rise=RISE, short_timeout=SHORT_TIMEOUT,
                   token_port=settings.registry_token_port if settings.registry_access else 0,
                   token_backend=TOKEN_BACKEND, admins=[address for _, address in settings.replicas])
 
 
 @dataclass(frozen=True)
 class TlsFile:
-    """A file haproxy reads at its start or reload: the certificate with its key, or the CA bundle."""
+    """A file of the load balancer's services: haproxy's certificate with its key or CA bundle, the
+    cache's password or its flush script."""
 
     label: str
     path: str
     content: str
     mode: str
     secret: bool
+    group: str = "root"
 
 
 def tls_files(material) -> tuple[TlsFile, ...]:
@@ -96,6 +117,24 @@ def tls_files(material) -> tuple[TlsFile, ...]:
     pem = material.cert_pem.rstrip("\n") + "\n" + material.key_pem.rstrip("\n") + "\n"
     return (TlsFile("lb_pem", TLS_FILES["lb_pem"], pem, "600", True),
             TlsFile("lb_ca", TLS_FILES["lb_ca"], material.ca_pem, "644", False))
+
+
+def cache_config() -> str:
+    """redis.conf for the blob-descriptor cache (its password is in CACHE_AUTH_PATH)."""
+    return render("redis.conf.j2", port=CACHE_PORT, memory=CACHE_MEMORY, auth=CACHE_AUTH_PATH)
+
+
+def cache_files(settings) -> tuple[TlsFile, ...]:
+    """The cache's password file and the script that empties the cache (registry_lb_cache); () without.
+    Raises CredentialError (the password derives from http.secret)."""
+    from . import security
+
+    password = security.cache_password(settings)
+    if password is None:
+        return ()
+    return (TlsFile("cache_auth", CACHE_AUTH_PATH, f"requirepass {password}\n", "640", True, group="redis"),
+            TlsFile("cache_flush", CACHE_FLUSH_PATH,
+                    render("flush-blob-cache.sh.j2", auth=CACHE_AUTH_PATH, port=CACHE_PORT), "755", False))
 
 
 class NoInterface(ValueError):
@@ -121,6 +160,7 @@ def keepalived_config(settings, address_lines: list[str]) -> str:
     own = dict(settings.lbs)[settings.host_name]
     vip = settings.registry_lb_vip if "/" in settings.registry_lb_vip else f"{settings.registry_lb_vip}/32"
     return render("keepalived.conf.j2", router_id=server_name(settings.host_name), own=own,
+                  flush=CACHE_FLUSH_PATH if settings.blob_cache_address else "",
                   interface=interface_of(address_lines, own), vrid=settings.registry_lb_vrid,
                   priority=200 - names.index(settings.host_name), advert=ADVERT_SECONDS,
                   peers=[address for name, address in settings.lbs if name != settings.host_name], vip=vip,
@@ -134,7 +174,7 @@ class ServiceStep:
     service: str
     path: str
     content: str
-    check: tuple[str, ...]
+    check: tuple[str, ...]  # () for redis, which has no check of its configuration
     check_passes: tuple[int, ...]  # the check's exit codes that mean the file is good
     wait_url: str
     reasons: tuple[str, ...]
@@ -145,7 +185,8 @@ class LbPlan:
     missing: tuple[str, ...]  # packages to install
     tls: tuple[TlsFile, ...]  # TLS files to write (registry_tls)
     stale: tuple[str, ...]  # TLS files an earlier run wrote that nothing uses now (the key among them)
-    steps: tuple[ServiceStep, ...]  # haproxy's, then keepalived's
+    steps: tuple[ServiceStep, ...]  # redis's (registry_lb_cache), haproxy's, then keepalived's
+    cache: tuple[TlsFile, ...] = ()  # the cache's files to write, before its step
 
 
 def lb_plan(settings, state, material=None) -> LbPlan:
@@ -157,9 +198,14 @@ def lb_plan(settings, state, material=None) -> LbPlan:
 
     missing = tuple(name for name in packages(settings) if not state.packages.get(name))
     stats = f"http://127.0.0.1:{settings.registry_lb_stats_port}/stats"
-    wanted: list[tuple[str, str, str, str, tuple[str, ...], tuple[int, ...], str]] = [
-        ("haproxy.service", "haproxy_cfg", CONFIG_PATH, haproxy_config(settings), ("haproxy", "-c", "-q", "-f"), (0,),
-         stats)]
+    cache = cache_files(settings)
+    new_cache = tuple(f for f in cache if not file_matches(state.files.get(f.label), f.content, f.mode))
+    wanted: list[tuple[str, str, str, str, tuple[str, ...], tuple[int, ...], str]] = []
+    if cache:
+        # redis 7.0 has no check of a file: ours is rendered whole, its unit says whether it started.
+        wanted.append(("redis-server.service", "cache_conf", CACHE_CONFIG_PATH, cache_config(), (), (0,), ""))
+    wanted.append(("haproxy.service", "haproxy_cfg", CONFIG_PATH, haproxy_config(settings),
+                   ("haproxy", "-c", "-q", "-f"), (0,), stats))
     if settings.registry_lb_vip:
         # keepalived 2.2 (Debian 12) ends a check it passed with SIGTERM to itself (128 + 15); a refused
         # file exits 1 to 5.
@@ -179,8 +225,10 @@ def lb_plan(settings, state, material=None) -> LbPlan:
                 (f"{path} differs from the inventory's", not file_matches(state.files.get(label), content, "644")),
                 (f"{service} is not running", unit not in state.running),
                 (f"{service} does not start at boot", unit not in state.enabled_units),
-                (f"{', '.join(f.path for f in new_tls)} changed", service == "haproxy" and bool(new_tls))) if drifted)
+                (f"{', '.join(f.path for f in new_tls)} changed", service == "haproxy" and bool(new_tls)),
+                (f"{CACHE_AUTH_PATH} changed", service == "redis-server" and any(f.label == "cache_auth" for f in new_cache)),
+            ) if drifted)
         steps.append(ServiceStep(service, path, content, check, check_passes, wait_url, reasons))
     wanted_tls = {f.label for f in tls}
     stale = tuple(path for label, path in TLS_FILES.items() if label in state.files and label not in wanted_tls)
-    return LbPlan(missing, new_tls, stale, tuple(steps))
+    return LbPlan(missing, new_tls, stale, tuple(steps), new_cache)

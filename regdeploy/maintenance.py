@@ -4,10 +4,13 @@ The collector is only safe while nothing writes, and a replica writes whatever t
 replica is made read-only first, one at a time: drained on every load balancer, restarted with the
 read-only config.yml, and taken back once they see it UP. Pulls go on through the others meanwhile,
 and through it afterwards; pushes are refused from the first switch to the last. Then one replica
-deletes what the retention rules take away and runs the collector against the bucket; then each
-replica gets its own config.yml back, one at a time. However this ends, every replica switched is
-switched back. Each step runs on one SSH connection per replica, opened first and closed last: the
-host's deploy lock belongs to it, so no deploy runs on a replica in between.
+deletes what the retention rules take away and runs the collector against the bucket; the cache the
+replicas share (registry_lb_cache) is emptied on every load balancer, since it may name a blob just
+deleted; then each replica gets its own config.yml back, one at a time. However this ends, every
+replica switched is switched back, unless the cache could not be emptied: then a push could link a
+layer that is gone, and the replicas stay read-only until a later gc or prune empties it. Each step
+runs on one SSH connection per replica, opened first and closed last: the host's deploy lock belongs
+to it, so no deploy runs on a replica in between.
 """
 
 from __future__ import annotations
@@ -46,6 +49,15 @@ def step_input(settings, step: str) -> bytes:
     return b""
 
 
+class CacheNotEmptied(Exception):
+    """The collector ran but the shared cache of these load balancers was not emptied: every replica
+    was left read-only."""
+
+    def __init__(self, lbs: list[str], outcome: "Outcome"):
+        super().__init__(f"the blob-descriptor cache of {', '.join(lbs)} was not emptied")
+        self.lbs, self.outcome = lbs, outcome
+
+
 class StepFailed(Exception):
     """A step failed on a replica (its messages went to stderr)."""
 
@@ -68,21 +80,31 @@ class Outcome:
     not_put_back: list[str] = field(default_factory=list)
 
 
-def collect_on_replicas(replicas: Sequence[str], run: Run, collect_extra: dict,
+# flush() -> the load balancers whose cache was not emptied (registry_lb_cache; none without it).
+Flush = Callable[[], "list[str]"]
+
+
+def collect_on_replicas(replicas: Sequence[str], run: Run, collect_extra: dict, flush: Flush = lambda: [],
                         clock: Callable[[], float] = time.time) -> Outcome:
-    """Every replica read-only in turn, collect on the first, every one switched back in turn (also when
-    a step failed: then StepFailed, after the put-back). The report gains readonly_seconds (from the
-    first switch to the last one back) and the replicas."""
+    """Every replica read-only in turn, collect on the first, the shared cache emptied once the collect
+    step ran (whatever it did), every one switched back in turn (also when a step failed: then
+    StepFailed, after the put-back). A cache not emptied leaves every replica read-only:
+    CacheNotEmptied. The report gains readonly_seconds (from the first switch to the last one back) and
+    the replicas."""
     outcome = Outcome()
     began = clock()
     failure: StepFailed | None = None
+    stale: list[str] = []
     try:
         for host in replicas:
             outcome.readonly.append(host)  # a failed switch puts itself back; writable says "already"
             status, _ = run(host, "readonly", {})
             if status != 0:
                 raise StepFailed(host, "readonly", status)
-        status, output = run(replicas[0], "collect", collect_extra)
+        try:
+            status, output = run(replicas[0], "collect", collect_extra)
+        finally:
+            stale = flush()
         if status != 0:
             raise StepFailed(replicas[0], "collect", status)
         outcome.report = json.loads(output.decode().splitlines()[-1])
@@ -90,8 +112,13 @@ def collect_on_replicas(replicas: Sequence[str], run: Run, collect_extra: dict,
         failure = exc
     finally:
         for host in outcome.readonly:
+            if stale:
+                outcome.not_put_back.append(host)
+                continue
             status, _ = run(host, "writable", {})
             (outcome.writable_again if status == 0 else outcome.not_put_back).append(host)
+    if stale:
+        raise CacheNotEmptied(stale, outcome)
     if failure is not None:
         failure.outcome = outcome
         raise failure

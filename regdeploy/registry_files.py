@@ -274,7 +274,25 @@ def registry_config(settings, readonly: bool = False) -> str:
                   certs_target=CERTS_TARGET, auth_target=AUTH_TARGET, debug_port=DEBUG_PORT,
                   storage_target=STORAGE_TARGET, container_port=CONTAINER_PORT,
                   proxy=proxy_config(settings), s3=s3_config(settings), http_secret=security.http_secret(settings),
-                  token=token_auth(settings), drain_seconds=DRAIN_SECONDS)
+                  token=token_auth(settings), drain_seconds=DRAIN_SECONDS, cache=cache_config(settings),
+                  cache_timeout=CACHE_TIMEOUT)
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    address: str  # host:port
+    password: str
+
+
+# How long a replica waits for the shared cache before going to the bucket instead: a load balancer's
+# redis is one hop away, and one that died must not hold a pull up.
+CACHE_TIMEOUT = "200ms"
+
+
+def cache_config(settings) -> CacheConfig | None:
+    """The `redis` section and `storage.cache` of the replicas (registry_lb_cache); None without."""
+    password = security.cache_password(settings)
+    return CacheConfig(settings.blob_cache_address, password) if password else None
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ passwords (credentials)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from pathlib import Path
 
 from . import credentials, pki
@@ -93,6 +95,17 @@ def http_secret(settings) -> str | None:
         return None
     return _secret(credentials.HTTP_SECRET_ENV, settings.registry_http_secret_file, "registry_http_secret_file",
                    "http.secret for the registry replicas (`openssl rand -hex 32`)")
+
+
+def cache_password(settings) -> str | None:
+    """The password of the blob-descriptor cache the replicas share (registry_lb_cache), derived from
+    http.secret: nothing more to keep, and it changes with it. None without that cache. Raises
+    CredentialError."""
+    if not settings.blob_cache_address:
+        return None
+    secret = http_secret(settings)
+    assert secret is not None  # several replicas
+    return hmac.new(secret.encode(), b"regdeploy blob-descriptor cache", hashlib.sha256).hexdigest()
 
 
 def _secret(env: str, path: str, variable: str, what: str) -> str:

@@ -80,6 +80,7 @@ class Settings:
     registry_lb_stats_port: int
     registry_lb_vip: str
     registry_lb_vrid: int
+    registry_lb_cache: bool
     registry_seed_images: tuple[str, ...]
     registry_seed_archives: tuple[str, ...]
     docker_install_source: str
@@ -165,6 +166,15 @@ class Settings:
     def lb_stats_urls(self) -> tuple[str, ...]:
         """haproxy's status page on each registry_lb host (where a replica drains and waits to be UP)."""
         return tuple(f"http://{address}:{self.registry_lb_stats_port}/stats" for _, address in self.lbs)
+
+    @property
+    def blob_cache_address(self) -> str:
+        """host:port of the blob-descriptor cache the replicas share (registry_lb_cache); empty without
+        one: with one replica, or without load balancers."""
+        if not (self.registry_lb_cache and self.several_replicas and self.lbs):
+            return ""
+        from .load_balancer import CACHE_PORT
+        return f"{self.vip_address or self.lbs[0][1]}:{CACHE_PORT}"
 
     @property
     def vip_address(self) -> str:

@@ -244,6 +244,12 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("registry_lb_vrid", 51, Integer("1..255", low=1, high=255),
              "VRRP virtual router id of `registry_lb_vip`: unique among the VRRP routers of that network.",
              shared=True),
+    Variable("registry_lb_cache", True, Flag("true or false"),
+             "With several replicas: a blob-descriptor cache they share, so a layer's lookup skips the bucket. "
+             "Redis from the distribution runs on every `registry_lb` host; the replicas reach it at "
+             "`registry_lb_vip` (else the first load balancer). It is emptied when a load balancer takes the "
+             "address and after every `regdeploy gc` or `prune`. Its password derives from "
+             "`registry_http_secret_file`. A cache that stops answering costs speed, not pulls.", shared=True),
     Variable("registry_seed_images", [], ListOf("list of image references", item=ImageReference("")),
              "Images the registry must hold after a deploy: pulled on the server, pushed to it."),
     Variable("registry_seed_archives", [], ListOf("list of paths on the controller", item=Kind("")),

@@ -11,14 +11,14 @@ from regdeploy.host_state import HostState, file_matches
 
 
 def put_if_changed(path: str, content: str, found: str | None, name: str, mode: str = "644",
-                   secret: bool = False, dir_mode: str = "") -> bool:
+                   secret: bool = False, dir_mode: str = "", group: str = "root") -> bool:
     """`found`: the fact's "SHA256 MODE OWNER" for `path` (None: absent). A `secret` travels on the
     command's stdin, never in its text (the process list, pyinfra's output). True if it is written."""
     if file_matches(found, content, mode):
         return False
     host.log(f"Will {'replace' if found else 'create'} {path}")
     server.shell(name=name, commands=[render("put-file.sh.j2", path=path, mode=mode, dir_mode=dir_mode,
-                                             content=None if secret else content)],
+                                             group=group, content=None if secret else content)],
                  _stdin=content if secret else None)
     return True
 

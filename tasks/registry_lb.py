@@ -6,7 +6,7 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, server
 
@@ -34,16 +34,50 @@ def run_load_balancer(settings: Settings, state: HostState) -> None:
         put_if_changed(file.path, file.content, state.files.get(file.label),
                        f"Install haproxy's {'certificate and key' if file.secret else 'CA'} {file.path}",
                        mode=file.mode, secret=file.secret, dir_mode="755")
-    # haproxy first, then keepalived (its check asks haproxy): one call each, so pyinfra keeps the order.
-    haproxy, *keepalived = plan.steps
-    _apply(settings, haproxy)
-    for step in keepalived:
-        _apply(settings, step)
+    # registry_lb_cache: the cache's password (on stdin) and flush script; then redis (the replicas use it
+    # once their config says so), haproxy, then keepalived (its check asks haproxy, its takeover empties
+    # the cache). One call site each: pyinfra orders operations by where they are called from, and calls
+    # from one line in a loop would not keep this order against the other hosts' operations.
+    cache = {file.label: file for file in plan.cache}
+    steps = {step.service: step for step in plan.steps}
+    if "cache_auth" in cache:
+        _put_cache_file(state, cache["cache_auth"])
+    if "cache_flush" in cache:
+        _put_cache_file(state, cache["cache_flush"])
+    if "redis-server" in steps:
+        _apply(settings, steps["redis-server"])
+    _apply(settings, steps["haproxy"])
+    if "keepalived" in steps:
+        _apply(settings, steps["keepalived"])
     # Without registry_tls (haproxy no longer reads them, its new configuration is loaded above).
     if plan.stale:
         host.log(f"Will remove {', '.join(plan.stale)}: TLS no longer ends here")
         server.shell(name=f"Remove haproxy's TLS files {', '.join(plan.stale)}",
                      commands=[f"rm -f {' '.join(shlex.quote(p) for p in plan.stale)}"])
+
+
+@operation(is_idempotent=True)
+def _ordering_point():
+    """Nothing to do on a host: an operation every host of the fleet shares (one call site), so pyinfra
+    runs every operation before it on any host before any operation after it."""
+    return
+    yield
+
+
+def load_balancers_first() -> None:
+    """Every host of a fleet with load balancers calls this right after their operations: a replica
+    waits on the load balancers' status pages when its registry (re)starts, and a former replica stops
+    only once they no longer send it requests. pyinfra orders each host's operations, but those of
+    different hosts only by their rank in each host's list and then by line: without this, a
+    load balancer with more to do than a replica (a first deploy: packages, files, three services)
+    would be configured after the replica's registry started waiting for it."""
+    _ordering_point(name="The load balancers are configured before any registry (re)starts")
+
+
+def _put_cache_file(state: HostState, file: load_balancer.TlsFile) -> None:
+    put_if_changed(file.path, file.content, state.files.get(file.label),
+                   f"Install the blob-descriptor cache's {'password' if file.secret else 'flush script'} {file.path}",
+                   mode=file.mode, secret=file.secret, group=file.group)
 
 
 def _apply(settings: Settings, step: load_balancer.ServiceStep) -> None:

@@ -8,12 +8,13 @@ from __future__ import annotations
 import subprocess
 import time
 
-# One line per pull in /tmp/pulls.log: "ok EPOCH" or "FAIL EPOCH output" (EPOCH: when it ended; the
-# lab's hosts share the controller's clock).
+# One line per pull in /tmp/pulls.log: "ok END BEGIN" or "FAIL END BEGIN output" (epoch seconds: when
+# it ended and began; the lab's hosts share the controller's clock).
 PULL_LOOP = """
 rm -f /tmp/pulls.log /tmp/pulls.stop
 while [ ! -e /tmp/pulls.stop ]; do
-    if out=$(docker pull -q {ref} 2>&1); then echo "ok $(date +%s.%N)"; else echo "FAIL $(date +%s.%N) $out"; fi
+    begin=$(date +%s.%N)
+    if out=$(docker pull -q {ref} 2>&1); then echo "ok $(date +%s.%N) $begin"; else echo "FAIL $(date +%s.%N) $begin $out"; fi
     docker image rm -f {ref} >/dev/null 2>&1
 done >> /tmp/pulls.log
 """
@@ -59,6 +60,11 @@ class PullLoops:
 def ended(line: str) -> float:
     """When the pull of an outcome line ended (epoch seconds)."""
     return float(line.split()[1])
+
+
+def began(line: str) -> float:
+    """When the pull of an outcome line began (epoch seconds)."""
+    return float(line.split()[2])
 
 
 def assert_no_failed_pull(outcomes: dict[str, list[str]], at_least: int) -> None:

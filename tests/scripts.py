@@ -10,11 +10,12 @@ A change to a template or to what renders it shows up as a diff of tests/golden/
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
 
-from regdeploy import daemon_config, load_balancer, maintenance, registry_files, retire, runtime_config
+from regdeploy import credentials, daemon_config, load_balancer, maintenance, registry_files, retire, runtime_config
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.docker_packages import START_DOCKER, with_install
 from regdeploy.facts import DockerHostState, host_state_arguments
@@ -73,9 +74,22 @@ def fact_command(host) -> str:
     return DockerHostState().command(**host_state_arguments(host, HOLDER))
 
 
+# The replicas' secrets, as the environment would give them (the golden files show where they go).
+SECRETS = {credentials.S3_ENV: "golden-s3-secret", credentials.HTTP_SECRET_ENV: "golden-http-secret"}
+
+
 def corpus() -> dict[str, str]:
     """{golden file name: rendered text}; the names end in .sh for what a shell runs."""
-    return dict(_scripts())
+    saved = {name: os.environ.get(name) for name in SECRETS}
+    os.environ.update(SECRETS)
+    try:
+        return dict(_scripts())
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _scripts() -> Iterator[tuple[str, str]]:
@@ -212,6 +226,10 @@ def _scripts() -> Iterator[tuple[str, str]]:
     shared = replicas(lbs=VIP_LBS, registry_lb_vip="10.0.0.100/24")
     lb1 = shared["lb1"]
     yield "keepalived.conf", load_balancer.keepalived_config(lb1, LB1_ADDRESSES)
+    # registry_lb_cache (the default): redis on every load balancer, the replicas' config.yml points at it.
+    yield "redis.conf", load_balancer.cache_config()
+    yield "flush-blob-cache.sh", next(f.content for f in load_balancer.cache_files(lb1) if f.label == "cache_flush")
+    yield "registry-config.replica-cache.yml", registry_files.registry_config(shared["reg1"])
     for step in load_balancer.lb_plan(lb1, HostState(lines={"addresses": LB1_ADDRESSES})).steps:
         yield (f"apply-lb-config.{step.service}.sh",
                render("apply-lb-config.sh.j2", path=step.path, content=step.content, service=step.service,

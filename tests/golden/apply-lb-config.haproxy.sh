@@ -30,9 +30,10 @@ defaults
     option redispatch 1
     mode http
     option httplog
-    # A replica that refused the connection, closed it unanswered or was unavailable: resend the
-    # request to another (haproxy resends only requests it still holds whole, never a large upload).
-    retry-on conn-failure empty-response 503
+    # A replica that refused the connection, closed it unanswered, was unavailable or did not answer a
+    # short request in time: resend the request to another (haproxy resends only requests it still
+    # holds whole, never a large upload).
+    retry-on conn-failure empty-response response-timeout 503
 
 frontend registry
     bind :5000
@@ -43,6 +44,14 @@ backend registry_replicas
     # 401: a registry with accounts answers /v2/ so.
     option httpchk GET /v2/
     http-check expect rstatus ^(200|401)$
+    # A replica whose machine died answers nothing, not even a reset: what it was sent would wait for
+    # `timeout server`. A short request (a HEAD, a manifest, a tag list, the API check) it has not
+    # answered in 5s goes to another replica (retry-on response-timeout); a layer streaming
+    # from it ends once the checks mark it DOWN, and the client fetches the layer again.
+    acl short_request method HEAD
+    acl short_request path_reg ^/v2/(.+/(manifests|tags)/[^/]+)?$
+    http-request set-timeout server 5s if short_request
+    default-server on-marked-down shutdown-sessions
     server reg1 reg1:5000 check inter 500ms fall 2 rise 2
     server reg2 reg2:5000 check inter 500ms fall 2 rise 2
 

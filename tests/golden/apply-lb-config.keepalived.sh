@@ -43,6 +43,12 @@ vrrp_instance registry {
     track_script {
         haproxy_answers
     }
+    # registry_lb_cache: this host's cache is emptied each time it takes the address or gives it up, so
+    # only the holder's holds anything, and only what was cached since it took it (run as root: the
+    # cache's password is root's and redis's only).
+    notify_master "/usr/local/sbin/regdeploy-flush-blob-cache" root
+    notify_backup "/usr/local/sbin/regdeploy-flush-blob-cache" root
+    notify_fault "/usr/local/sbin/regdeploy-flush-blob-cache" root
 }
 REGDEPLOY_FILE
 keepalived --config-test -f "$staged" >&2

@@ -128,9 +128,9 @@ mask_secret() {
 # root cannot keep it and always asks. Without a cache (host_caches=false) dpkg is asked every time.
 dpkg_status=/var/lib/dpkg/status
 dpkg_cache=/var/cache/regdeploy/dpkg-query
-dpkg_asked='docker-ce docker.io containerd containerd.io haproxy curl keepalived'
+dpkg_asked='docker-ce docker.io containerd containerd.io haproxy curl keepalived redis-server'
 dpkg_query() {
-    dpkg-query -W -f='dpkg=${Package} ${Status} ${Version}\n' docker-ce docker.io containerd containerd.io haproxy curl keepalived 2>/dev/null \
+    dpkg-query -W -f='dpkg=${Package} ${Status} ${Version}\n' docker-ce docker.io containerd containerd.io haproxy curl keepalived redis-server 2>/dev/null \
         || [ $? -eq 1 ]  # 1: some package dpkg never heard of (docker-ce on Debian's own packages)
 }
 # dpkg_print FILE: a kept answer, if it was for the same packages; dpkg_pending: a dpkg run is half-way.
@@ -227,15 +227,32 @@ if [ -f /etc/haproxy/regdeploy/ca.crt ]; then
     printf '%s\n' 'path.lb_ca=file /etc/haproxy/regdeploy/ca.crt'
     set -- "$@" /etc/haproxy/regdeploy/ca.crt
 fi
+if [ -f /etc/redis/redis.conf ]; then
+    printf '%s\n' 'path.cache_conf=file /etc/redis/redis.conf'
+    set -- "$@" /etc/redis/redis.conf
+fi
+if [ -f /etc/redis/regdeploy-auth.conf ]; then
+    printf '%s\n' 'path.cache_auth=file /etc/redis/regdeploy-auth.conf'
+    set -- "$@" /etc/redis/regdeploy-auth.conf
+fi
+if [ -f /usr/local/sbin/regdeploy-flush-blob-cache ]; then
+    printf '%s\n' 'path.cache_flush=file /usr/local/sbin/regdeploy-flush-blob-cache'
+    set -- "$@" /usr/local/sbin/regdeploy-flush-blob-cache
+fi
 if [ -f /etc/keepalived/keepalived.conf ]; then
     printf '%s\n' 'path.keepalived_conf=file /etc/keepalived/keepalived.conf'
     set -- "$@" /etc/keepalived/keepalived.conf
 fi
 [ $# -eq 0 ] || sha256sum --tag -- "$@" 2>/dev/null
+# redis-server.service: whether systemd runs redis-server.service: the link systemd keeps for an active unit (no process).
+[ -L /run/systemd/units/invocation:redis-server.service ] && echo running=redis-server.service
 # haproxy.service: whether systemd runs haproxy.service: the link systemd keeps for an active unit (no process).
 [ -L /run/systemd/units/invocation:haproxy.service ] && echo running=haproxy.service
 # keepalived.service: whether systemd runs keepalived.service: the link systemd keeps for an active unit (no process).
 [ -L /run/systemd/units/invocation:keepalived.service ] && echo running=keepalived.service
+# redis-server.service: whether redis-server.service starts at boot: its link in multi-user.target.wants, and no mask.
+[ -L /etc/systemd/system/multi-user.target.wants/redis-server.service ] \
+    && ! [ -L /etc/systemd/system/redis-server.service ] && echo enabled=redis-server.service
 # haproxy.service: whether haproxy.service starts at boot: its link in multi-user.target.wants, and no mask.
 [ -L /etc/systemd/system/multi-user.target.wants/haproxy.service ] \
     && ! [ -L /etc/systemd/system/haproxy.service ] && echo enabled=haproxy.service

@@ -1,5 +1,6 @@
-# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/regdeploy/my file atomically, owned by root with
-# mode 600 from its creation (never readable by others, not even for a moment).
+# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/regdeploy/my file atomically, owned by
+# root:root with mode 600 from its creation (never readable by others,
+# not even for a moment).
 set -eu
 path='/etc/regdeploy/my file'
 mkdir -p "$(dirname "$path")"

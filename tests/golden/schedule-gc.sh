@@ -8,8 +8,9 @@ if ! systemd-analyze calendar 'Sun 03:00' >/dev/null 2>&1; then
     exit 1
 fi
 
-# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/regdeploy/gc.sh atomically, owned by root with
-# mode 644 from its creation (never readable by others, not even for a moment).
+# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/regdeploy/gc.sh atomically, owned by
+# root:root with mode 644 from its creation (never readable by others,
+# not even for a moment).
 set -eu
 path=/etc/regdeploy/gc.sh
 mkdir -p "$(dirname "$path")"
@@ -424,8 +425,9 @@ chmod 644 "$staged"
 mv -f "$staged" "$path"
 
 
-# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/systemd/system/regdeploy-gc.service atomically, owned by root with
-# mode 644 from its creation (never readable by others, not even for a moment).
+# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/systemd/system/regdeploy-gc.service atomically, owned by
+# root:root with mode 644 from its creation (never readable by others,
+# not even for a moment).
 set -eu
 path=/etc/systemd/system/regdeploy-gc.service
 mkdir -p "$(dirname "$path")"
@@ -449,8 +451,9 @@ chmod 644 "$staged"
 mv -f "$staged" "$path"
 
 
-# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/systemd/system/regdeploy-gc.timer atomically, owned by root with
-# mode 644 from its creation (never readable by others, not even for a moment).
+# Rendered by regdeploy (templates/put-file.sh.j2): write /etc/systemd/system/regdeploy-gc.timer atomically, owned by
+# root:root with mode 644 from its creation (never readable by others,
+# not even for a moment).
 set -eu
 path=/etc/systemd/system/regdeploy-gc.timer
 mkdir -p "$(dirname "$path")"

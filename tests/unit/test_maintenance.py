@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from regdeploy import credentials, maintenance, registry_files
+from regdeploy import credentials, maintenance, registry_files, security
 from tests.scripts import VIP_LBS, replicas
 
 REPLICAS = ["reg1", "reg2", "reg3"]
@@ -60,6 +60,50 @@ def test_a_failed_step_collects_nothing_and_switches_back_every_replica_it_reach
     assert failed.value.outcome is not None and failed.value.outcome.writable_again == switched
 
 
+class Flush:
+    """The load balancers' cache, emptied or not: the run's calls are recorded in the same list."""
+
+    def __init__(self, run: StandIn, failing=()):
+        self.run, self.failing = run, list(failing)
+
+    def __call__(self) -> list[str]:
+        self.run.calls.append(("lbs", "flush"))
+        return self.failing
+
+
+@pytest.mark.parametrize("failing", [(), (("reg1", "collect"),)])
+def test_the_shared_cache_is_emptied_once_the_collector_ran_before_any_replica_is_writable(failing):
+    """Whatever the collect step did (it may have deleted blobs before it failed), the cache may name a
+    deleted blob: it is emptied before the first replica takes pushes again."""
+    run = StandIn(fail=list(failing))
+    flush = Flush(run)
+    if failing:
+        with pytest.raises(maintenance.StepFailed):
+            maintenance.collect_on_replicas(REPLICAS, run, {}, flush=flush)
+    else:
+        maintenance.collect_on_replicas(REPLICAS, run, {}, flush=flush)
+    assert run.calls == [("reg1", "readonly"), ("reg2", "readonly"), ("reg3", "readonly"), ("reg1", "collect"),
+                         ("lbs", "flush"), ("reg1", "writable"), ("reg2", "writable"), ("reg3", "writable")]
+
+
+def test_a_cache_not_emptied_leaves_every_replica_read_only():
+    """A push then could find a deleted layer in the cache and link it: pulls go on, pushes wait for a
+    later gc or prune, which empties the cache and makes them writable."""
+    run = StandIn()
+    with pytest.raises(maintenance.CacheNotEmptied) as failed:
+        maintenance.collect_on_replicas(REPLICAS, run, {}, flush=Flush(run, failing=["lb2"]))
+    assert failed.value.lbs == ["lb2"] and "lb2" in str(failed.value)
+    assert not any(step == "writable" for _, step in run.calls)
+    assert failed.value.outcome.not_put_back == REPLICAS and failed.value.outcome.writable_again == []
+
+
+def test_no_cache_is_emptied_when_no_replica_went_read_only():
+    run = StandIn(fail=[("reg1", "readonly")])
+    with pytest.raises(maintenance.StepFailed):
+        maintenance.collect_on_replicas(REPLICAS, run, {}, flush=Flush(run))
+    assert ("lbs", "flush") not in run.calls
+
+
 def test_a_replica_that_cannot_be_made_writable_again_is_named_and_the_others_still_are():
     run = StandIn(fail=[("reg2", "writable")])
     outcome = maintenance.collect_on_replicas(REPLICAS, run, {})
@@ -93,3 +137,4 @@ def test_secrets_go_on_stdin_never_in_a_scripts_text(monkeypatch):
     for step in maintenance.STEPS:
         script = maintenance.replica_script(settings, step, "holder", delete_untagged=True, pulls_window=60)
         assert secret not in script and "shared-http-secret" not in script
+        assert security.cache_password(settings) not in script

@@ -108,8 +108,14 @@ def test_each_replica_serves_the_bucket_with_the_shared_secret():
     assert storage["s3"] == {"accesskey": "AK1", "secretkey": SECRETS[credentials.S3_ENV], "region": "us-east-1",
                              "regionendpoint": "http://rgw.lan:7480", "forcepathstyle": True, "secure": False,
                              "v4auth": True, "bucket": "images", "rootdirectory": "/"}
-    # Clients may not reach the store: layers come through the registry. No per-replica cache.
-    assert storage["redirect"] == {"disable": True} and "cache" not in storage and "filesystem" not in storage
+    # Clients may not reach the store: layers come through the registry. One cache they all share
+    # (registry_lb_cache): redis on the load balancer, whose password derives from http.secret.
+    assert storage["redirect"] == {"disable": True} and "filesystem" not in storage
+    assert storage["cache"] == {"blobdescriptor": "redis"}
+    password = security.cache_password(settings)
+    assert config["redis"]["addr"] == "10.0.0.100:6379" and config["redis"]["password"] == password
+    assert len(password) == 64 and SECRETS[credentials.HTTP_SECRET_ENV] not in password
+    assert config["redis"]["dialtimeout"] == config["redis"]["readtimeout"] == "200ms"
     assert config["http"]["secret"] == SECRETS[credentials.HTTP_SECRET_ENV]
     assert config["http"]["draintimeout"] == "20s"
     # Every replica's file is the same; it holds secrets: 0600 and never diffed.
@@ -143,8 +149,13 @@ def test_haproxy_sends_to_every_replica_and_checks_each(shared, mode, check):
                                                ("reg3", "10.0.0.3:5000")]
     assert all(" ".join(s[3:]) == check for s in servers)
     assert mode in config and "bind :5000" in config and "bind :8404" in config
-    assert ("retry-on conn-failure empty-response 503" in config) == (mode == "mode http")
+    assert ("retry-on conn-failure empty-response response-timeout 503" in config) == (mode == "mode http")
     assert "option redispatch 1" in config and "option httpchk GET /v2/" in config
+    # A replica whose machine died answers nothing: a short request goes to another after 5 s, a layer
+    # streaming from it ends once it is marked DOWN (the client fetches the layer again).
+    assert "retry-on conn-failure empty-response response-timeout 503" in config
+    assert "http-request set-timeout server 5s if short_request" in config
+    assert "default-server on-marked-down shutdown-sessions" in config
 
 
 def test_with_accounts_haproxy_also_passes_the_token_port_to_every_replicas_token_service():
@@ -165,7 +176,7 @@ def test_with_accounts_haproxy_also_passes_the_token_port_to_every_replicas_toke
 
 
 def test_the_load_balancer_host_is_asked_about_haproxy_only():
-    settings = validate_hosts(hosts(), check_files=False)
+    settings = validate_hosts(hosts(shared={"registry_lb_cache": False}), check_files=False)
     assert packages_to_check(settings["lb1"]) == ["haproxy", "curl"]
     # And, as every host, which regdeploy deployed it last; whether haproxy runs and starts at boot.
     assert fact_checks(settings["lb1"]) == (("lines", "managed_by", managed.PATH),
@@ -258,7 +269,7 @@ def test_two_load_balancers_share_an_address_that_clients_use():
     named = validate_hosts(two_lbs(registry_host="registry.lan"), check_files=False)
     assert named["c1"].registry_address == "registry.lan:5000"
     assert {"registry.lan", "10.0.0.200"} <= set(named["reg1"].tls_names)
-    assert packages_to_check(settings["lb2"]) == ["haproxy", "curl", "keepalived"]
+    assert packages_to_check(settings["lb2"]) == ["haproxy", "curl", "keepalived", "redis-server"]
 
 
 @pytest.mark.parametrize("entries,expected", [
@@ -306,7 +317,9 @@ def lb_state(settings, drift=()):
     from regdeploy.pki import sha256
 
     files = {"haproxy_cfg": f"{sha256(load_balancer.haproxy_config(settings))} 644 root",
-             "keepalived_conf": f"{sha256(load_balancer.keepalived_config(settings, ADDRESSES))} 644 root"}
+             "keepalived_conf": f"{sha256(load_balancer.keepalived_config(settings, ADDRESSES))} 644 root",
+             "cache_conf": f"{sha256(load_balancer.cache_config())} 644 root",
+             **{f.label: f"{sha256(f.content)} {f.mode} root" for f in load_balancer.cache_files(settings)}}
     units = set(load_balancer.services(settings))
     state = HostState(packages={p: "installed" not in drift for p in load_balancer.packages(settings)},
                       files={k: v for k, v in files.items() if f"{k} edited" not in drift},
@@ -317,19 +330,29 @@ def lb_state(settings, drift=()):
 
 
 @pytest.mark.parametrize("drift,expected", [
-    ((), {"haproxy": (), "keepalived": ()}),
-    (("haproxy.service stopped",), {"haproxy": ("haproxy is not running",), "keepalived": ()}),
-    (("keepalived.service disabled",), {"haproxy": (), "keepalived": ("keepalived does not start at boot",)}),
+    ((), {"redis-server": (), "haproxy": (), "keepalived": ()}),
+    (("haproxy.service stopped",), {"redis-server": (), "haproxy": ("haproxy is not running",), "keepalived": ()}),
+    (("keepalived.service disabled",),
+     {"redis-server": (), "haproxy": (), "keepalived": ("keepalived does not start at boot",)}),
     (("haproxy_cfg edited", "keepalived.service stopped"),
-     {"haproxy": ("/etc/haproxy/haproxy.cfg differs from the inventory's",), "keepalived": ("keepalived is not running",)}),
-    (("installed",), {"haproxy": ("haproxy is being installed",), "keepalived": ("keepalived is being installed",)}),
+     {"redis-server": (), "haproxy": ("/etc/haproxy/haproxy.cfg differs from the inventory's",),
+      "keepalived": ("keepalived is not running",)}),
+    (("installed",), {"redis-server": ("redis-server is being installed",), "haproxy": ("haproxy is being installed",),
+                      "keepalived": ("keepalived is being installed",)}),
+    # registry_lb_cache: redis stopped, its file edited, its password changed (a new http.secret).
+    (("redis-server.service stopped", "cache_conf edited"),
+     {"redis-server": ("/etc/redis/redis.conf differs from the inventory's", "redis-server is not running"),
+      "haproxy": (), "keepalived": ()}),
+    (("cache_auth edited",), {"redis-server": ("/etc/redis/regdeploy-auth.conf changed",), "haproxy": (),
+                              "keepalived": ()}),
 ])
 def test_a_load_balancer_stopped_disabled_or_edited_by_hand_is_put_back(drift, expected):
     lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
     plan = load_balancer.lb_plan(lb2, lb_state(lb2, drift))
     assert plan.tls == plan.stale == ()  # no registry_tls
     assert {step.service: step.reasons for step in plan.steps} == expected
-    assert plan.missing == (("haproxy", "curl", "keepalived") if "installed" in drift else ())
+    assert plan.missing == (("haproxy", "curl", "keepalived", "redis-server") if "installed" in drift else ())
+    assert [f.label for f in plan.cache] == (["cache_auth"] if "cache_auth edited" in drift else [])
 
 
 def test_a_configuration_its_service_refuses_changes_nothing(tmp_path):
@@ -338,7 +361,8 @@ def test_a_configuration_its_service_refuses_changes_nothing(tmp_path):
     import subprocess
 
     lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
-    step = load_balancer.lb_plan(lb2, lb_state(lb2, ("keepalived_conf edited",))).steps[1]
+    step = next(s for s in load_balancer.lb_plan(lb2, lb_state(lb2, ("keepalived_conf edited",))).steps
+                if s.service == "keepalived")
     path = tmp_path / "keepalived.conf"
     from regdeploy.rendering import render
 
@@ -427,7 +451,7 @@ def test_tls_ends_at_haproxy_and_starts_again_to_the_replicas_verified():
     lb = validate_hosts(hosts(shared={"registry_tls": True, "registry_host": "registry.lan"}), check_files=False)["lb1"]
     config = load_balancer.haproxy_config(lb)
     assert f"bind :5000 ssl crt {load_balancer.PEM_PATH}\n" in config and "mode tcp\n" not in config.split("frontend token")[0]
-    assert "retry-on conn-failure empty-response 503" in config
+    assert "retry-on conn-failure empty-response response-timeout 503" in config
     assert f"server reg1 10.0.0.1:5000 check inter 500ms fall 2 rise 2 ssl verify required ca-file {load_balancer.CA_PATH} " \
            "verifyhost registry.lan\n" in config
     # An address as registry_host: the chain is verified, no name (haproxy checks names only).
@@ -448,7 +472,98 @@ def test_tls_ends_at_haproxy_and_starts_again_to_the_replicas_verified():
                         running={"haproxy.service"}, enabled_units={"haproxy.service"})
     plan = load_balancer.lb_plan(lb, current, material)
     assert [f.label for f in plan.tls] == ["lb_pem"] and plan.stale == ()
-    assert plan.steps[0].reasons == (f"{load_balancer.PEM_PATH} changed",)
+    assert next(s for s in plan.steps if s.service == "haproxy").reasons == (f"{load_balancer.PEM_PATH} changed",)
     # TLS off again: haproxy's key and CA are removed once its new configuration no longer names them.
     plain = validate_hosts(hosts(shared={"registry_host": "registry.lan"}), check_files=False)["lb1"]
     assert load_balancer.lb_plan(plain, current).stale == (load_balancer.PEM_PATH, load_balancer.CA_PATH)
+
+
+def test_the_replicas_share_a_cache_on_the_load_balancers_unless_told_not_to():
+    """registry_lb_cache: redis on every load balancer, reached at the shared address (else the first load
+    balancer's); one replica, or registry_lb_cache=false, has none."""
+    shared = validate_hosts(two_lbs(), check_files=False)
+    assert {s.blob_cache_address for s in shared.values()} == {"10.0.0.200:6379"}
+    assert yaml.safe_load(registry_config(shared["reg1"]))["redis"]["addr"] == "10.0.0.200:6379"
+    lb2 = shared["lb2"]
+    assert {c[1] for c in fact_checks(lb2)} >= {"cache_conf", "cache_auth", "cache_flush", "redis-server.service"}
+    # keepalived empties this host's cache when it takes the address or leaves it, as root (the password
+    # is root's).
+    keepalived = load_balancer.keepalived_config(lb2, ADDRESSES)
+    for state in ("master", "backup", "fault"):
+        assert f'notify_{state} "{load_balancer.CACHE_FLUSH_PATH}" root' in keepalived
+    files = {f.label: f for f in load_balancer.cache_files(lb2)}
+    auth = files["cache_auth"]
+    assert (auth.path, auth.mode, auth.group, auth.secret) == (load_balancer.CACHE_AUTH_PATH, "640", "redis", True)
+    assert auth.content == f"requirepass {security.cache_password(lb2)}\n"
+    assert files["cache_flush"].mode == "755" and not files["cache_flush"].secret
+    config = load_balancer.cache_config()
+    assert f"include {load_balancer.CACHE_AUTH_PATH}\n" in config and 'save ""\n' in config
+    assert "maxmemory-policy allkeys-lru\n" in config and "requirepass" not in config
+    # The order a deploy applies them: redis before the replicas could use it, keepalived last.
+    assert [s.service for s in load_balancer.lb_plan(lb2, lb_state(lb2)).steps] == ["redis-server", "haproxy",
+                                                                                   "keepalived"]
+    for off in (validate_hosts(two_lbs(registry_lb_cache=False), check_files=False),
+                validate_hosts(hosts(servers=("reg1",)), check_files=False)):
+        assert {s.blob_cache_address for s in off.values()} == {""}
+        server = next(s for s in off.values() if s.is_server)
+        assert "redis" not in yaml.safe_load(registry_config(server)) and "blobdescriptor: redis" not in \
+            registry_config(server)
+        lb = next(s for s in off.values() if s.is_lb)
+        assert "redis-server" not in load_balancer.packages(lb) and load_balancer.cache_files(lb) == ()
+        assert "cache_conf" not in {c[1] for c in fact_checks(lb)}
+    assert "notify_master" not in load_balancer.keepalived_config(
+        validate_hosts(two_lbs(registry_lb_cache=False), check_files=False)["lb2"], ADDRESSES)
+
+
+@pytest.mark.parametrize("reply,password,ok", [("OK", "p" * 64, True), ("NOAUTH Authentication required.", "p" * 64, False),
+                                               ("Could not connect to Redis at 127.0.0.1:6379", "p" * 64, False),
+                                               ("OK", "", False)])
+def test_the_flush_script_says_ok_only_when_redis_emptied_the_cache(tmp_path, reply, password, ok):
+    """The script keepalived and `regdeploy gc` run on a load balancer, against a stand-in redis-cli that
+    records its password (from the environment, never its command line) and arguments."""
+    import subprocess
+    from regdeploy.rendering import render
+
+    auth = tmp_path / "auth.conf"
+    auth.write_text(f"requirepass {password}\n" if password else "# nothing\n")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "redis-cli").write_text(f'#!/bin/sh\necho "$REDISCLI_AUTH $*" >> {tmp_path}/calls\necho "{reply}"\n')
+    (bin_dir / "redis-cli").chmod(0o755)
+    script = render("flush-blob-cache.sh.j2", auth=str(auth), port=6379)
+    result = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30,
+                            env={"PATH": f"{bin_dir}:/usr/bin:/bin"})
+    assert (result.returncode == 0) is ok, result.stderr
+    calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
+    if password:
+        assert calls == f"{password} -h 127.0.0.1 -p 6379 FLUSHALL\n"
+    else:
+        assert calls == "" and "no password" in result.stderr
+    if not ok and password:
+        assert f"was not emptied: {reply}" in result.stderr
+
+
+def test_redis_has_no_check_of_its_file_so_its_start_is_the_check(tmp_path):
+    """The apply script for redis: the file is written, redis restarted, and a redis that does not run
+    after it fails the step (stand-in systemctl)."""
+    import subprocess
+    from regdeploy.rendering import render
+
+    lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
+    step = next(s for s in load_balancer.lb_plan(lb2, lb_state(lb2, ("cache_conf edited",))).steps
+                if s.service == "redis-server")
+    assert step.check == () and step.reasons == ("/etc/redis/redis.conf differs from the inventory's",)
+    path = tmp_path / "redis.conf"
+    script = render("apply-lb-config.sh.j2", path=str(path), content=step.content, service=step.service,
+                    check=step.check, check_passes=step.check_passes, wait_url=step.wait_url)
+    for active, ok in ((0, True), (3, False)):
+        path.write_text("old\n")
+        calls = tmp_path / "calls"
+        calls.write_text("")
+        stand_ins = (f"systemctl() {{ echo \"systemctl $*\" >> {calls}; "
+                     f"case \"$1\" in is-active) return {active};; esac; }}\nchown() {{ :; }}\n")
+        result = subprocess.run(["sh", "-c", stand_ins + script], capture_output=True, text=True, timeout=30)
+        assert (result.returncode == 0) is ok, result.stderr
+        assert path.read_text() == step.content
+        assert "systemctl reload-or-restart redis-server" in calls.read_text()
+        assert ok or "redis-server is not running" in result.stderr

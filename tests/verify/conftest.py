@@ -41,15 +41,24 @@ def pytest_generate_tests(metafunc):
     if "lb_name" in metafunc.fixturenames:
         # Without a load balancer these tests are deselected (pytest_collection_modifyitems), not skipped.
         metafunc.parametrize("lb_name", [h.name for h in fleet.lbs] if fleet and fleet.lbs else [None])
+    if "cache_lb_name" in metafunc.fixturenames:
+        # The load balancers running the replicas' shared cache (registry_lb_cache); none: deselected.
+        metafunc.parametrize("cache_lb_name", [h.name for h in fleet.lbs] if _has_cache(fleet) else [None])
+
+
+def _has_cache(fleet) -> bool:
+    return bool(fleet and fleet.lbs and fleet.server.settings.blob_cache_address)
 
 
 def pytest_collection_modifyitems(config, items):
-    """An inventory without a registry_lb host (one server needs none) has no load balancer to check:
-    its tests are not collected (reported as deselected)."""
+    """An inventory without a registry_lb host (one server needs none) has no load balancer to check,
+    one without registry_lb_cache no shared cache: those tests are not collected (reported as
+    deselected)."""
     inventory = config.getoption("--inventory")
-    if inventory and load_fleet(inventory).lb:
-        return
-    unused = [item for item in items if "lb_name" in getattr(item, "fixturenames", ())]
+    fleet = load_fleet(inventory) if inventory else None
+    wanted = {"lb_name": bool(fleet and fleet.lb), "cache_lb_name": _has_cache(fleet)}
+    unused = [item for item in items
+              if any(name in getattr(item, "fixturenames", ()) and not has for name, has in wanted.items())]
     if unused:
         config.hook.pytest_deselected(items=unused)
         items[:] = [item for item in items if item not in unused]

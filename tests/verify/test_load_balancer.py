@@ -1,6 +1,8 @@
 """The registry_lb hosts (several replicas): haproxy runs the configuration regdeploy renders, sends
 to every replica, and clients reach the registry through it; with registry_lb_vip keepalived runs its
-configuration on each, and exactly one holds the address. Not generated without a registry_lb host."""
+configuration on each, and exactly one holds the address; with registry_lb_cache each runs the
+replicas' shared cache (redis), which answers its password only. Not generated without a registry_lb
+host (the cache's: without registry_lb_cache)."""
 
 import csv
 import io
@@ -63,3 +65,21 @@ def test_the_registry_answers_through_the_load_balancer(access, fleet, lb_name):
     status = access.host(lb_name).check_output(
         f"curl -s {options} -o /dev/null -w '%{{http_code}}' {scheme}://127.0.0.1:{settings.registry_port}/v2/")
     assert status == ("401" if settings.registry_auth else "200")
+
+
+def cache_cli(command: str) -> str:
+    """redis-cli on a load balancer, with the cache's password from its file (never on a command line)."""
+    return (f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {load_balancer.CACHE_AUTH_PATH}) "
+            f"redis-cli -h 127.0.0.1 -p {load_balancer.CACHE_PORT} {command}")
+
+
+def test_the_shared_cache_runs_its_configuration_and_answers_its_password_only(access, cache_lb_name):
+    host = access.host(cache_lb_name)
+    assert host.file(load_balancer.CACHE_CONFIG_PATH).content_string == load_balancer.cache_config()
+    auth = host.file(load_balancer.CACHE_AUTH_PATH)
+    assert (auth.user, auth.group, auth.mode) == ("root", "redis", 0o640)
+    flush = host.file(load_balancer.CACHE_FLUSH_PATH)
+    assert (flush.user, flush.mode) == ("root", 0o755)
+    assert access.ssh(cache_lb_name, cache_cli("ping")).strip() == "PONG"
+    refused = access.ssh(cache_lb_name, f"redis-cli -h 127.0.0.1 -p {load_balancer.CACHE_PORT} dbsize 2>&1")
+    assert "NOAUTH" in refused, refused

@@ -57,7 +57,12 @@ def test_registry_config_says_what_the_settings_say(server_host, fleet):
     if settings.registry_storage == "s3":
         assert (storage["s3"]["bucket"], storage["s3"].get("regionendpoint", "")) == \
             (settings.registry_s3_bucket, settings.registry_s3_endpoint)
-        assert storage["redirect"]["disable"] is True and "cache" not in storage and "filesystem" not in storage
+        assert storage["redirect"]["disable"] is True and "filesystem" not in storage
+        # No cache in a replica's memory; with registry_lb_cache the one they share, at the load
+        # balancers' address.
+        cache = settings.blob_cache_address
+        assert storage.get("cache") == ({"blobdescriptor": "redis"} if cache else None)
+        assert config.get("redis", {}).get("addr") == (cache or None)
     else:
         assert storage["filesystem"]["rootdirectory"] == "/var/lib/registry" and "s3" not in storage
     # Replicas share one http.secret (an upload may go on on another replica); one server makes its own.

@@ -111,3 +111,20 @@ def pulled_through_cri(access, inventory_host, ref: str, digest: str) -> None:
     listed = access.ssh(inventory_host, f"ctr -n {cri.NAMESPACE} images ls name=={ref}")
     assert digest in listed, listed
     assert cri.status(access.ssh(inventory_host, cri.remove(ref)))[0] == 0
+
+
+def test_the_replicas_cache_the_pushed_image_where_their_address_points(access, fleet, pushed, cache_lb_name):
+    """registry_lb_cache: the push went through a replica, which recorded its manifest's descriptor in
+    the cache at the load balancers' address: on the one holding it, and only there (another's stays as
+    it was emptied)."""
+    from regdeploy import load_balancer
+    from .test_load_balancer import cache_cli
+
+    _, digest = pushed
+    settings = fleet.server.settings
+    lb = next(h for h in fleet.lbs if h.name == cache_lb_name)
+    holds = not settings.vip_address or \
+        f" {settings.vip_address}/" in access.ssh(cache_lb_name, "ip -o -4 addr show")
+    assert settings.blob_cache_address == f"{settings.vip_address or lb.address}:{load_balancer.CACHE_PORT}"
+    found = access.ssh(cache_lb_name, cache_cli(f"exists blobs::{digest}")).strip()
+    assert found == ("1" if holds else "0"), (cache_lb_name, holds, found)

@@ -46,9 +46,11 @@ ADVERT_SECONDS = 1
 CHECK_MS = 500
 FALL = 2
 RISE = 2
-# How long a replica may take to start answering a short request (regdeploy.load_balancer's haproxy.cfg)
-# before haproxy sends it to another: a replica that died mid-request answers nothing at all.
+# How long a replica may take to start answering a short read (a HEAD, a manifest, a tag list), and
+# a layer's GET, before haproxy sends it to another (a layer's also how long it may stall): a replica
+# that died mid-request answers nothing at all.
 SHORT_TIMEOUT = "5s"
+READ_TIMEOUT = "15s"
 
 
 def server_name(host_name: str) -> str:
@@ -92,7 +94,7 @@ def haproxy_config(settings) -> str:
         tls = {"verifyhost": "" if reference.ip_address(host) is not None else host}
     return render("haproxy.cfg.j2", port=settings.registry_port, backend=LB_BACKEND, replicas=replicas,
                   tls=tls, pem=PEM_PATH, ca=CA_PATH, stats_port=settings.registry_lb_stats_port,
-                  check_ms=CHECK_MS, fall=FALL, rise=RISE, short_timeout=SHORT_TIMEOUT,
+                  check_ms=CHECK_MS, fall=FALL, rise=RISE, short_timeout=SHORT_TIMEOUT, read_timeout=READ_TIMEOUT,
                   token_port=settings.registry_token_port if settings.registry_access else 0,
                   token_backend=TOKEN_BACKEND, admins=[address for _, address in settings.replicas])
 

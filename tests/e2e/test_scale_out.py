@@ -32,6 +32,7 @@ from regdeploy.registry_api import RegistryClient, base_url
 from regdeploy.settings import archive_sha256
 from tests.access import REPO_ROOT, own_lab, regdeploy_json, run_deploy
 from tests.pulls import PullLoops, assert_no_failed_pull, assert_pulled_throughout, began, ended
+from tests.verify.test_load_balancer import cache_cli
 
 SCALE_LAB = lab_config.default_lab("regdeploy-scale")
 REPLICAS = 3
@@ -191,15 +192,16 @@ def kill_the_active_load_balancer(access, inventory: Path, reference: str) -> No
     outcomes = loops.outcomes()
     # A request in flight on the dead machine's connection is lost with it: no load balancer can send it
     # again, and Docker does not retry a manifest request on a new connection (it does a layer's). The
-    # client learns it only when its TCP sends again and the new holder resets the connection: up to
-    # about 30 s later. So only a pull begun before the address moved can fail (a reset, an EOF); every
+    # client learns it only when its TCP next sends on it (Docker's keepalive, after 30 s) and the new
+    # holder resets it, or when its own timeout ends the wait (15 s for a token). So only a pull begun
+    # before the address moved can fail (a reset, an EOF, that timeout); every
     # one begun after it succeeds, through the other load balancer (new connections wait for it in
     # TCP's retries).
     failed = {client: [line for line in lines if not line.startswith("ok ")] for client, lines in outcomes.items()}
     for client, lines in failed.items():
         for line in lines:
             assert began(line) < moved_at, (client, line, killed_at, moved_at)
-            assert any(said in line for said in ("EOF", "reset")), (client, line)
+            assert any(said in line for said in ("EOF", "reset", "Client.Timeout exceeded")), (client, line)
     after = {client: sum(1 for line in lines if line.startswith("ok ") and began(line) > moved_at)
              for client, lines in outcomes.items()}
     assert all(count >= 3 for count in after.values()), after
@@ -212,6 +214,28 @@ def kill_the_active_load_balancer(access, inventory: Path, reference: str) -> No
     assert vip_holders(access) == [other]
     again = run_deploy(inventory)
     assert again.returncode == 0 and again.changed_hosts() == set(), again.changes()
+
+
+def test_a_holder_whose_haproxy_stops_gives_the_address_up_and_empties_its_cache(scale):
+    """keepalived's check fails once haproxy stops answering: the holder gives the address up, and
+    empties its cache as it does (notify_fault), so nothing it cached can answer when it next holds the
+    address; the other takes the address and starts with an empty cache too. The deploy restarts
+    haproxy on the old holder and changes nothing else."""
+    access, _ = scale
+    holder = wait_for_holder(access)
+    other = next(lb for lb in lab_config.LB_HOSTS if lb != holder)
+    dbsize = f"{cache_cli('dbsize')} 2>/dev/null"
+    assert int(access.ssh(holder, dbsize)) > 0, "the drills before pulled through it"
+    access.ssh(holder, "systemctl stop haproxy")
+    assert wait_for_holder(access, lbs=(other,)) == other
+    deadline = time.monotonic() + 10
+    while int(access.ssh(holder, dbsize)) != 0:
+        assert time.monotonic() < deadline, f"{holder}'s cache was not emptied when it gave the address up"
+        time.sleep(0.2)
+    fixed = run_deploy(access.inventory)
+    assert fixed.returncode == 0 and fixed.changed_hosts() == {holder}, fixed.changes()
+    assert access.ssh(holder, "systemctl is-active haproxy") == "active"
+    wait_for_lb(access, {f"registry{i}": "UP" for i in range(1, REPLICAS + 1)})
 
 
 def test_a_load_balancer_stopped_disabled_or_edited_by_hand_is_put_back(scale):

@@ -45,13 +45,13 @@ backend registry_replicas
     option httpchk GET /v2/
     http-check expect rstatus ^(200|401)$
     # A replica whose machine died answers nothing, not even a reset: what it was sent would wait for
-    # `timeout server`. A short request (a HEAD, a manifest, a tag list, the API check) it has not
-    # answered in 5s goes to another replica (retry-on response-timeout); a layer streaming
-    # from it ends once the checks mark it DOWN, and the client fetches the layer again.
-    acl short_request method HEAD
-    acl short_request path_reg ^/v2/(.+/(manifests|tags)/[^/]+)?$
-    http-request set-timeout server 5s if short_request
-    default-server on-marked-down shutdown-sessions
+    # `timeout server`. A read it has not begun to answer goes to another replica (retry-on
+    # response-timeout): a short one (any HEAD; a GET of a manifest, a tag list or the API check) after
+    # 5s, a layer after 15s (also how long a layer may stall before it ends, and the
+    # client fetches it again). Writes keep the long timeout: committing a large upload may take a while.
+    acl short_path path_reg ^/v2/(.+/(manifests|tags)/[^/]+)?$
+    http-request set-timeout server 15s if METH_GET
+    http-request set-timeout server 5s if METH_HEAD || METH_GET short_path
     server reg1 reg1:5000 check inter 500ms fall 2 rise 2
     server reg2 reg2:5000 check inter 500ms fall 2 rise 2
 

@@ -151,11 +151,12 @@ def test_haproxy_sends_to_every_replica_and_checks_each(shared, mode, check):
     assert mode in config and "bind :5000" in config and "bind :8404" in config
     assert ("retry-on conn-failure empty-response response-timeout 503" in config) == (mode == "mode http")
     assert "option redispatch 1" in config and "option httpchk GET /v2/" in config
-    # A replica whose machine died answers nothing: a short request goes to another after 5 s, a layer
-    # streaming from it ends once it is marked DOWN (the client fetches the layer again).
+    # A replica whose machine died answers nothing: a read it has not begun to answer goes to another,
+    # a short one after 5 s, a layer after 15 s (the short rule last: it wins); writes keep 10 minutes.
     assert "retry-on conn-failure empty-response response-timeout 503" in config
-    assert "http-request set-timeout server 5s if short_request" in config
-    assert "default-server on-marked-down shutdown-sessions" in config
+    assert config.index("set-timeout server 15s if METH_GET\n") < \
+        config.index("set-timeout server 5s if METH_HEAD || METH_GET short_path\n")
+    assert "timeout server 10m" in config and "shutdown-sessions" not in config
 
 
 def test_with_accounts_haproxy_also_passes_the_token_port_to_every_replicas_token_service():
@@ -358,27 +359,13 @@ def test_a_load_balancer_stopped_disabled_or_edited_by_hand_is_put_back(drift, e
 def test_a_configuration_its_service_refuses_changes_nothing(tmp_path):
     """The apply script against stand-ins: keepalived refuses the file (exit 5), so the old one stays
     and no service is touched; a passed check (keepalived 2.2's SIGTERM to itself, 143) goes on."""
-    import subprocess
-
-    lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
-    step = next(s for s in load_balancer.lb_plan(lb2, lb_state(lb2, ("keepalived_conf edited",))).steps
-                if s.service == "keepalived")
-    path = tmp_path / "keepalived.conf"
-    from regdeploy.rendering import render
-
-    script = render("apply-lb-config.sh.j2", path=str(path), content=step.content, service=step.service,
-                    check=step.check, check_passes=step.check_passes, wait_url=step.wait_url)
+    step = lb2_step("keepalived", "keepalived_conf edited")
     for code, changed in ((5, False), (143, True)):
-        path.write_text("old\n")
-        calls = tmp_path / "calls"
-        calls.write_text("")
-        stand_ins = (f"keepalived() {{ echo keepalived >> {calls}; return {code}; }}\n"
-                     f"systemctl() {{ echo \"systemctl $*\" >> {calls}; }}\n"
-                     "chown() { :; }\n")
-        result = subprocess.run(["sh", "-c", stand_ins + script], capture_output=True, text=True, timeout=30)
+        result, path, calls = apply_step(tmp_path, step, f"keepalived() {{ echo keepalived >> {tmp_path}/calls; "
+                                                         f"return {code}; }}\n")
         assert (result.returncode == 0) is changed, result.stderr
         assert (path.read_text() == step.content) is changed
-        assert ("systemctl reload-or-restart keepalived" in calls.read_text()) is changed
+        assert ("systemctl reload-or-restart keepalived" in calls) is changed
         assert not (tmp_path / "keepalived.conf.regdeploy-new").exists()
         if not changed:
             assert "keepalived refused the new configuration" in result.stderr
@@ -546,24 +533,35 @@ def test_the_flush_script_says_ok_only_when_redis_emptied_the_cache(tmp_path, re
 def test_redis_has_no_check_of_its_file_so_its_start_is_the_check(tmp_path):
     """The apply script for redis: the file is written, redis restarted, and a redis that does not run
     after it fails the step (stand-in systemctl)."""
+    step = lb2_step("redis-server", "cache_conf edited")
+    assert step.check == () and step.reasons == ("/etc/redis/redis.conf differs from the inventory's",)
+    for active, ok in ((0, True), (3, False)):
+        result, path, calls = apply_step(tmp_path, step, "", is_active=active)
+        assert (result.returncode == 0) is ok, result.stderr
+        assert path.read_text() == step.content
+        assert "systemctl reload-or-restart redis-server" in calls
+        assert ok or "redis-server is not running" in result.stderr
+
+
+def lb2_step(service: str, drift: str):
+    """lb2's step for `service` when `drift` happened to its files."""
+    lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
+    return next(s for s in load_balancer.lb_plan(lb2, lb_state(lb2, (drift,))).steps if s.service == service)
+
+
+def apply_step(tmp_path, step, stand_ins: str, is_active: int = 0):
+    """The apply script for `step`, run against stand-ins (systemctl, chown, and `stand_ins`) on an old
+    file in tmp_path: (result, the file's path, the calls made)."""
     import subprocess
     from regdeploy.rendering import render
 
-    lb2 = validate_hosts(two_lbs(), check_files=False)["lb2"]
-    step = next(s for s in load_balancer.lb_plan(lb2, lb_state(lb2, ("cache_conf edited",))).steps
-                if s.service == "redis-server")
-    assert step.check == () and step.reasons == ("/etc/redis/redis.conf differs from the inventory's",)
-    path = tmp_path / "redis.conf"
+    path = tmp_path / step.path.rsplit("/", 1)[-1]
+    path.write_text("old\n")
+    calls = tmp_path / "calls"
+    calls.write_text("")
     script = render("apply-lb-config.sh.j2", path=str(path), content=step.content, service=step.service,
                     check=step.check, check_passes=step.check_passes, wait_url=step.wait_url)
-    for active, ok in ((0, True), (3, False)):
-        path.write_text("old\n")
-        calls = tmp_path / "calls"
-        calls.write_text("")
-        stand_ins = (f"systemctl() {{ echo \"systemctl $*\" >> {calls}; "
-                     f"case \"$1\" in is-active) return {active};; esac; }}\nchown() {{ :; }}\n")
-        result = subprocess.run(["sh", "-c", stand_ins + script], capture_output=True, text=True, timeout=30)
-        assert (result.returncode == 0) is ok, result.stderr
-        assert path.read_text() == step.content
-        assert "systemctl reload-or-restart redis-server" in calls.read_text()
-        assert ok or "redis-server is not running" in result.stderr
+    stand_ins += (f"systemctl() {{ echo \"systemctl $*\" >> {calls}; "
+                  f"case \"$1\" in is-active) return {is_active};; esac; }}\nchown() {{ :; }}\n")
+    result = subprocess.run(["sh", "-c", stand_ins + script], capture_output=True, text=True, timeout=30)
+    return result, path, calls.read_text()

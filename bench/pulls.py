@@ -78,8 +78,7 @@ def cache_stats() -> dict[str, int]:
     """The cache's hits and misses, summed over the load balancers (only the address's holder serves)."""
     totals = {"keyspace_hits": 0, "keyspace_misses": 0}
     for lb in lab_config.LB_HOSTS:
-        info = ssh(lb, f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {load_balancer.CACHE_AUTH_PATH}) "
-                       "redis-cli info stats 2>/dev/null || true", check=False).stdout
+        info = ssh(lb, f"{load_balancer.cache_cli('info stats')} 2>/dev/null || true", check=False).stdout
         for line in info.splitlines():
             key, _, value = line.strip().partition(":")
             if key in totals:

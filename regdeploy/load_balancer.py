@@ -126,6 +126,13 @@ def cache_config() -> str:
     return render("redis.conf.j2", port=CACHE_PORT, memory=CACHE_MEMORY, auth=CACHE_AUTH_PATH)
 
 
+def cache_cli(command: str) -> str:
+    """A shell command running `redis-cli COMMAND` against this load balancer's cache as root, the
+    password from its file (in the environment, never on a command line): for checks and benches."""
+    return (f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {CACHE_AUTH_PATH}) "
+            f"redis-cli -h 127.0.0.1 -p {CACHE_PORT} {command}")
+
+
 def cache_files(settings) -> tuple[TlsFile, ...]:
     """The cache's password file and the script that empties the cache (registry_lb_cache); () without.
     Raises CredentialError (the password derives from http.secret)."""

@@ -36,8 +36,8 @@ def run_load_balancer(settings: Settings, state: HostState) -> None:
                        mode=file.mode, secret=file.secret, dir_mode="755")
     # registry_lb_cache: the cache's password (on stdin) and flush script; then redis (the replicas use it
     # once their config says so), haproxy, then keepalived (its check asks haproxy, its takeover empties
-    # the cache). One call site each: pyinfra orders operations by where they are called from, and calls
-    # from one line in a loop would not keep this order against the other hosts' operations.
+    # the cache). One call site each: pyinfra names an operation by where it is called from, and one line
+    # in a loop would make one operation of different services on different hosts.
     cache = {file.label: file for file in plan.cache}
     steps = {step.service: step for step in plan.steps}
     if "cache_auth" in cache:

@@ -32,7 +32,6 @@ from regdeploy.registry_api import RegistryClient, base_url
 from regdeploy.settings import archive_sha256
 from tests.access import REPO_ROOT, own_lab, regdeploy_json, run_deploy
 from tests.pulls import PullLoops, assert_no_failed_pull, assert_pulled_throughout, began, ended
-from tests.verify.test_load_balancer import cache_cli
 
 SCALE_LAB = lab_config.default_lab("regdeploy-scale")
 REPLICAS = 3
@@ -224,7 +223,7 @@ def test_a_holder_whose_haproxy_stops_gives_the_address_up_and_empties_its_cache
     access, _ = scale
     holder = wait_for_holder(access)
     other = next(lb for lb in lab_config.LB_HOSTS if lb != holder)
-    dbsize = f"{cache_cli('dbsize')} 2>/dev/null"
+    dbsize = f"{load_balancer.cache_cli('dbsize')} 2>/dev/null"
     assert int(access.ssh(holder, dbsize)) > 0, "the drills before pulled through it"
     access.ssh(holder, "systemctl stop haproxy")
     assert wait_for_holder(access, lbs=(other,)) == other

@@ -67,12 +67,6 @@ def test_the_registry_answers_through_the_load_balancer(access, fleet, lb_name):
     assert status == ("401" if settings.registry_auth else "200")
 
 
-def cache_cli(command: str) -> str:
-    """redis-cli on a load balancer, with the cache's password from its file (never on a command line)."""
-    return (f"REDISCLI_AUTH=$(sed -n 's/^requirepass //p' {load_balancer.CACHE_AUTH_PATH}) "
-            f"redis-cli -h 127.0.0.1 -p {load_balancer.CACHE_PORT} {command}")
-
-
 def test_the_shared_cache_runs_its_configuration_and_answers_its_password_only(access, cache_lb_name):
     host = access.host(cache_lb_name)
     assert host.file(load_balancer.CACHE_CONFIG_PATH).content_string == load_balancer.cache_config()
@@ -80,6 +74,6 @@ def test_the_shared_cache_runs_its_configuration_and_answers_its_password_only(a
     assert (auth.user, auth.group, auth.mode) == ("root", "redis", 0o640)
     flush = host.file(load_balancer.CACHE_FLUSH_PATH)
     assert (flush.user, flush.mode) == ("root", 0o755)
-    assert access.ssh(cache_lb_name, cache_cli("ping")).strip() == "PONG"
+    assert access.ssh(cache_lb_name, load_balancer.cache_cli("ping")).strip() == "PONG"
     refused = access.ssh(cache_lb_name, f"redis-cli -h 127.0.0.1 -p {load_balancer.CACHE_PORT} dbsize 2>&1")
     assert "NOAUTH" in refused, refused

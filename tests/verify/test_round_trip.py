@@ -118,7 +118,6 @@ def test_the_replicas_cache_the_pushed_image_where_their_address_points(access, 
     the cache at the load balancers' address: on the one holding it, and only there (another's stays as
     it was emptied)."""
     from regdeploy import load_balancer
-    from .test_load_balancer import cache_cli
 
     _, digest = pushed
     settings = fleet.server.settings
@@ -126,5 +125,5 @@ def test_the_replicas_cache_the_pushed_image_where_their_address_points(access, 
     holds = not settings.vip_address or \
         f" {settings.vip_address}/" in access.ssh(cache_lb_name, "ip -o -4 addr show")
     assert settings.blob_cache_address == f"{settings.vip_address or lb.address}:{load_balancer.CACHE_PORT}"
-    found = access.ssh(cache_lb_name, cache_cli(f"exists blobs::{digest}")).strip()
+    found = access.ssh(cache_lb_name, load_balancer.cache_cli(f"exists blobs::{digest}")).strip()
     assert found == ("1" if holds else "0"), (cache_lb_name, holds, found)

@@ -34,10 +34,14 @@ def main(ctx: click.Context, name: str | None) -> None:
 @click.option("--replicas", default=0, show_default=True,
               help="Registry replicas (registry1..N) on a one-node Ceph S3 store (host store) behind haproxy "
                    "(host lb), instead of the one server.")
+@click.option("--lb-vms", is_flag=True,
+              help="With --replicas: the load balancers lb1 and lb2 are VMs on the lab's network, with IPVS "
+                   "(registry_lb_mode=ipvs), instead of containers.")
 @click.pass_obj
-def up(lab: config.Lab, clients: int, rebuild: bool, os_spec: str, vms: bool, replicas: int) -> None:
+def up(lab: config.Lab, clients: int, rebuild: bool, os_spec: str, vms: bool, replicas: int, lb_vms: bool) -> None:
     """Start (or grow) the lab and write its inventory."""
-    started = hosts.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec, vms=vms, replicas=replicas)
+    started = hosts.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec, vms=vms, replicas=replicas,
+                       lb_vms=lb_vms)
     click.echo(f"lab {lab.name}: {', '.join(started)} answer SSH")
     click.echo(f"  pyinfra inventory: {lab.inventory_path}")
     click.echo(f"  testinfra hosts:   --hosts={lab.hosts_path.read_text().strip()} "
@@ -102,7 +106,8 @@ def images(lab: config.Lab, rebuild: bool) -> None:
 def vm_check(pytest_args: tuple[str, ...]) -> None:
     """On VMs (1 server + 1 client): deploy, a second run that changes nothing, the verify suite with
     its round trip, a real reboot of the server with the registry back and every image intact, then
-    remove the VMs. It is tests/vm, run by pytest (extra arguments go to pytest)."""
+    remove the VMs; then registry_lb_mode=ipvs with two load-balancer VMs in front of 3 replicas and
+    its drills. It is tests/vm, run by pytest (extra arguments go to pytest)."""
     argv = [sys.executable, "-m", "pytest", str(config.REPO_ROOT / "tests" / "vm"), *pytest_args]
     os.chdir(config.REPO_ROOT)
     os.execv(argv[0], argv)

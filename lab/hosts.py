@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import config, image, inventory, vm
+from . import lb_vms as lb_vms_module
 from .docker import container_hosts, docker, inspect, labelled, require_engine
 from .log import step
 from .roles import prepare_role
@@ -39,7 +40,7 @@ def running_hosts(lab: config.Lab) -> list[str]:
     """Hostnames of this lab's hosts (VMs or containers), server first."""
     if vm.is_vm_lab(lab):
         return vm.running_hosts(lab)
-    return container_hosts(lab)
+    return sorted(container_hosts(lab) + lb_vms_module.running(lab), key=config.host_order)
 
 
 SPEC_LABEL = f"{config.LAB_LABEL}.os"
@@ -49,16 +50,19 @@ STORES = {"podman": ("/var/lib/containers",), "containerd": ("/var/lib/container
 
 
 def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = "",
-       vms: bool = False, replicas: int = 0) -> list[str]:
+       vms: bool = False, replicas: int = 0, lb_vms: bool = False) -> list[str]:
     """Create the lab (or grow it to `clients` clients) and wait until every host answers SSH.
 
     `os_spec` gives each host's release and role (config.host_specs: `bookworm,trixie,sid:podman`...);
     a host that already runs keeps the one it was made with. `vms`: the hosts are virtual machines
     (lab/vm.py) instead of containers. `replicas`: that many registry servers on the lab's S3 store
-    (a one-node Ceph, host `store`) behind two load balancers (hosts `lb1`, `lb2`)."""
+    (a one-node Ceph, host `store`) behind two load balancers (hosts `lb1`, `lb2`); `lb_vms`: those two
+    are VMs on the lab's network, for registry_lb_mode=ipvs (lab/lb_vms.py)."""
     require_engine()
     if replicas and (vms or os_spec):
         raise SystemExit("--replicas makes bookworm containers: leave out --vm and --os")
+    if lb_vms and not replicas:
+        raise SystemExit("--lb-vms needs --replicas: the load balancers are those of the replicas")
     if vms:
         return vm.up(lab, clients=clients, rebuild=rebuild, os_spec=os_spec)
     if vm.is_vm_lab(lab):
@@ -89,6 +93,8 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
     new = [h for h in wanted if h not in existing]
     with step(f"start {len(wanted)} hosts"):
         for index, hostname in enumerate(wanted):
+            if lb_vms and hostname in config.LB_HOSTS:
+                continue
             if hostname in existing:
                 docker("start", lab.container_name(hostname))
             else:
@@ -97,7 +103,10 @@ def up(lab: config.Lab, clients: int = 2, rebuild: bool = False, os_spec: str = 
                             extra_hosts={config.VIP_NAME: lab.vip} if replicas else {})
     if replicas:
         _ensure_secrets(lab)
-    inventory.write(lab, wanted, specs)
+    inventory.write(lab, wanted, specs, lb_mode="ipvs" if lb_vms else "")
+    if lb_vms:
+        lb_vms_module.up(lab, {h: wanted.index(h) for h in config.LB_HOSTS},
+                         {config.VIP_NAME: lab.vip, **{h: lab.address(i) for i, h in enumerate(wanted)}})
     with step("wait for SSH on every host"):
         wait_for_ssh(lab, wanted)
     prepare = [h for h in new if specs[h].role != "docker"]
@@ -185,6 +194,9 @@ def power_off(lab: config.Lab, hostname: str) -> None:
     is killed. (`docker kill` alone is not that: the container's network outlives its processes for a
     moment, and its kernel answers meanwhile, refusing connections and resetting the open ones, which a
     machine that died would never send.) `docker start` brings it back, links up."""
+    if hostname in lb_vms_module.hostnames(lab):
+        lb_vms_module.power_off(lab, hostname)
+        return
     name = lab.container_name(hostname)
     pid = docker("inspect", "-f", "{{.State.Pid}}", name)
     links = subprocess.run(["nsenter", "-t", pid, "-n", "ip", "-o", "link", "show"], capture_output=True,
@@ -194,6 +206,15 @@ def power_off(lab: config.Lab, hostname: str) -> None:
         if link != "lo":
             subprocess.run(["nsenter", "-t", pid, "-n", "ip", "link", "set", "dev", link, "down"], check=True)
     docker("kill", name)
+
+
+def power_on(lab: config.Lab, hostname: str) -> None:
+    """Start a host power_off stopped, and wait until it answers SSH."""
+    if hostname in lb_vms_module.hostnames(lab):
+        lb_vms_module.start(lab, hostname)
+        return
+    docker("start", lab.container_name(hostname))
+    wait_for_ssh(lab, [hostname])
 
 
 def _close_ssh_masters(lab: config.Lab) -> None:
@@ -235,7 +256,7 @@ def down(lab: config.Lab) -> list[str]:
     what they use (lab/vm.py), and nothing else."""
     label = f"{config.LAB_LABEL}={lab.name}"
     _close_ssh_masters(lab)
-    removed = vm.down(lab)
+    removed = lb_vms_module.down(lab) + vm.down(lab)
     containers = labelled("container", label)
     # In batches: one `docker rm -f` of dozens of busy hosts has left stale network endpoints behind
     # here (the network then cannot be removed until dockerd restarts; moby issues 17217, 42119).

@@ -26,7 +26,7 @@ docker_clients = [
 REPLICAS_TEMPLATE = '''"""The lab's hosts, written by `python -m lab up --replicas N`: regenerated on every `up`, do not edit.
 
 {replicas} registry replicas on the lab's S3 store (Ceph RGW on host `store`, which regdeploy does not
-manage), behind haproxy on {lb_names}, which share {vip} (keepalived); every lab host knows that address
+manage), behind {balancer} on {lb_names}, which share {vip} (keepalived); every lab host knows that address
 as {vip_name}, and clients use the registry at {vip_name}:5000."""
 
 _ssh = {ssh!r}
@@ -46,7 +46,9 @@ docker_clients = [
 '''
 
 
-def write(lab: config.Lab, hostnames: list[str], specs: dict | None = None) -> None:
+def write(lab: config.Lab, hostnames: list[str], specs: dict | None = None, lb_mode: str = "") -> None:
+    """The inventory, hosts list and ssh_config of the lab's hosts; `lb_mode`: registry_lb_mode of a lab
+    with replicas (empty: the default)."""
     ssh = {
         "ssh_user": "root",
         "ssh_key": str(lab.ssh_key),
@@ -56,7 +58,7 @@ def write(lab: config.Lab, hostnames: list[str], specs: dict | None = None) -> N
     }
     addresses = {h: lab.address(i) for i, h in enumerate(hostnames)}
     if config.STORE_HOST in hostnames:
-        _write_replicas(lab, hostnames, addresses, ssh)
+        _write_replicas(lab, hostnames, addresses, ssh, lb_mode)
         return
     server, clients = hostnames[0], hostnames[1:]
     lab.inventory_path.write_text(INVENTORY_TEMPLATE.format(
@@ -82,7 +84,8 @@ def _comment(spec) -> str:
 
 
 
-def _write_replicas(lab: config.Lab, hostnames: list[str], addresses: dict[str, str], ssh: dict) -> None:
+def _write_replicas(lab: config.Lab, hostnames: list[str], addresses: dict[str, str], ssh: dict,
+                    lb_mode: str = "") -> None:
     servers = [h for h in hostnames if h.startswith("registry")]
     clients = [h for h in hostnames if h.startswith("client")]
     shared = {
@@ -94,10 +97,12 @@ def _write_replicas(lab: config.Lab, hostnames: list[str], addresses: dict[str, 
         "registry_s3_access_key": config.STORE_ACCESS_KEY,
         "registry_s3_secret_file": str(lab.s3_secret_path),
         "registry_http_secret_file": str(lab.http_secret_path),
+        **({"registry_lb_mode": lb_mode} if lb_mode else {}),
     }
     lab.inventory_path.write_text(REPLICAS_TEMPLATE.format(
         ssh=ssh, shared=shared, replicas=len(servers), archive=str(lab.registry_archive),
         archive_sha=archive_sha256(str(lab.registry_archive)), lb_names=" and ".join(config.LB_HOSTS), vip=lab.vip,
+        balancer="IPVS (VMs)" if lb_mode == "ipvs" else "haproxy",
         vip_name=config.VIP_NAME,
         lbs="".join(f'    ({h!r}, {{**_shared, "ssh_hostname": {addresses[h]!r}}}),\n' for h in config.LB_HOSTS),
         servers="".join(f'    ({h!r}, {{**_shared, **_image, "ssh_hostname": {addresses[h]!r}}}),\n' for h in servers),

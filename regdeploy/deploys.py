@@ -28,7 +28,7 @@ from .tasks.docker_engine import install_docker
 from .tasks.host_files import record_version
 from .tasks.registry_cache import run_registry_cache
 from .tasks.registry_gc import schedule_gc
-from .tasks.registry_lb import load_balancers_first, run_load_balancer
+from .tasks.registry_lb import hold_lb_address, load_balancers_first, replicas_hold_address_first, run_load_balancer
 from .tasks.registry_login import log_in_to_registry
 from .tasks.registry_retire import retire_registry
 from .tasks.registry_security import drop_previous_passwords, install_registry_secrets, remove_unused_secrets
@@ -78,6 +78,11 @@ def _provision(settings: Settings) -> None:
         trust_registry_containerd(settings, state)
     if "podman" in plan.runtimes:
         trust_registry_podman(settings, state)
+    # With ipvs, the replicas hold the load balancers' address before IPVS sends them connections.
+    if settings.lbs and not settings.is_lb:
+        hold_lb_address(settings, state)
+    if settings.ipvs:
+        replicas_hold_address_first()
     # The load balancer first: a replica being replaced waits until haproxy sends it requests again.
     if settings.is_lb:
         run_load_balancer(settings, state)

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from . import credentials, registry_files
-from .load_balancer import LB_BACKEND, server_name
+from .load_balancer import LB_BACKEND, replica_drain, server_name
+from .registry_plan import CONTAINER_PORT
 from .rendering import render
 
 STEPS = ("list", "pulls", "readonly", "collect", "writable")
@@ -31,7 +32,8 @@ def replica_script(settings, step: str, holder: str, **extra) -> str:
     """The maintenance script's `step` for the replica `settings` describe."""
     assert step in STEPS, step
     return render("replica-maintenance.sh.j2", step=step, **registry_files.server_variables(settings, holder),
-                  lb_stats_urls=settings.lb_stats_urls, lb_server=server_name(settings.host_name),
+                  lb_stats_urls=settings.lb_stats_urls, lb_ipvs=replica_drain(settings, CONTAINER_PORT),
+                  lb_server=server_name(settings.host_name),
                   lb_backend=LB_BACKEND, drain_seconds=registry_files.DRAIN_SECONDS,
                   timeout=settings.registry_ready_timeout, bucket=registry_files.bucket_url(settings),
                   s3_store=True, s3_region=settings.registry_s3_region, **extra)

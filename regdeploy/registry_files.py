@@ -100,7 +100,9 @@ def fact_checks(settings) -> tuple:
     from . import retire
 
     lb = [("lines", "managed_by", managed.PATH), *retire.fact_checks(settings)] + (
-        list(load_balancer.fact_checks(settings)) if settings.is_lb else [])
+        list(load_balancer.fact_checks(settings)) if settings.is_lb else []) + (
+        # registry_lb_mode=ipvs: the address on the replicas' loopback (found on the others, to remove).
+        list(load_balancer.replica_fact_checks(settings)) if settings.lbs and not settings.is_lb else [])
     if not settings.uses_registry:
         return tuple(lb)
     address = settings.registry_address

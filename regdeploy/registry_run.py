@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from . import registry_files, registry_plan
 from .docker_packages import Preload
-from .load_balancer import LB_BACKEND, server_name
+from .load_balancer import LB_BACKEND, replica_drain, server_name
 from .registry_plan import CONFIG_TARGET, CONTAINER_PORT, DEBUG_PORT, SPEC_LABEL, DesiredContainer, ServerState
 from .rendering import render
 from .settings import Settings, archive_sha256, cache_settings
@@ -99,6 +99,7 @@ def run_script(settings: Settings, plan: registry_plan.RegistryPlan, desired: De
                   timeout=settings.registry_ready_timeout, marker=registry_plan.MIGRATION_MARKER,
                   aside_suffix=registry_plan.ASIDE_SUFFIX,
                   lb_stats_urls=() if settings.serves_cache else settings.lb_stats_urls,
+                  lb_ipvs=None if settings.serves_cache else replica_drain(settings, CONTAINER_PORT),
                   drain_seconds=registry_files.DRAIN_SECONDS,
                   lb_server=server_name(settings.host_name), lb_backend=LB_BACKEND,
                   bucket=registry_files.bucket_url(settings) if plan.to_bucket else "",

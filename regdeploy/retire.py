@@ -3,7 +3,8 @@ what its next deploy does with that registry. Pure: the deploy (tasks/registry_r
 tests feed it settings and the host's DockerHostState.
 
 Only a host still in one of regdeploy's groups is reached; one taken out of the inventory altogether
-is left alone (the load balancers stop sending it requests, since haproxy.cfg lists the replicas).
+is left alone (the load balancers stop sending it requests, since their configuration lists the
+replicas). With registry_lb_mode=ipvs it is drained on them first (tasks/registry_lb.hold_lb_address).
 """
 
 from __future__ import annotations
@@ -53,6 +54,14 @@ def retirement(settings, state) -> Retirement | None:
 
 
 def retire_script_args(settings) -> dict:
+    """retire-registry.sh's variables; with registry_lb_mode=ipvs, lb-replica.sh's too: the REJECT of the
+    load balancers' checks that drained it goes once it is stopped."""
+    from .load_balancer import LB_BACKEND, replica_drain, server_name
+    from .registry_files import DRAIN_SECONDS
+    from .registry_plan import CONTAINER_PORT
+
     path = config_path(settings)
     return dict(name=settings.registry_container_name, config=path, retired=path + RETIRED_SUFFIX,
-                token_unit=f"{TOKEN_UNIT}.service")
+                token_unit=f"{TOKEN_UNIT}.service", lb_ipvs=replica_drain(settings, CONTAINER_PORT), lb_stats_urls=(),
+                lb_server=server_name(settings.host_name), lb_backend=LB_BACKEND, drain_seconds=DRAIN_SECONDS,
+                timeout=settings.registry_ready_timeout)

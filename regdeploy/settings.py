@@ -79,6 +79,7 @@ class Settings:
     registry_http_secret_file: str
     registry_lb_stats_port: int
     registry_lb_vip: str
+    registry_lb_mode: str
     registry_lb_vrid: int
     registry_lb_cache: bool
     registry_seed_images: tuple[str, ...]
@@ -164,7 +165,10 @@ class Settings:
 
     @property
     def lb_stats_urls(self) -> tuple[str, ...]:
-        """haproxy's status page on each registry_lb host (where a replica drains and waits to be UP)."""
+        """haproxy's status page on each registry_lb host (where a replica drains and waits to be UP); ()
+        with ipvs (lb_ipvs)."""
+        if self.ipvs:
+            return ()
         return tuple(f"http://{address}:{self.registry_lb_stats_port}/stats" for _, address in self.lbs)
 
     @property
@@ -174,7 +178,13 @@ class Settings:
         if not (self.registry_lb_cache and self.several_replicas and self.lbs):
             return ""
         from .load_balancer import CACHE_PORT
-        return f"{self.vip_address or self.lbs[0][1]}:{CACHE_PORT}"
+        # With ipvs every replica holds registry_lb_vip itself: the first load balancer's own address.
+        return f"{(not self.ipvs and self.vip_address) or self.lbs[0][1]}:{CACHE_PORT}"
+
+    @property
+    def ipvs(self) -> bool:
+        """registry_lb_mode=ipvs, with load balancers in front of the replicas."""
+        return self.registry_lb_mode == "ipvs" and bool(self.lbs)
 
     @property
     def vip_address(self) -> str:
@@ -485,7 +495,17 @@ def _lb_problems(group: str, lbs: tuple[tuple[str, str], ...], settings: Setting
     if settings.registry_lb_vip and not lbs:
         return [f"registry_lb_vip={settings.registry_lb_vip!r} without a host in {group!r}: put the load balancers "
                 "there, or leave registry_lb_vip empty"]
+    if settings.registry_lb_mode == "ipvs" and lbs and not settings.registry_lb_vip:
+        return [f"registry_lb_mode='ipvs' needs registry_lb_vip: the replicas hold that address on their loopback "
+                "and answer the clients from it; set it to a free IPv4 address on the replicas' network"]
     problems = []
+    for name, address in settings.replicas if settings.ipvs else ():
+        try:
+            ipaddress.IPv4Address(address)
+        except ValueError:
+            problems.append(f"host {name!r}: with registry_lb_mode='ipvs' the load balancers forward to each replica's "
+                            f"IPv4 address, and its address is {address!r}; set its ssh_hostname to its IPv4 address "
+                            "on registry_lb_vip's network")
     for name, address in lbs if settings.registry_lb_vip else ():
         try:
             ipaddress.IPv4Address(address)

@@ -140,6 +140,7 @@ IPV4_CIDR = rf"|{IPV4}(?:/(?:3[0-2]|[12]?[0-9]))?"
 HTTP_URL = r"https?://[^\s/]+\S*"
 INSTALL_SOURCES = ("distro", "docker-ce", "none")
 STORAGE_KINDS = ("filesystem", "s3")
+LB_MODES = ("haproxy", "ipvs")
 # Docker's container names.
 CONTAINER_NAME = Text("a container name", pattern=r"[a-zA-Z0-9][a-zA-Z0-9_.-]*", refusal="is not a valid container name")
 # pyinfra inventory groups: the names of a Python inventory file's lists, or of group_data files.
@@ -241,13 +242,22 @@ VARIABLES: tuple[Variable, ...] = (
              "Address the `registry_lb` hosts share (keepalived, VRRP with unicast peers): one holds it, another "
              "takes it within seconds when that one dies or its haproxy stops. Required with two or more load "
              "balancers; `registry_host` defaults to it. Without a prefix: /32.", shared=True),
+    Variable("registry_lb_mode", "haproxy", Choice(", ".join(LB_MODES), options=LB_MODES),
+             "How the `registry_lb` hosts spread requests over several replicas. haproxy: every request goes "
+             "through haproxy, which resends a read a dead replica left unanswered; the requests in flight on "
+             "a load balancer that dies are lost. ipvs: the kernel's IPVS forwards each connection to a "
+             "replica, which answers the client itself (direct routing), and keepalived copies every "
+             "connection to the other load balancers, so the death of the one holding `registry_lb_vip` costs "
+             "no connection. ipvs needs `registry_lb_vip` on the replicas' own network (each replica holds it "
+             "on its loopback, without answering ARP for it) and a kernel with IPVS on the load balancers.",
+             shared=True),
     Variable("registry_lb_vrid", 51, Integer("1..255", low=1, high=255),
              "VRRP virtual router id of `registry_lb_vip`: unique among the VRRP routers of that network.",
              shared=True),
     Variable("registry_lb_cache", True, Flag("true or false"),
              "With several replicas: a blob-descriptor cache they share, so a layer's lookup skips the bucket. "
              "Redis from the distribution runs on every `registry_lb` host; the replicas reach it at "
-             "`registry_lb_vip` (else the first load balancer). It is emptied when a load balancer takes the "
+             "`registry_lb_vip` (without one, or with `registry_lb_mode` ipvs, at the first load balancer). It is emptied when a load balancer takes the "
              "address and after every `regdeploy gc` or `prune`. Its password derives from "
              "`registry_http_secret_file`. A cache that stops answering costs speed, not pulls.", shared=True),
     Variable("registry_seed_images", [], ListOf("list of image references", item=ImageReference("")),

@@ -157,14 +157,15 @@ def run_deploy(inventory: Path, *extra: str, env: dict[str, str] | None = None, 
 
 @contextlib.contextmanager
 def own_lab(request, lab: lab_config.Lab, clients: int, workdir: Path, replicas: int = 0,
-            os_spec: str = "") -> Iterator[Access]:
+            os_spec: str = "", lb_vms: bool = False) -> Iterator[Access]:
     """A lab of a test module's own (adoption, drills, docker-ce), created fresh for it and removed
     after it unless --keep-lab; skipped when --inventory points at the user's hosts. `replicas`:
-    registry replicas on the lab's Ceph store behind a load balancer (lab.hosts.up)."""
+    registry replicas on the lab's Ceph store behind a load balancer (lab.hosts.up); `lb_vms`: the load
+    balancers are VMs with IPVS (lab/lb_vms.py)."""
     if request.config.getoption("--inventory"):
         pytest.skip("lab-only test: --inventory points at your own hosts")
     lab_hosts.down(lab)
-    lab_hosts.up(lab, clients=clients, replicas=replicas, os_spec=os_spec)
+    lab_hosts.up(lab, clients=clients, replicas=replicas, os_spec=os_spec, lb_vms=lb_vms)
     try:
         yield Access.load(lab.inventory_path, workdir)
     finally:

@@ -70,6 +70,20 @@ LB1_ADDRESSES = ["1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft fore
                  "2: eth0@if17    inet 10.0.0.11/24 brd 10.0.0.255 scope global eth0\\       valid_lft forever"]
 
 
+def ipvs_replicas(**extra):
+    """Two replicas on S3 (10.0.0.21, .22) behind VIP_LBS with registry_lb_mode=ipvs (IPVS forwards to
+    each replica's IPv4 address)."""
+    data = {**IPVS_DATA, **extra}
+    return validate_hosts([(name, {**data, "ssh_hostname": address}, {"registry_servers"}) for name, address in IPVS_REPLICAS]
+                          + [(name, {**data, "ssh_hostname": address}, {"registry_lb"}) for name, address in VIP_LBS],
+                          check_files=False)
+
+
+IPVS_REPLICAS = (("reg1", "10.0.0.21"), ("reg2", "10.0.0.22"))
+IPVS_DATA = {"registry_storage": "s3", "registry_s3_bucket": "images", "registry_s3_access_key": "key",
+             "registry_s3_endpoint": "http://rgw:7480", "registry_lb_vip": "10.0.0.100/24", "registry_lb_mode": "ipvs"}
+
+
 def fact_command(host) -> str:
     return DockerHostState().command(**host_state_arguments(host, HOLDER))
 
@@ -248,6 +262,34 @@ def _scripts() -> Iterator[tuple[str, str]]:
             {"pulls_window": 7 * 86400} if step == "pulls" else {}
         yield f"replica-maintenance.{step}.sh", maintenance.replica_script(shared["reg1"], step, HOLDER, **extra)
     yield "docker-host-state.lb.two-lbs.sh", fact_command(shared["lb2"])
+    # registry_lb_mode=ipvs: keepalived's virtual servers and its check of a replica, the replica's
+    # address on its loopback (and its removal), its drain by REJECT, the facts both read.
+    direct = ipvs_replicas(registry_tls=True)
+    yield "keepalived.ipvs.conf", load_balancer.keepalived_config(direct["lb1"], LB1_ADDRESSES)
+    yield "replica-check.sh", next(f.content for f in load_balancer.ipvs_files(direct["lb1"]) if f.label == "ipvs_check")
+    address = load_balancer.replica_address_plan(direct["reg1"], HostState())
+    yield "apply-lb-address.sh", address.apply
+    yield "lb-address.service", next(f.content for f in address.files if f.label == "lb_address_unit")
+    yield "remove-lb-address.sh", render("remove-lb-address.sh.j2", remove=("10.0.0.100",), retire=True,
+                                         unit=load_balancer.REPLICA_UNIT, unit_path=load_balancer.REPLICA_UNIT_PATH,
+                                         sysctl=load_balancer.REPLICA_SYSCTL_PATH)
+    ipvs_replica = direct["reg1"]
+    yield ("run-registry.recreate.replica.ipvs.sh",
+           run_script(ipvs_replica, PLANS["recreate"], desired_container(ipvs_replica, ipvs_replica.registry_config_path,
+                                                                         "a" * 64), aside="registry.aside"))
+    yield "replica-maintenance.readonly.ipvs.sh", maintenance.replica_script(ipvs_replica, "readonly", HOLDER)
+    yield "docker-host-state.lb.ipvs.sh", fact_command(direct["lb2"])
+    yield "docker-host-state.replica.ipvs.sh", fact_command(ipvs_replica)
+    # A replica taken out (now in docker_clients): drained before the load balancers drop it, then retired.
+    former = validate_hosts([(name, {**IPVS_DATA, "ssh_hostname": address}, {group}) for (name, address), group in zip(
+        (*IPVS_REPLICAS, ("reg3", "10.0.0.23"), *VIP_LBS),
+        ("registry_servers", "registry_servers", "docker_clients", "registry_lb", "registry_lb"))],
+        check_files=False)["reg3"]
+    yield "drain-former-replica.sh", render(
+        "drain-former-replica.sh.j2", name=former.registry_container_name,
+        lb_ipvs=load_balancer.replica_drain(former, 5000), lb_stats_urls=(), lb_server="reg3",
+        lb_backend=load_balancer.LB_BACKEND, drain_seconds=registry_files.DRAIN_SECONDS, timeout=former.registry_ready_timeout)
+    yield "retire-registry.ipvs.sh", render("retire-registry.sh.j2", **retire.retire_script_args(former))
     yield "retire-registry.sh", render("retire-registry.sh.j2", **retire.retire_script_args(shared["lb2"]))
 
 

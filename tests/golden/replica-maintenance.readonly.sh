@@ -151,8 +151,8 @@ now() { date +%s.%N; }
 take_deploy_lock || { say "another regdeploy run holds this host's deploy lock ($lock_holder); waited $waited s"; exit "$REFUSED"; }
 docker container inspect "$name" >/dev/null 2>&1 || { say "no container $name on this host: deploy the registry first"; exit 1; }
 # Included by regdeploy's scripts that take a replica out of the load balancers and back
-# (templates/lb-replica.sh.j2: the deploy's replacement, gc and prune on replicas). Their status pages:
-# http://10.0.0.11:8404/stats, http://10.0.0.12:8404/stats; this replica is reg1 in backend registry_replicas.
+# (templates/lb-replica.sh.j2: the deploy's replacement, gc and prune on replicas).
+# Their status pages: http://10.0.0.11:8404/stats, http://10.0.0.12:8404/stats; this replica is reg1 in backend registry_replicas.
 lb_pages='http://10.0.0.11:8404/stats http://10.0.0.12:8404/stats'
 # lb_field N: field N of this replica's row on every load balancer's status page (CSV), one line each;
 # "?" where a page or the row does not answer.

@@ -65,8 +65,8 @@ wait_ready() {
 
 # Behind regdeploy's load balancers.
 # Included by regdeploy's scripts that take a replica out of the load balancers and back
-# (templates/lb-replica.sh.j2: the deploy's replacement, gc and prune on replicas). Their status pages:
-# http://10.0.0.11:8404/stats, http://10.0.0.12:8404/stats; this replica is reg1 in backend registry_replicas.
+# (templates/lb-replica.sh.j2: the deploy's replacement, gc and prune on replicas).
+# Their status pages: http://10.0.0.11:8404/stats, http://10.0.0.12:8404/stats; this replica is reg1 in backend registry_replicas.
 lb_pages='http://10.0.0.11:8404/stats http://10.0.0.12:8404/stats'
 # lb_field N: field N of this replica's row on every load balancer's status page (CSV), one line each;
 # "?" where a page or the row does not answer.

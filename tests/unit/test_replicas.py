@@ -12,6 +12,7 @@ import yaml
 from regdeploy import credentials, load_balancer, managed, registry_files, registry_plan, security
 from regdeploy.registry_files import fact_checks, holds_secrets, registry_config
 from regdeploy.registry_plan import MOVED_MARKER as MOVED, Migration, PlanError, RegistryPlan, ServerState, Storage
+from regdeploy.host_state import HostState
 from regdeploy.settings import ConfigError, validate_hosts
 from regdeploy.docker_packages import packages_to_check
 
@@ -565,3 +566,233 @@ def apply_step(tmp_path, step, stand_ins: str, is_active: int = 0):
                   f"case \"$1\" in is-active) return {is_active};; esac; }}\nchown() {{ :; }}\n")
     result = subprocess.run(["sh", "-c", stand_ins + script], capture_output=True, text=True, timeout=30)
     return result, path, calls.read_text()
+
+
+# --- registry_lb_mode=ipvs ------------------------------------------------------------------------
+
+def ipvs_lbs(**shared):
+    """two_lbs with IPVS: the replicas at IPv4 addresses on the load balancers' network."""
+    entries = two_lbs(registry_lb_mode="ipvs", **shared)
+    addresses = {"reg1": "10.0.0.11", "reg2": "10.0.0.12", "reg3": "10.0.0.13"}
+    return [(name, {**data, "ssh_hostname": addresses[name]} if name in addresses else data, groups)
+            for name, data, groups in entries]
+
+
+def test_with_ipvs_keepalived_forwards_every_connection_to_a_checked_replica_and_copies_it():
+    settings = validate_hosts(ipvs_lbs(), check_files=False)
+    lb2 = settings["lb2"]
+    config = load_balancer.keepalived_config(lb2, ADDRESSES)
+    assert "lvs_sync_daemon ens3 registry id 51\n" in config
+    assert "haproxy" not in config  # no haproxy, nothing tracks it
+    server = config[config.index("virtual_server 10.0.0.200 5000 {"):]
+    assert "lb_kind DR" in server and "lb_algo wlc" in server
+    for replica in ("10.0.0.11", "10.0.0.12", "10.0.0.13"):
+        assert f"real_server {replica} 5000 {{" in server
+        assert f'misc_path "{load_balancer.REPLICA_CHECK_PATH} http {replica} 5000"' in server
+    assert server.count("misc_dynamic") == 3
+    # No haproxy on the load balancers; the replicas reach the cache at the first one's own address
+    # (each holds the shared one itself).
+    assert load_balancer.packages(lb2) == ("keepalived", "ipvsadm", "curl", "redis-server")
+    assert load_balancer.services(lb2) == ("redis-server.service", "keepalived.service")
+    assert settings["reg1"].blob_cache_address == "10.0.0.101:6379"
+    assert settings["reg1"].lb_stats_urls == ()
+    assert load_balancer.replica_drain(settings["reg1"], 5000) == {
+        "sources": ["10.0.0.101", "10.0.0.102"], "ports": [5000], "container_port": 5000, "notice": 4}
+    # TLS passes through to the replicas (checked by a connection, as the token service's port is).
+    access = validate_hosts(ipvs_lbs(registry_tls=True, registry_auth=True, registry_users=["ci"],
+                                     registry_access=["ci * pull,push"]), check_files=False)["lb2"]
+    config = load_balancer.keepalived_config(access, ADDRESSES)
+    token = access.registry_token_port
+    assert f"virtual_server 10.0.0.200 {token} {{" in config
+    assert f'regdeploy-replica-check tcp 10.0.0.11 5000"' in config
+    assert f'regdeploy-replica-check tcp 10.0.0.11 {token}"' in config
+    assert load_balancer.lb_plan(access, HostState(lines={"addresses": ADDRESSES})).tls == ()
+
+
+@pytest.mark.parametrize("entries,expected", [
+    (two_lbs(vip="", registry_lb_mode="ipvs")[:-1],
+     "registry_lb_mode='ipvs' needs registry_lb_vip: the replicas hold that address on their loopback"),
+    ([(name, {**data, "ssh_hostname": "reg1.lan"} if name == "reg1" else data, groups)
+      for name, data, groups in ipvs_lbs()],
+     "host 'reg1': with registry_lb_mode='ipvs' the load balancers forward to each replica's IPv4 address, and its "
+     "address is 'reg1.lan'"),
+    (two_lbs(registry_lb_mode="direct"), "registry_lb_mode='direct' is unknown; use one of haproxy, ipvs"),
+])
+def test_ipvs_without_an_address_to_share_or_a_replica_it_can_reach_is_refused(entries, expected):
+    with pytest.raises(ConfigError, match=re.escape(expected)):
+        validate_hosts(entries, check_files=False)
+
+
+def ipvs_lb_state(settings, drift=()):
+    from regdeploy.pki import sha256
+
+    state = lb_state(settings, drift)
+    state.files.pop("haproxy_cfg")
+    state.files.update({f.label: f"{sha256(f.content)} {f.mode} root" for f in load_balancer.ipvs_files(settings)
+                        if f"{f.label} edited" not in drift})
+    state.lines["ipvs_sysctls"] = ["0"] if "expire_nodest_conn=0" in drift else ["1"]
+    return state
+
+
+@pytest.mark.parametrize("drift,labels,kernel,keepalived", [
+    ((), [], (), ()),
+    (("ipvs_check edited",), ["ipvs_check"], (), ()),
+    (("ipvs_sysctl edited",), ["ipvs_sysctl"], ("/etc/sysctl.d/60-regdeploy-ipvs.conf changed",), ()),
+    # After a reboot without the module loaded at boot, or a hand's sysctl: set it again.
+    (("expire_nodest_conn=0",), [], ("the kernel's net.ipv4.vs.expire_nodest_conn=1 is not set",), ()),
+    (("keepalived.service stopped",), [], (), ("keepalived is not running",)),
+])
+def test_an_ipvs_load_balancer_gets_back_its_check_its_kernel_setting_and_keepalived(drift, labels, kernel, keepalived):
+    lb2 = validate_hosts(ipvs_lbs(), check_files=False)["lb2"]
+    plan = load_balancer.lb_plan(lb2, ipvs_lb_state(lb2, drift))
+    assert [f.label for f in plan.ipvs] == labels and plan.kernel == kernel
+    assert {step.service: step.reasons for step in plan.steps} == {"redis-server": (), "keepalived": keepalived}
+    assert ("file", "haproxy_cfg", load_balancer.CONFIG_PATH) not in load_balancer.fact_checks(lb2)
+
+
+def replica_state(settings, loopback=("10.0.0.200",), unit_address="10.0.0.200", arp=("1", "2"), enabled=True,
+                  edited=()):
+    from regdeploy.pki import sha256
+
+    unit = load_balancer.replica_unit(unit_address)
+    sysctl = load_balancer.sysctl_file(load_balancer.REPLICA_SYSCTLS,
+                                       "only the load balancer holding registry_lb_vip answers ARP for it")
+    files = {"lb_address_unit": f"{sha256(unit)} 644 root", "lb_address_sysctl": f"{sha256(sysctl)} 644 root"}
+    return HostState(files={k: v for k, v in files.items() if k not in edited} if unit_address else {},
+                     lines={"lb_address_unit_lines": unit.splitlines() if unit_address else [],
+                            "loopback": ["1: lo    inet 127.0.0.1/8 scope host lo\\       valid_lft forever"]
+                            + [f"1: lo    inet {a}/32 scope global lo\\       valid_lft forever" for a in loopback],
+                            "arp": list(arp)},
+                     enabled_units={load_balancer.REPLICA_UNIT} if enabled else set())
+
+
+@pytest.mark.parametrize("mode,state,files,reasons,remove,retire", [
+    # A new replica: the ARP settings, the unit, then the address.
+    ("ipvs", dict(loopback=(), unit_address="", arp=("0", "0"), enabled=False),
+     ["lb_address_sysctl", "lb_address_unit"],
+     ("/etc/sysctl.d/60-regdeploy-lb-address.conf, /etc/systemd/system/regdeploy-lb-address.service differ from "
+      "the inventory's", "the loopback does not hold 10.0.0.200",
+      "the ARP settings are not net.ipv4.conf.all.arp_ignore=1, net.ipv4.conf.all.arp_announce=2",
+      "regdeploy-lb-address.service does not start at boot"), (), False),
+    ("ipvs", {}, [], (), (), False),
+    # The address taken off by hand (or a reboot without the unit): back.
+    ("ipvs", dict(loopback=()), [], ("the loopback does not hold 10.0.0.200",), (), False),
+    ("ipvs", dict(arp=("0", "2")), [], ("the ARP settings are not net.ipv4.conf.all.arp_ignore=1, "
+                                        "net.ipv4.conf.all.arp_announce=2",), (), False),
+    # registry_lb_vip moved: the old one goes, the new one comes.
+    ("ipvs", dict(loopback=("10.0.0.199",), unit_address="10.0.0.199"), ["lb_address_unit"],
+     ("/etc/systemd/system/regdeploy-lb-address.service differ from the inventory's",
+      "the loopback does not hold 10.0.0.200"), ("10.0.0.199",), False),
+    # Back to haproxy: the replica holds no shared address any more, and the unit goes.
+    ("haproxy", {}, [], (), ("10.0.0.200",), True),
+    ("haproxy", dict(loopback=()), [], (), (), True),
+    ("haproxy", dict(loopback=(), unit_address=""), [], (), (), False),
+])
+def test_a_replica_behind_ipvs_holds_the_shared_address_on_its_loopback_and_only_then(
+        mode, state, files, reasons, remove, retire):
+    reg1 = validate_hosts(ipvs_lbs() if mode == "ipvs" else two_lbs(), check_files=False)["reg1"]
+    # A client (or a former replica) never holds it: its pulls would go to itself.
+    c1 = validate_hosts(ipvs_lbs(), check_files=False)["c1"]
+    held = load_balancer.replica_address_plan(c1, replica_state(c1))
+    assert (held.files, held.apply, held.remove, held.retire) == ((), "", ("10.0.0.200",), True)
+    plan = load_balancer.replica_address_plan(reg1, replica_state(reg1, **state))
+    assert [f.label for f in plan.files] == files
+    assert plan.reasons == reasons and plan.remove == remove and plan.retire == retire
+    if reasons:  # the ARP settings before the address, and both again at boot
+        assert plan.apply.index("sysctl -q -p") < plan.apply.index("ip address replace 10.0.0.200/32 dev lo")
+    else:
+        assert plan.apply == ""
+
+
+def run_replica_check(port: int) -> int:
+    import subprocess
+    from regdeploy.rendering import render
+
+    return subprocess.run(["bash", "-c", render("replica-check.sh.j2"), "replica-check", "http", "127.0.0.1", str(port)],
+                          capture_output=True, timeout=30).returncode
+
+
+def test_keepalived_weighs_a_replica_by_whether_it_answers_refuses_or_says_nothing():
+    """The check against real sockets on the loopback: a registry that answers GET /v2/ (weight 1, exit
+    3), a port refused as a drained replica refuses the load balancers (weight 0, exit 2), a replica
+    that accepts and never answers, as a hung one (taken out, exit 1)."""
+    import http.server
+    import socket
+    import threading
+
+    class V2(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401 if self.path == "/v2/" else 404)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    answering = http.server.HTTPServer(("127.0.0.1", 0), V2)
+    threading.Thread(target=answering.serve_forever, daemon=True).start()
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # accepts (the kernel does), never answers
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()
+    try:
+        assert run_replica_check(answering.server_address[1]) == 3
+        assert run_replica_check(refused_port) == 2
+        assert run_replica_check(silent.getsockname()[1]) == 1
+    finally:
+        answering.shutdown()
+        silent.close()
+
+
+def test_a_replica_drains_behind_ipvs_by_rejecting_the_load_balancers_checks_only(tmp_path):
+    """lb-replica.sh's ipvs functions against a stand-in iptables keeping its rules in a file: drain
+    rejects each load balancer on each port (INPUT and DOCKER-USER), twice adds nothing, ready removes
+    every one, and a failing iptables makes drain fail."""
+    import subprocess
+    from regdeploy.rendering import render
+
+    reg1 = validate_hosts(ipvs_lbs(), check_files=False)["reg1"]
+    rules = tmp_path / "rules"
+    rules.write_text("")
+    stand_in = f"""
+iptables() {{
+    [ "$1" = -w ] && shift
+    case "$1" in
+        -C) shift; grep -qxF -- "$*" {rules} ;;
+        -I) shift; [ -z "${{FAIL:-}}" ] && echo "$*" >> {rules} ;;
+        -D) shift; grep -vxF -- "$*" {rules} > {rules}.new; mv {rules}.new {rules} ;;
+        -L) [ "$2" = INPUT ] && [ -n "${{REFUSED:-}}" ] && for s in $REFUSED; do
+                echo "3 180 REJECT tcp -- * * $s 0.0.0.0/0 tcp dpt:5000 reject-with tcp-reset"; done; return 0 ;;
+    esac
+}}
+sleep() {{ echo "sleep $1" >> {rules}.sleeps; }}
+say() {{ :; }}
+name=registry
+"""
+    part = render("lb-replica.sh.j2", lb_ipvs=load_balancer.replica_drain(reg1, 5000), lb_stats_urls=(),
+                  lb_server="reg1", lb_backend=load_balancer.LB_BACKEND, drain_seconds=1, timeout=5)
+
+    def run(calls, **env):
+        import os
+        return subprocess.run(["sh", "-c", stand_in + part + calls], capture_output=True, text=True, timeout=30,
+                              env={**os.environ, **env})
+
+    assert run("lb_set drain && lb_set drain && lb_status").stdout.split() == ["drained"]
+    # lb_drain waits until each load balancer's check was refused (the rules' counters), not a set time.
+    drained = run("lb_drain", REFUSED="10.0.0.101 10.0.0.102")
+    assert drained.returncode == 0 and (tmp_path / "rules.sleeps").read_text().splitlines()[0] == "sleep 1"
+    (tmp_path / "rules.sleeps").unlink()
+    waited = run("say() { echo \"$*\" >&2; }; lb_drain", REFUSED="10.0.0.101")
+    assert "the load balancer 10.0.0.102 tried no check in 20 s" in waited.stderr
+    assert (tmp_path / "rules.sleeps").read_text().count("sleep 0.2") == 100
+    lines = rules.read_text().splitlines()
+    assert sorted(lines) == sorted(
+        [f"INPUT -s {lb} -p tcp --dport 5000 -j REJECT --reject-with tcp-reset" for lb in ("10.0.0.101", "10.0.0.102")]
+        + [f"DOCKER-USER -s {lb} -p tcp -m conntrack --ctorigdstport 5000 -j REJECT --reject-with tcp-reset"
+           for lb in ("10.0.0.101", "10.0.0.102")])
+    assert run("lb_set ready && lb_status").stdout.split() == ["checked"]
+    assert rules.read_text() == ""
+    failed = run("lb_set drain", FAIL="1")
+    assert failed.returncode != 0 and "could not reject the load balancers' checks of reg1" in failed.stderr

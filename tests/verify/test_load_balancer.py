@@ -1,11 +1,14 @@
 """The registry_lb hosts (several replicas): haproxy runs the configuration regdeploy renders, sends
-to every replica, and clients reach the registry through it; with registry_lb_vip keepalived runs its
-configuration on each, and exactly one holds the address; with registry_lb_cache each runs the
-replicas' shared cache (redis), which answers its password only. Not generated without a registry_lb
-host (the cache's: without registry_lb_cache)."""
+to every replica, and clients reach the registry through it (with registry_lb_mode=ipvs: no haproxy
+runs, every replica is in each load balancer's IPVS table at weight 1, and each load balancer's check
+of each replica passes); with registry_lb_vip keepalived runs its configuration on each, and exactly
+one holds the address; with registry_lb_cache each runs the replicas' shared cache (redis), which
+answers its password only. Not generated without a registry_lb host (the cache's: without
+registry_lb_cache)."""
 
 import csv
 import io
+import re
 
 from regdeploy import load_balancer
 
@@ -22,6 +25,9 @@ def test_its_services_run_and_start_at_boot(access, fleet, lb_name):
 
 
 def test_haproxy_runs_the_configuration_regdeploy_renders(access, fleet, lb_name):
+    if lb_settings(fleet, lb_name).ipvs:  # IPVS instead: no haproxy runs
+        assert not access.host(lb_name).service("haproxy").is_running
+        return
     file = access.host(lb_name).file(load_balancer.CONFIG_PATH)
     assert (file.user, file.mode) == ("root", 0o644)
     assert file.content_string == load_balancer.haproxy_config(lb_settings(fleet, lb_name))
@@ -50,6 +56,11 @@ def test_exactly_one_load_balancer_holds_the_shared_address(access, fleet, lb_na
 
 def test_every_replica_is_up_behind_the_load_balancer(access, fleet, lb_name):
     settings = lb_settings(fleet, lb_name)
+    if settings.ipvs:  # in IPVS's table (each load balancer keeps it), at weight 1
+        table = access.host(lb_name).check_output("ipvsadm -L -n")
+        for _, address in settings.replicas:
+            assert re.search(rf"-> {re.escape(address)}:{settings.registry_port}\s+Route\s+1\s", table), table
+        return
     page = access.host(lb_name).check_output(f"curl -fsS 'http://127.0.0.1:{settings.registry_lb_stats_port}/stats;csv'")
     rows = list(csv.reader(io.StringIO(page.lstrip("# "))))
     header = rows[0]
@@ -60,6 +71,12 @@ def test_every_replica_is_up_behind_the_load_balancer(access, fleet, lb_name):
 
 def test_the_registry_answers_through_the_load_balancer(access, fleet, lb_name):
     settings = lb_settings(fleet, lb_name)
+    if settings.ipvs:  # nothing answers on the load balancer itself: its check of each replica passes
+        for _, address in settings.replicas:
+            said = access.host(lb_name).run(f"{load_balancer.REPLICA_CHECK_PATH} "
+                                            f"{'tcp' if settings.registry_tls else 'http'} {address} {settings.registry_port}")
+            assert said.rc == 3, (address, said.rc, said.stderr)
+        return
     scheme = "https" if settings.registry_tls else "http"
     options = "-k" if settings.registry_tls else ""
     status = access.host(lb_name).check_output(

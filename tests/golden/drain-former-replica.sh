@@ -1,0 +1,94 @@
+# Rendered by regdeploy (templates/drain-former-replica.sh.j2): this host is no longer a registry
+# replica, and the load balancers (registry_lb_mode=ipvs) are about to drop it from IPVS, which ends
+# the connections it still has. So first it refuses their checks: each gives it weight 0 (no new
+# connection), and the ones it has finish (up to 20 s). retire-registry.sh then stops it.
+set -u
+name=registry
+say() { echo "regdeploy: reg3: $*" >&2; }
+# Included by regdeploy's scripts that take a replica out of the load balancers and back
+# (templates/lb-replica.sh.j2: the deploy's replacement, gc and prune on replicas).
+# registry_lb_mode=ipvs: the load balancers (10.0.0.11, 10.0.0.12) check this replica every second.
+# While it refuses their checks (a REJECT for their addresses only) they give it weight 0: no new
+# connection comes, the open ones carry on. It cannot read their tables: it counts the checks its
+# REJECT refused (each load balancer's first one sets the weight), and gives them 4 s to see
+# it answer again.
+lb_pages='10.0.0.11 10.0.0.12'
+lb_ports=5000
+# lb_rule -C|-I|-D CHAIN SOURCE PORT: check, insert or delete the REJECT of SOURCE's connections to
+# PORT (INPUT: a port the host serves; DOCKER-USER, by the port before Docker's DNAT: a published one).
+lb_rule() {
+    if [ "$2" = INPUT ]; then
+        iptables -w "$1" INPUT -s "$3" -p tcp --dport "$4" -j REJECT --reject-with tcp-reset
+    else
+        iptables -w "$1" DOCKER-USER -s "$3" -p tcp -m conntrack --ctorigdstport "$4" -j REJECT --reject-with tcp-reset
+    fi
+}
+# lb_reject add|remove|any: every load balancer's connections to the registry's ports rejected, none,
+# or whether any is.
+lb_reject() {
+    chains=INPUT
+    if iptables -w -n -L DOCKER-USER >/dev/null 2>&1; then chains="INPUT DOCKER-USER"; fi
+    for chain in $chains; do
+        for source in $lb_pages; do
+            for port in $lb_ports; do
+                case "$1" in
+                    add) lb_rule -C "$chain" "$source" "$port" 2>/dev/null || lb_rule -I "$chain" "$source" "$port" || return 1 ;;
+                    remove) while lb_rule -C "$chain" "$source" "$port" 2>/dev/null; do
+                                lb_rule -D "$chain" "$source" "$port" || return 1
+                            done ;;
+                    any) ! lb_rule -C "$chain" "$source" "$port" 2>/dev/null || return 0 ;;
+                esac
+            done
+        done
+    done
+    [ "$1" != any ]
+}
+# lb_status: what this replica knows of the load balancers: whether it refuses their checks.
+lb_status() { if lb_reject any; then echo "drained"; else echo "checked"; fi; }
+# lb_set drain|ready: refuse the load balancers' checks, or answer them again.
+lb_set() {
+    case "$1" in
+        drain) lb_reject add || { echo "regdeploy: could not reject the load balancers' checks of reg3" >&2; return 1; } ;;
+        ready) lb_reject remove || { echo "regdeploy: could not end the REJECT of the load balancers' checks of reg3" >&2; return 1; } ;;
+    esac
+}
+# lb_sessions: the connections the registry container has open (the clients', through the load balancers).
+lb_sessions() {
+    pid=$(docker inspect -f '{{.State.Pid}}' "$name" 2>/dev/null) || { echo 0; return; }
+    nsenter -t "$pid" -n ss -Htn state established "( sport = :5000 )" 2>/dev/null | wc -l
+}
+# lb_drain: no new connection for this replica once every load balancer saw the refusal; the ones it
+# has finish (up to 20 s). Fails, changing nothing more, if the rules cannot be set.
+# lb_refused SOURCE: how many of SOURCE's connections the REJECT refused (its rules' packet counters).
+lb_refused() {
+    { iptables -w -L INPUT -v -n -x; iptables -w -L DOCKER-USER -v -n -x 2>/dev/null; } \
+        | awk -v s="$1" '$3 == "REJECT" && $8 == s {n += $1} END {print n + 0}'
+}
+lb_drain() {
+    lb_set drain || return 1
+    # Each load balancer has tried a check since (refused: weight 0 at once), or 20 s
+    # passed (one that does not check may be down).
+    i=0
+    for source in $lb_pages; do
+        until [ "$(lb_refused "$source")" -gt 0 ] || [ "$i" -ge 100 ]; do
+            i=$((i + 1))
+            sleep 0.2
+        done
+        [ "$(lb_refused "$source")" -gt 0 ] || say "the load balancer $source tried no check in 20 s"
+    done
+    sleep 1
+    i=0
+    until [ "$(lb_sessions)" = 0 ] || [ "$i" -ge $((20 * 5)) ]; do
+        i=$((i + 1))
+        sleep 0.2
+    done
+    say "drained on every load balancer ($(lb_sessions) connections still open)"
+}
+# lb_wait_up: the load balancers give this replica new connections again at their next check, once
+# it answers them: 4 s.
+lb_wait_up() { sleep 4; }
+
+if ! command -v docker >/dev/null 2>&1 || ! docker container inspect "$name" >/dev/null 2>&1; then
+    exit 0  # nothing runs here to drain
+fi
+lb_drain || { echo "regdeploy: could not drain reg3 on the load balancers; its registry keeps running" >&2; exit 1; }

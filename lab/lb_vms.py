@@ -65,12 +65,7 @@ def network_bridge(lab: config.Lab) -> str:
 
 
 def _qemu_pid(lab: config.Lab, hostname: str) -> int | None:
-    try:
-        pid = int((run_dir(lab) / f"{hostname}.pid").read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except (OSError, ValueError):
-        return None
-    return pid if str(run_dir(lab) / f"{hostname}.qcow2") in cmdline else None
+    return vm.qemu_pid(run_dir(lab), hostname)
 
 
 def _nameservers() -> list[str]:

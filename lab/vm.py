@@ -199,13 +199,18 @@ def running_hosts(lab: config.Lab) -> list[str]:
 
 
 def _qemu_pid(lab: config.Lab, hostname: str) -> int | None:
-    """The pid of this host's qemu, if it still runs (the pid file's process, checked by its overlay)."""
+    return qemu_pid(run_dir(lab), hostname)
+
+
+def qemu_pid(directory: Path, hostname: str) -> int | None:
+    """The pid of this host's qemu, if it still runs (the pid file in `directory`, its process checked by
+    its overlay there)."""
     try:
-        pid = int((run_dir(lab) / f"{hostname}.pid").read_text().strip())
+        pid = int((directory / f"{hostname}.pid").read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
     except (OSError, ValueError):
         return None
-    return pid if str(run_dir(lab) / f"{hostname}.qcow2") in cmdline else None
+    return pid if str(directory / f"{hostname}.qcow2") in cmdline else None
 
 
 # --- network ------------------------------------------------------------------------------------

@@ -73,15 +73,15 @@ def wait_for_lb(access, wanted: dict[str, str], limit: float = 90, lbs=lab_confi
             time.sleep(0.5)
 
 
-def vip_holders(access, lbs=lab_config.LB_HOSTS) -> list[str]:
+def vip_holders(access, lbs=lab_config.LB_HOSTS, lab=SCALE_LAB) -> list[str]:
     """The load balancers that hold the lab's virtual address now."""
-    return [lb for lb in lbs if f" {SCALE_LAB.vip}/" in access.ssh(lb, "ip -o -4 addr show")]
+    return [lb for lb in lbs if f" {lab.vip}/" in access.ssh(lb, "ip -o -4 addr show")]
 
 
-def wait_for_holder(access, lbs=lab_config.LB_HOSTS, limit: float = 30) -> str:
+def wait_for_holder(access, lbs=lab_config.LB_HOSTS, limit: float = 30, lab=SCALE_LAB) -> str:
     deadline = time.monotonic() + limit
-    while len(holders := vip_holders(access, lbs)) != 1:
-        assert time.monotonic() < deadline, f"{holders} hold {SCALE_LAB.vip}, not exactly one load balancer"
+    while len(holders := vip_holders(access, lbs, lab)) != 1:
+        assert time.monotonic() < deadline, f"{holders} hold {lab.vip}, not exactly one load balancer"
         time.sleep(0.2)
     return holders[0]
 
@@ -528,6 +528,18 @@ def test_prune_and_gc_on_replicas_go_one_replica_at_a_time_and_fail_no_pull(scal
     assert gc["tags"] == len(kept) and registry.manifests() == kept, gc
 
 
+def secure_inventory(access, tmp_path: Path, passwords: Path, word: str) -> Path:
+    """The lab's inventory in TLS with two accounts: `ci` pushes (the first client logs in as it), `nodes`
+    only pulls (the second client); their passwords in `passwords` (0600), each with `word` in it."""
+    passwords.write_text(f"ci:ci-{word}-Pa55\nnodes:nodes-{word}-Pa55\n")
+    passwords.chmod(0o600)
+    return access.inventory_with(
+        tmp_path / "secure.py", per_host={access.fleet.clients[1].name: {"registry_login_user": "nodes"}},
+        registry_tls=True, registry_auth=True, registry_users=["ci", "nodes"],
+        registry_access=["ci * pull,push,delete", "nodes * pull"], registry_tls_dir=str(tmp_path / "tls"),
+        registry_password_file=str(passwords))
+
+
 def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path, test_image_archive):
     """Last (it leaves the replicas in TLS with accounts): every replica runs the token service with the
     same key, rules and accounts, haproxy passes TLS and the token port through to them, a pull-only
@@ -538,13 +550,7 @@ def test_accounts_with_rights_over_tls_through_the_load_balancer(scale, tmp_path
     access, _ = scale
     pusher, puller = (c.name for c in access.fleet.clients[:2])
     passwords = tmp_path / "passwords"
-    passwords.write_text("ci:ci-Scale-Pa55\nnodes:nodes-Scale-Pa55\n")
-    passwords.chmod(0o600)
-    secure = access.inventory_with(
-        tmp_path / "secure.py", per_host={puller: {"registry_login_user": "nodes"}},
-        registry_tls=True, registry_auth=True, registry_users=["ci", "nodes"],
-        registry_access=["ci * pull,push,delete", "nodes * pull"], registry_tls_dir=str(tmp_path / "tls"),
-        registry_password_file=str(passwords))
+    secure = secure_inventory(access, tmp_path, passwords, "Scale")
     first = run_deploy(secure)
     assert first.returncode == 0, first.stderr[-4000:]
     again = run_deploy(secure)

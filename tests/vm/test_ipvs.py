@@ -27,7 +27,8 @@ import pytest
 from lab import config as lab_config
 from lab import hosts as lab_hosts
 from tests.access import REPO_ROOT, own_lab, run_deploy
-from tests.e2e.test_scale_out import inventory_without
+from tests.e2e import test_scale_out as scale_out
+from tests.e2e.test_scale_out import inventory_without, push, secure_inventory
 from tests.pulls import PullLoops, assert_no_failed_pull, began, ended
 
 IPVS_LAB = lab_config.default_lab("regdeploy-ipvs")
@@ -49,15 +50,11 @@ def ipvs(request, tmp_path_factory):
 
 
 def vip_holders(access, lbs=lab_config.LB_HOSTS) -> list[str]:
-    return [lb for lb in lbs if f" {IPVS_LAB.vip}/" in access.ssh(lb, "ip -o -4 addr show")]
+    return scale_out.vip_holders(access, lbs, IPVS_LAB)
 
 
 def wait_for_holder(access, lbs=lab_config.LB_HOSTS, limit: float = 30) -> str:
-    deadline = time.monotonic() + limit
-    while len(holders := vip_holders(access, lbs)) != 1:
-        assert time.monotonic() < deadline, f"{holders} hold {IPVS_LAB.vip}, not exactly one load balancer"
-        time.sleep(0.2)
-    return holders[0]
+    return scale_out.wait_for_holder(access, lbs, limit, IPVS_LAB)
 
 
 def weights(access, lb: str) -> dict[str, int]:
@@ -79,12 +76,6 @@ def wait_for_weights(access, wanted: dict[str, int], limit: float = 60) -> None:
         while (found := weights(access, lb)) != wanted:
             assert time.monotonic() < deadline, f"{lb}: {found}, not {wanted}"
             time.sleep(0.5)
-
-
-def push(access, client: str, reference: str, archive: Path) -> str:
-    access.load_image_archive(client, archive)
-    output = access.ssh(client, f"docker tag {lab_config.TEST_IMAGE} {reference} && docker push {reference}")
-    return re.findall(r"sha256:[0-9a-f]{64}", output)[-1]
 
 
 def test_replicas_deploy_behind_ipvs_and_a_second_run_changes_nothing(ipvs, test_image_archive):
@@ -254,14 +245,7 @@ def test_tls_with_accounts_passes_through_and_survives_the_load_balancers_death(
     suite passes through the load balancers, and the active one's death costs as in plain HTTP."""
     access, _ = ipvs
     pusher, puller = (c.name for c in access.fleet.clients[:2])
-    passwords = tmp_path / "passwords"
-    passwords.write_text("ci:ci-Ipvs-Pa55\nnodes:nodes-Ipvs-Pa55\n")
-    passwords.chmod(0o600)
-    secure = access.inventory_with(
-        tmp_path / "secure.py", per_host={puller: {"registry_login_user": "nodes"}},
-        registry_tls=True, registry_auth=True, registry_users=["ci", "nodes"],
-        registry_access=["ci * pull,push,delete", "nodes * pull"], registry_tls_dir=str(tmp_path / "tls"),
-        registry_password_file=str(passwords))
+    secure = secure_inventory(access, tmp_path, tmp_path / "passwords", "Ipvs")
     first = run_deploy(secure)
     assert first.returncode == 0, first.stderr[:first.stderr.rfind('{"plan"')][-6000:]
     again = run_deploy(secure)

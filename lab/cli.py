@@ -106,9 +106,22 @@ def images(lab: config.Lab, rebuild: bool) -> None:
 def vm_check(pytest_args: tuple[str, ...]) -> None:
     """On VMs (1 server + 1 client): deploy, a second run that changes nothing, the verify suite with
     its round trip, a real reboot of the server with the registry back and every image intact, then
-    remove the VMs; then registry_lb_mode=ipvs with two load-balancer VMs in front of 3 replicas and
-    its drills. It is tests/vm, run by pytest (extra arguments go to pytest)."""
-    argv = [sys.executable, "-m", "pytest", str(config.REPO_ROOT / "tests" / "vm"), *pytest_args]
+    remove the VMs. It is tests/vm/test_vm_tier.py, run by pytest (extra arguments go to pytest)."""
+    _pytest("tests/vm/test_vm_tier.py", pytest_args)
+
+
+@main.command(name="ipvs-check", context_settings={"ignore_unknown_options": True})
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def ipvs_check(pytest_args: tuple[str, ...]) -> None:
+    """registry_lb_mode=ipvs: two load-balancer VMs in front of 3 replicas, and its drills (a load
+    balancer's and a replica's power cut, a rolling change, a replica taken out, TLS). Alone on the
+    machine: beside another test run the emulated load balancers' checks time out. It is
+    tests/vm/test_ipvs.py, run by pytest (extra arguments go to pytest)."""
+    _pytest("tests/vm/test_ipvs.py", pytest_args)
+
+
+def _pytest(path: str, pytest_args: tuple[str, ...]) -> None:
+    argv = [sys.executable, "-m", "pytest", str(config.REPO_ROOT / path), *pytest_args]
     os.chdir(config.REPO_ROOT)
     os.execv(argv[0], argv)
 

@@ -12,6 +12,8 @@ requests in flight on it (no load balancer can send them again: the connection e
 Then TLS with accounts, passed through to the replicas, and the load balancer's death again.
 
 The tests run in file order and share the lab; the VMs run under TCG here (minutes, not seconds).
+`python -m lab ipvs-check` runs it, alone on the machine: beside another test run the emulated load
+balancers' checks time out and take live replicas out (docs/contributing/lab.md).
 """
 
 from __future__ import annotations

@@ -158,8 +158,9 @@ def test_a_rolling_change_drains_each_replica_in_turn_and_costs_no_pull(ipvs):
     fleet = access.fleet
     ids = {name: access.ssh(name, "docker inspect -f '{{.Id}}' registry") for name in REPLICA_NAMES}
     # Each load balancer's journal from here on (its own cursor: the VMs' clocks are their own).
-    cursors = {lb: access.ssh(lb, "journalctl -u keepalived -n 0 --show-cursor -o cat").rpartition("cursor: ")[2]
+    cursors = {lb: access.ssh(lb, "journalctl -u keepalived -n 1 --show-cursor -o cat").rpartition("cursor: ")[2]
                for lb in lab_config.LB_HOSTS}
+    assert all(cursors.values()), cursors
     with PullLoops(access, f"{fleet.registry_address}/team/busybox:1") as loops:
         time.sleep(2)
         changed = run_deploy(access.inventory, "--data", "registry_allow_delete=true")

@@ -53,15 +53,21 @@ def retirement(settings, state) -> Retirement | None:
                             f"the images stay in the bucket, {path} becomes {path}{RETIRED_SUFFIX}")
 
 
-def retire_script_args(settings) -> dict:
-    """retire-registry.sh's variables; with registry_lb_mode=ipvs, lb-replica.sh's too: the REJECT of the
-    load balancers' checks that drained it goes once it is stopped."""
+def lb_replica_args(settings) -> dict:
+    """lb-replica.sh's variables for a former replica (no status pages: with registry_lb_mode=ipvs, the
+    REJECT of the load balancers' checks; without, nothing of it is used)."""
     from .load_balancer import LB_BACKEND, replica_drain, server_name
     from .registry_files import DRAIN_SECONDS
     from .registry_plan import CONTAINER_PORT
 
-    path = config_path(settings)
-    return dict(name=settings.registry_container_name, config=path, retired=path + RETIRED_SUFFIX,
-                token_unit=f"{TOKEN_UNIT}.service", lb_ipvs=replica_drain(settings, CONTAINER_PORT), lb_stats_urls=(),
+    return dict(lb_ipvs=replica_drain(settings, CONTAINER_PORT), lb_stats_urls=(),
                 lb_server=server_name(settings.host_name), lb_backend=LB_BACKEND, drain_seconds=DRAIN_SECONDS,
                 timeout=settings.registry_ready_timeout)
+
+
+def retire_script_args(settings) -> dict:
+    """retire-registry.sh's variables; with registry_lb_mode=ipvs, lb-replica.sh's too: the REJECT of the
+    load balancers' checks that drained it goes once it is stopped."""
+    path = config_path(settings)
+    return dict(name=settings.registry_container_name, config=path, retired=path + RETIRED_SUFFIX,
+                token_unit=f"{TOKEN_UNIT}.service", **lb_replica_args(settings))

@@ -11,8 +11,6 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, server
 
 from regdeploy import load_balancer, retire, security
-from regdeploy.registry_files import DRAIN_SECONDS
-from regdeploy.registry_plan import CONTAINER_PORT
 from regdeploy.rendering import render
 from regdeploy.settings import Settings
 from regdeploy.host_state import HostState
@@ -111,10 +109,7 @@ def hold_lb_address(settings: Settings, state: HostState) -> None:
         host.log("Will drain it on the load balancers before they drop it from IPVS")
         server.shell(name="Drain the former replica on the load balancers before they drop it",
                      commands=[render("drain-former-replica.sh.j2", name=settings.registry_container_name,
-                                      lb_ipvs=load_balancer.replica_drain(settings, CONTAINER_PORT), lb_stats_urls=(),
-                                      lb_server=load_balancer.server_name(settings.host_name),
-                                      lb_backend=load_balancer.LB_BACKEND, drain_seconds=DRAIN_SECONDS,
-                                      timeout=settings.registry_ready_timeout)])
+                                      **retire.lb_replica_args(settings))])
     if plan.remove or plan.retire:
         host.log(f"Will give up {', '.join(plan.remove) or 'no address'} on the loopback"
                  + (f" and remove {load_balancer.REPLICA_UNIT}" if plan.retire else ""))

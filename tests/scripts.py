@@ -285,10 +285,8 @@ def _scripts() -> Iterator[tuple[str, str]]:
         (*IPVS_REPLICAS, ("reg3", "10.0.0.23"), *VIP_LBS),
         ("registry_servers", "registry_servers", "docker_clients", "registry_lb", "registry_lb"))],
         check_files=False)["reg3"]
-    yield "drain-former-replica.sh", render(
-        "drain-former-replica.sh.j2", name=former.registry_container_name,
-        lb_ipvs=load_balancer.replica_drain(former, 5000), lb_stats_urls=(), lb_server="reg3",
-        lb_backend=load_balancer.LB_BACKEND, drain_seconds=registry_files.DRAIN_SECONDS, timeout=former.registry_ready_timeout)
+    yield "drain-former-replica.sh", render("drain-former-replica.sh.j2", name=former.registry_container_name,
+                                            **retire.lb_replica_args(former))
     yield "retire-registry.ipvs.sh", render("retire-registry.sh.j2", **retire.retire_script_args(former))
     yield "retire-registry.sh", render("retire-registry.sh.j2", **retire.retire_script_args(shared["lb2"]))
 

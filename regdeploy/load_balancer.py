@@ -58,7 +58,10 @@ REPLICA_CHECK_PATH = "/usr/local/libexec/regdeploy-replica-check"
 IPVS_SYSCTL_PATH = "/etc/sysctl.d/60-regdeploy-ipvs.conf"
 IPVS_MODULES_PATH = "/etc/modules-load.d/regdeploy-ipvs.conf"
 IPVS_FILES = {"ipvs_check": REPLICA_CHECK_PATH, "ipvs_sysctl": IPVS_SYSCTL_PATH, "ipvs_modules": IPVS_MODULES_PATH}
-IPVS_SYSCTLS = (("net.ipv4.vs.expire_nodest_conn", "1"),)
+# sloppy_tcp: a load balancer that takes the address forwards a packet of a connection the holder had
+# not synced yet too (the kernel's sync daemon sends connections in batches, up to 2-3 s late), not
+# only a SYN; lb_algo sh with sh-port (keepalived.conf) sends it to the replica the holder chose.
+IPVS_SYSCTLS = (("net.ipv4.vs.expire_nodest_conn", "1"), ("net.ipv4.vs.sloppy_tcp", "1"))
 # Each replica with ipvs: registry_lb_vip on its loopback, set by a unit of its own at boot, after the
 # ARP settings that keep the replica from answering for that address (only the holder answers).
 REPLICA_SYSCTL_PATH = "/etc/sysctl.d/60-regdeploy-lb-address.conf"

@@ -267,8 +267,8 @@ fi
 # keepalived.service: whether keepalived.service starts at boot: its link in multi-user.target.wants, and no mask.
 [ -L /etc/systemd/system/multi-user.target.wants/keepalived.service ] \
     && ! [ -L /etc/systemd/system/keepalived.service ] && echo enabled=keepalived.service
-# ipvs_sysctls: what `sysctl -n net.ipv4.vs.expire_nodest_conn` prints, line by line.
-sysctl -n net.ipv4.vs.expire_nodest_conn 2>/dev/null | while IFS= read -r line; do printf 'line.%s=%s\n' ipvs_sysctls "$line"; done
+# ipvs_sysctls: what `sysctl -n net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp` prints, line by line.
+sysctl -n net.ipv4.vs.expire_nodest_conn net.ipv4.vs.sloppy_tcp 2>/dev/null | while IFS= read -r line; do printf 'line.%s=%s\n' ipvs_sysctls "$line"; done
 # addresses: what `ip -o -4 addr show` prints, line by line.
 ip -o -4 addr show 2>/dev/null | while IFS= read -r line; do printf 'line.%s=%s\n' addresses "$line"; done
 # managed_by: its content too (bcrypt hashes: what regdeploy verifies passwords against).

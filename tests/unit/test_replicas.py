@@ -585,7 +585,10 @@ def test_with_ipvs_keepalived_forwards_every_connection_to_a_checked_replica_and
     assert "lvs_sync_daemon ens3 registry id 51\n" in config
     assert "haproxy" not in config  # no haproxy, nothing tracks it
     server = config[config.index("virtual_server 10.0.0.200 5000 {"):]
-    assert "lb_kind DR" in server and "lb_algo wlc" in server
+    assert "lb_kind DR" in server
+    # Every load balancer picks the same replica for a connection: the one taking the address carries
+    # on the connections the holder had not synced yet.
+    assert "lb_algo sh\n    sh-port\n    sh-fallback\n" in server
     for replica in ("10.0.0.11", "10.0.0.12", "10.0.0.13"):
         assert f"real_server {replica} 5000 {{" in server
         assert f'misc_path "{load_balancer.REPLICA_CHECK_PATH} http {replica} 5000"' in server
@@ -630,7 +633,8 @@ def ipvs_lb_state(settings, drift=()):
     state.files.pop("haproxy_cfg")
     state.files.update({f.label: f"{sha256(f.content)} {f.mode} root" for f in load_balancer.ipvs_files(settings)
                         if f"{f.label} edited" not in drift})
-    state.lines["ipvs_sysctls"] = ["0"] if "expire_nodest_conn=0" in drift else ["1"]
+    state.lines["ipvs_sysctls"] = ["0" if f"{name.rsplit('.', 1)[1]}=0" in drift else "1"
+                                   for name, _ in load_balancer.IPVS_SYSCTLS]
     return state
 
 
@@ -639,7 +643,8 @@ def ipvs_lb_state(settings, drift=()):
     (("ipvs_check edited",), ["ipvs_check"], (), ()),
     (("ipvs_sysctl edited",), ["ipvs_sysctl"], ("/etc/sysctl.d/60-regdeploy-ipvs.conf changed",), ()),
     # After a reboot without the module loaded at boot, or a hand's sysctl: set it again.
-    (("expire_nodest_conn=0",), [], ("the kernel's net.ipv4.vs.expire_nodest_conn=1 is not set",), ()),
+    (("expire_nodest_conn=0",), [], ("the kernel's net.ipv4.vs.expire_nodest_conn=1, net.ipv4.vs.sloppy_tcp=1 is not set",), ()),
+    (("sloppy_tcp=0",), [], ("the kernel's net.ipv4.vs.expire_nodest_conn=1, net.ipv4.vs.sloppy_tcp=1 is not set",), ()),
     (("keepalived.service stopped",), [], (), ("keepalived is not running",)),
 ])
 def test_an_ipvs_load_balancer_gets_back_its_check_its_kernel_setting_and_keepalived(drift, labels, kernel, keepalived):

@@ -5,8 +5,8 @@ between them and copies every connection to the other (its sync daemon); IPVS fo
 connection to a replica, which holds the address on its loopback and answers the client itself.
 
 Drills, each with both clients pulling in a loop: the active load balancer's machine powered off costs
-no pull but one whose connection it opened in its last seconds, before its sync daemon sent it (the
-others go on through the other load balancer); a rolling change drains each replica in turn
+no pull (the other load balancer forwards every connection to the same replica: those the holder's
+sync daemon sent it, and by hashing each connection's source the same way, those it had not); a rolling change drains each replica in turn
 (weight 0, open connections finish) and costs no pull; a replica's machine powered off costs only the
 requests in flight on it (no load balancer can send them again: the connection ends on the replica).
 Then TLS with accounts, passed through to the replicas, and the load balancer's death again.
@@ -38,7 +38,8 @@ REPLICAS = 3
 CLIENTS = 2
 REPLICA_NAMES = [f"registry{i}" for i in range(1, REPLICAS + 1)]
 # How long before a load balancer's death a connection may have been opened and still not be on the
-# other (the sync daemon's batches, flushed every 2 s, and the 3 packets it waits for), in seconds.
+# other (the sync daemon's batches, flushed every 2 s, and the 3 packets it waits for), in seconds:
+# the pulls begun then are counted, and must not fail either.
 SYNC_WINDOW = 3.0
 
 
@@ -106,15 +107,16 @@ def test_replicas_deploy_behind_ipvs_and_a_second_run_changes_nothing(ipvs, test
     assert digest in access.ssh(fleet.clients[1].name, f"docker pull {reference}")
 
 
-def test_the_active_load_balancers_death_costs_only_connections_it_had_not_synced(ipvs):
+def test_the_active_load_balancers_death_costs_no_pull(ipvs):
     access, _ = ipvs
     kill_the_active_load_balancer(access, access.inventory, f"{access.fleet.registry_address}/team/busybox:1")
 
 
 def kill_the_active_load_balancer(access, inventory: Path, reference: str) -> None:
     """Power off the holder of the address with every client pulling `reference`: the other takes the
-    address, the connections it learned from the holder's sync daemon go on to the same replicas. The
-    dead one comes back as a backup; `inventory` then changes nothing."""
+    address, and every connection goes on to the same replica, those the holder's sync daemon sent it
+    and those it had not sent yet. No pull fails. The dead one comes back as a backup; `inventory` then
+    changes nothing."""
     active = wait_for_holder(access)
     other = next(lb for lb in lab_config.LB_HOSTS if lb != active)
     try:
@@ -133,19 +135,17 @@ def kill_the_active_load_balancer(access, inventory: Path, reference: str) -> No
     outcomes = loops.outcomes()
     # The holder's sync daemon sends a connection once it saw 3 of its packets, in batches it flushes at
     # least every 2 s (the kernel's IPVS_SYNC_FLUSH_TIME): a connection opened less than that before the
-    # cut may be unknown to the other, which then resets it. Only a pull begun that late may fail; every
-    # one begun after the address moved succeeds.
-    failed = {client: [line for line in lines if not line.startswith("ok ")] for client, lines in outcomes.items()}
-    for client, lines in failed.items():
-        for line in lines:
-            assert killed_at - SYNC_WINDOW < began(line) < moved_at and "reset" in line, (client, line, killed_at)
-    after = {client: sum(1 for line in lines if line.startswith("ok ") and began(line) > moved_at)
-             for client, lines in outcomes.items()}
+    # cut may be unknown to the other. It still goes on: the other forwards any packet of it (sloppy_tcp)
+    # to the replica the holder chose (both hash its source). So no pull fails, not even those begun in
+    # that window, and every client goes on pulling after the address moved.
+    assert_no_failed_pull(outcomes, at_least=3)
+    late = sum(1 for lines in outcomes.values() for line in lines if killed_at - SYNC_WINDOW < began(line) < killed_at)
+    after = {client: sum(1 for line in lines if began(line) > moved_at) for client, lines in outcomes.items()}
     assert all(count >= 3 for count in after.values()), after
     longest = max(ended(line) - began(line) for lines in outcomes.values() for line in lines)
-    print(f"the address moved to {other} {moved_at - killed_at:.1f} s after {active} was powered off; failed pulls "
-          f"(begun less than {SYNC_WINDOW} s before): { {c: len(f) for c, f in failed.items()} } of "
-          f"{ {c: len(lines) for c, lines in outcomes.items()} }; the longest took {longest:.1f} s")
+    print(f"the address moved to {other} {moved_at - killed_at:.1f} s after {active} was powered off; no failed pull "
+          f"of { {c: len(lines) for c, lines in outcomes.items()} } ({late} begun less than {SYNC_WINDOW} s before "
+          f"the cut); the longest took {longest:.1f} s")
     wait_for_weights(access, dict.fromkeys(REPLICA_NAMES, 1))
     time.sleep(5)  # a few VRRP rounds: it stays a backup
     assert vip_holders(access) == [other]
@@ -245,7 +245,7 @@ def test_a_replica_taken_out_is_drained_first_and_costs_no_pull(ipvs, tmp_path):
 
 def test_tls_with_accounts_passes_through_and_survives_the_load_balancers_death(ipvs, tmp_path, test_image_archive):
     """TLS ends at the replicas (IPVS passes TCP through, the token service's port too); the verify
-    suite passes through the load balancers, and the active one's death costs as in plain HTTP."""
+    suite passes through the load balancers, and the active one's death costs no pull here either."""
     access, _ = ipvs
     pusher, puller = (c.name for c in access.fleet.clients[:2])
     secure = secure_inventory(access, tmp_path, tmp_path / "passwords", "Ipvs")

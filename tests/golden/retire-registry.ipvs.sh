@@ -18,39 +18,47 @@ say() { echo "regdeploy: $*" >&2; }
 # registry_lb_mode=ipvs: the load balancers (10.0.0.11, 10.0.0.12) check this replica every second.
 # While it refuses their checks (a REJECT for their addresses only) they give it weight 0: no new
 # connection comes, the open ones carry on. It cannot read their tables: it counts the checks its
-# REJECT refused (each load balancer's first one sets the weight), and gives them 4 s to see
-# it answer again.
+# REJECT refused (each load balancer's first one sets the weight); back, it counts the checks it
+# answers (a rule without a target, counting their SYNs) the same way.
 lb_pages='10.0.0.11 10.0.0.12'
 lb_ports=5000
-# lb_rule -C|-I|-D CHAIN SOURCE PORT: check, insert or delete the REJECT of SOURCE's connections to
-# PORT (INPUT: a port the host serves; DOCKER-USER, by the port before Docker's DNAT: a published one).
+# lb_rule -C|-I|-D CHAIN SOURCE PORT REJECT|COUNT: check, insert or delete the REJECT of SOURCE's
+# connections to PORT, or the rule counting them (INPUT: a port the host serves; DOCKER-USER, by the
+# port before Docker's DNAT: a published one).
 lb_rule() {
-    if [ "$2" = INPUT ]; then
-        iptables -w "$1" INPUT -s "$3" -p tcp --dport "$4" -j REJECT --reject-with tcp-reset
+    rule_action=$1 rule_chain=$2 rule_source=$3 rule_port=$4
+    if [ "$5" = REJECT ]; then
+        set -- -j REJECT --reject-with tcp-reset
     else
-        iptables -w "$1" DOCKER-USER -s "$3" -p tcp -m conntrack --ctorigdstport "$4" -j REJECT --reject-with tcp-reset
+        set -- --syn -m comment --comment regdeploy-lb-check
+    fi
+    if [ "$rule_chain" = INPUT ]; then
+        iptables -w "$rule_action" INPUT -s "$rule_source" -p tcp --dport "$rule_port" "$@"
+    else
+        iptables -w "$rule_action" DOCKER-USER -s "$rule_source" -p tcp -m conntrack --ctorigdstport "$rule_port" "$@"
     fi
 }
-# lb_reject add|remove|any: every load balancer's connections to the registry's ports rejected, none,
-# or whether any is.
-lb_reject() {
+# lb_rules add|remove|any REJECT|COUNT: every load balancer's connections to the registry's ports
+# rejected (or counted), none, or whether any is.
+lb_rules() {
     chains=INPUT
     if iptables -w -n -L DOCKER-USER >/dev/null 2>&1; then chains="INPUT DOCKER-USER"; fi
     for chain in $chains; do
         for source in $lb_pages; do
             for port in $lb_ports; do
                 case "$1" in
-                    add) lb_rule -C "$chain" "$source" "$port" 2>/dev/null || lb_rule -I "$chain" "$source" "$port" || return 1 ;;
-                    remove) while lb_rule -C "$chain" "$source" "$port" 2>/dev/null; do
-                                lb_rule -D "$chain" "$source" "$port" || return 1
+                    add) lb_rule -C "$chain" "$source" "$port" "$2" 2>/dev/null || lb_rule -I "$chain" "$source" "$port" "$2" || return 1 ;;
+                    remove) while lb_rule -C "$chain" "$source" "$port" "$2" 2>/dev/null; do
+                                lb_rule -D "$chain" "$source" "$port" "$2" || return 1
                             done ;;
-                    any) ! lb_rule -C "$chain" "$source" "$port" 2>/dev/null || return 0 ;;
+                    any) ! lb_rule -C "$chain" "$source" "$port" "$2" 2>/dev/null || return 0 ;;
                 esac
             done
         done
     done
     [ "$1" != any ]
 }
+lb_reject() { lb_rules "$1" REJECT; }
 # lb_status: what this replica knows of the load balancers: whether it refuses their checks.
 lb_status() { if lb_reject any; then echo "drained"; else echo "checked"; fi; }
 # lb_set drain|ready: refuse the load balancers' checks, or answer them again.
@@ -92,9 +100,29 @@ lb_drain() {
     done
     say "drained on every load balancer ($(lb_sessions) connections still open)"
 }
-# lb_wait_up: the load balancers give this replica new connections again at their next check, once
-# it answers them: 4 s.
-lb_wait_up() { sleep 4; }
+# lb_counted SOURCE: SOURCE's connections counted since the counting rules went in (their packet
+# counters: one SYN each).
+lb_counted() {
+    { iptables -w -S INPUT -v; iptables -w -S DOCKER-USER -v 2>/dev/null; } \
+        | awk -v s="-s $1/32 " 'index($0, s) && /regdeploy-lb-check/ {n += $(NF - 1)} END {print n + 0}'
+}
+# lb_wait_up: every load balancer gives this replica new connections again at its first check that
+# this replica answers: wait until each has opened one since, then 1 s for the answer. One that opens
+# none in 20 s may be down (as in lb_drain): said, and the others are waited for.
+lb_wait_up() {
+    # From 0: rules an interrupted run left have counted checks from before.
+    { lb_rules remove COUNT && lb_rules add COUNT; } || { echo "regdeploy: could not count the load balancers' checks of reg3" >&2; return 1; }
+    i=0
+    for source in $lb_pages; do
+        until [ "$(lb_counted "$source")" -gt 0 ] || [ "$i" -ge 100 ]; do
+            i=$((i + 1))
+            sleep 0.2
+        done
+        [ "$(lb_counted "$source")" -gt 0 ] || say "the load balancer $source opened no check in 20 s"
+    done
+    sleep 1
+    lb_rules remove COUNT || { echo "regdeploy: could not remove the rules counting the load balancers' checks of reg3" >&2; return 1; }
+}
 
 lb_set ready || exit 1
 # Its token service (registry_access), if it ran one.

@@ -751,10 +751,12 @@ def test_keepalived_weighs_a_replica_by_whether_it_answers_refuses_or_says_nothi
         silent.close()
 
 
-def test_a_replica_drains_behind_ipvs_by_rejecting_the_load_balancers_checks_only(tmp_path):
-    """lb-replica.sh's ipvs functions against a stand-in iptables keeping its rules in a file: drain
-    rejects each load balancer on each port (INPUT and DOCKER-USER), twice adds nothing, ready removes
-    every one, and a failing iptables makes drain fail."""
+@pytest.fixture
+def ipvs_replica_part(tmp_path):
+    """lb-replica.sh's ipvs functions with a stand-in iptables keeping its rules in a file (`rules`,
+    every call in `rules.calls`); REFUSED and COUNTED name the load balancers whose checks its REJECT
+    refused and its counting rules counted, FAIL makes it refuse new rules. Returns (run, rules)."""
+    import os
     import subprocess
     from regdeploy.rendering import render
 
@@ -764,12 +766,16 @@ def test_a_replica_drains_behind_ipvs_by_rejecting_the_load_balancers_checks_onl
     stand_in = f"""
 iptables() {{
     [ "$1" = -w ] && shift
+    echo "$*" >> {rules}.calls
     case "$1" in
         -C) shift; grep -qxF -- "$*" {rules} ;;
         -I) shift; [ -z "${{FAIL:-}}" ] && echo "$*" >> {rules} ;;
         -D) shift; grep -vxF -- "$*" {rules} > {rules}.new; mv {rules}.new {rules} ;;
         -L) [ "$2" = INPUT ] && [ -n "${{REFUSED:-}}" ] && for s in $REFUSED; do
                 echo "3 180 REJECT tcp -- * * $s 0.0.0.0/0 tcp dpt:5000 reject-with tcp-reset"; done; return 0 ;;
+        -S) [ "$2" = DOCKER-USER ] && [ -n "${{COUNTED:-}}" ] && for s in $COUNTED; do
+                echo "-A DOCKER-USER -s $s/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack" \
+                     "--ctorigdstport 5000 -m comment --comment regdeploy-lb-check -c 2 120"; done; return 0 ;;
     esac
 }}
 sleep() {{ echo "sleep $1" >> {rules}.sleeps; }}
@@ -780,9 +786,15 @@ name=registry
                   lb_server="reg1", lb_backend=load_balancer.LB_BACKEND, drain_seconds=1, timeout=5)
 
     def run(calls, **env):
-        import os
         return subprocess.run(["sh", "-c", stand_in + part + calls], capture_output=True, text=True, timeout=30,
                               env={**os.environ, **env})
+    return run, rules
+
+
+def test_a_replica_drains_behind_ipvs_by_rejecting_the_load_balancers_checks_only(ipvs_replica_part, tmp_path):
+    """Drain rejects each load balancer on each port (INPUT and DOCKER-USER), twice adds nothing, ready
+    removes every one, and a failing iptables makes drain fail."""
+    run, rules = ipvs_replica_part
 
     assert run("lb_set drain && lb_set drain && lb_status").stdout.split() == ["drained"]
     # lb_drain waits until each load balancer's check was refused (the rules' counters), not a set time.
@@ -801,3 +813,32 @@ name=registry
     assert rules.read_text() == ""
     failed = run("lb_set drain", FAIL="1")
     assert failed.returncode != 0 and "could not reject the load balancers' checks of reg1" in failed.stderr
+
+
+COUNT_RULES = sorted(
+    [f"INPUT -s {lb} -p tcp --dport 5000 --syn -m comment --comment regdeploy-lb-check"
+     for lb in ("10.0.0.101", "10.0.0.102")]
+    + [f"DOCKER-USER -s {lb} -p tcp -m conntrack --ctorigdstport 5000 --syn -m comment --comment regdeploy-lb-check"
+       for lb in ("10.0.0.101", "10.0.0.102")])
+
+
+def test_a_replica_back_behind_ipvs_waits_until_each_load_balancer_checked_it(ipvs_replica_part, tmp_path):
+    """lb_wait_up counts each load balancer's checks from 0 (rules an interrupted run left go first),
+    waits for one from each, then 1 s for its answer, and removes its counting rules; one that opens
+    none in 20 s is said and not waited for longer; rules it cannot add make it fail."""
+    run, rules = ipvs_replica_part
+    rules.write_text(COUNT_RULES[0] + "\n")  # left by an interrupted run, its counter not 0
+    up = run("lb_rules any COUNT && echo counting; lb_wait_up", COUNTED="10.0.0.101 10.0.0.102")
+    assert up.returncode == 0 and up.stdout.split() == ["counting"], up.stderr
+    calls = (tmp_path / "rules.calls").read_text().splitlines()
+    assert calls.index(f"-D {COUNT_RULES[0]}") < calls.index(f"-I {COUNT_RULES[0]}")
+    assert sorted(line.removeprefix("-I ") for line in calls if line.startswith("-I ")) == COUNT_RULES
+    assert (tmp_path / "rules.sleeps").read_text().splitlines() == ["sleep 1"]
+    assert rules.read_text() == ""  # nothing counts any more
+    (tmp_path / "rules.sleeps").unlink()
+    late = run("say() { echo \"$*\" >&2; }; lb_wait_up", COUNTED="10.0.0.101")
+    assert late.returncode == 0 and "the load balancer 10.0.0.102 opened no check in 20 s" in late.stderr
+    assert (tmp_path / "rules.sleeps").read_text().count("sleep 0.2") == 100
+    assert rules.read_text() == ""
+    failed = run("lb_wait_up", FAIL="1")
+    assert failed.returncode != 0 and "could not count the load balancers' checks of reg1" in failed.stderr

@@ -246,9 +246,10 @@ VARIABLES: tuple[Variable, ...] = (
              "How the `registry_lb` hosts spread requests over several replicas. haproxy: every request goes "
              "through haproxy, which resends a read a dead replica left unanswered; the requests in flight on "
              "a load balancer that dies are lost. ipvs: the kernel's IPVS forwards each connection to a "
-             "replica, which answers the client itself (direct routing), and keepalived copies every "
-             "connection to the other load balancers, so the death of the one holding `registry_lb_vip` costs "
-             "no connection. ipvs needs `registry_lb_vip` on the replicas' own network (each replica holds it "
+             "replica, which answers the client itself (direct routing); every load balancer picks the same "
+             "replica for a connection and keepalived copies each to the others, so the death of the one "
+             "holding `registry_lb_vip` costs no connection, and the requests in flight on a replica that "
+             "dies are lost. ipvs needs `registry_lb_vip` on the replicas' own network (each replica holds it "
              "on its loopback, without answering ARP for it) and a kernel with IPVS on the load balancers.",
              shared=True),
     Variable("registry_lb_vrid", 51, Integer("1..255", low=1, high=255),

@@ -217,19 +217,24 @@ lb_refused() {
     { iptables -w -L INPUT -v -n -x; iptables -w -L DOCKER-USER -v -n -x 2>/dev/null; } \
         | awk -v s="$1" '$3 == "REJECT" && $8 == s {n += $1} END {print n + 0}'
 }
-lb_drain() {
-    lb_set drain || return 1
-    # Each load balancer has tried a check since (refused: weight 0 at once), or 20 s
-    # passed (one that does not check may be down).
+# lb_await COUNTER WHAT: until `COUNTER SOURCE` is above 0 for every load balancer, then 1 s for what
+# its check decided. All of them together wait 20 s at most: one whose counter stays at 0
+# may be down, and is said ("the load balancer SOURCE WHAT").
+lb_await() {
     i=0
     for source in $lb_pages; do
-        until [ "$(lb_refused "$source")" -gt 0 ] || [ "$i" -ge 100 ]; do
+        until [ "$("$1" "$source")" -gt 0 ] || [ "$i" -ge 100 ]; do
             i=$((i + 1))
             sleep 0.2
         done
-        [ "$(lb_refused "$source")" -gt 0 ] || say "the load balancer $source tried no check in 20 s"
+        [ "$("$1" "$source")" -gt 0 ] || say "the load balancer $source $2 in 20 s"
     done
     sleep 1
+}
+lb_drain() {
+    lb_set drain || return 1
+    # Each load balancer has tried a check since (refused: weight 0 at once).
+    lb_await lb_refused "tried no check"
     i=0
     until [ "$(lb_sessions)" = 0 ] || [ "$i" -ge $((20 * 5)) ]; do
         i=$((i + 1))
@@ -249,15 +254,7 @@ lb_counted() {
 lb_wait_up() {
     # From 0: rules an interrupted run left have counted checks from before.
     { lb_rules remove COUNT && lb_rules add COUNT; } || { echo "regdeploy: could not count the load balancers' checks of reg1" >&2; return 1; }
-    i=0
-    for source in $lb_pages; do
-        until [ "$(lb_counted "$source")" -gt 0 ] || [ "$i" -ge 100 ]; do
-            i=$((i + 1))
-            sleep 0.2
-        done
-        [ "$(lb_counted "$source")" -gt 0 ] || say "the load balancer $source opened no check in 20 s"
-    done
-    sleep 1
+    lb_await lb_counted "opened no check"
     lb_rules remove COUNT || { echo "regdeploy: could not remove the rules counting the load balancers' checks of reg1" >&2; return 1; }
 }
 

@@ -51,6 +51,9 @@ fail() {
 }
 had_current=0
 if [ -e "$current" ]; then cp -p "$current" "$backup" && had_current=1 || exit 1; fi
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+sync "$staged" || exit 1
 mv -f "$staged" "$current" || exit 1
 # A stopped containerd reads the file when it starts; only a running one is restarted.
 if systemctl is-active --quiet containerd; then

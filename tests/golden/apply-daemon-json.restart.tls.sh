@@ -26,6 +26,9 @@ fail() {
 dockerd --validate --config-file "$staged" >/dev/null || { echo "regdeploy: dockerd rejects $staged" >&2; exit 1; }
 had_current=0
 if [ -e "$current" ]; then cp -p "$current" "$backup" && had_current=1 || exit 1; fi
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+sync "$staged" || exit 1
 mv -f "$staged" "$current" || exit 1
 
 if ! systemctl is-active --quiet docker; then

@@ -74,7 +74,9 @@ if [ "$checked" -ne 0 ]; then
     echo "regdeploy: haproxy refused the new configuration; $path is unchanged" >&2
     exit 1
 fi
-chown root:root "$staged" && chmod 644 "$staged" && mv -f "$staged" "$path" || exit 1
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+chown root:root "$staged" && chmod 644 "$staged" && sync "$staged" && mv -f "$staged" "$path" || exit 1
 systemctl enable haproxy >/dev/null 2>&1 || {
     echo "regdeploy: could not enable haproxy (masked? \`systemctl unmask haproxy\` if it should run)" >&2; exit 1; }
 systemctl reload-or-restart haproxy || { echo "regdeploy: haproxy did not take the configuration" >&2; exit 1; }

@@ -31,7 +31,9 @@ tcp-keepalive 60
 dir /var/lib/redis
 REGDEPLOY_FILE
 # redis-server has no check of a configuration file: whether it starts with it is the check.
-chown root:root "$staged" && chmod 644 "$staged" && mv -f "$staged" "$path" || exit 1
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+chown root:root "$staged" && chmod 644 "$staged" && sync "$staged" && mv -f "$staged" "$path" || exit 1
 systemctl enable redis-server >/dev/null 2>&1 || {
     echo "regdeploy: could not enable redis-server (masked? \`systemctl unmask redis-server\` if it should run)" >&2; exit 1; }
 systemctl reload-or-restart redis-server || { echo "regdeploy: redis-server did not take the configuration" >&2; exit 1; }

@@ -14,6 +14,8 @@ cat > "$staged" <<'REGDEPLOY_DAEMON_JSON' || exit 1
 }
 REGDEPLOY_DAEMON_JSON
 chmod 644 "$staged" || exit 1
+# On disk before it takes the name: a power cut right after this run leaves no empty daemon.json.
+sync "$staged" || exit 1
 # A link, not a rename: it never replaces a file that appeared since the fact looked.
 if ! ln "$staged" "$current" 2>/dev/null; then
     rm -f "$staged"

@@ -13,4 +13,7 @@ CA $x `y`
 REGDEPLOY_FILE
 chown root:root "$staged"
 chmod 600 "$staged"
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+sync "$staged"
 mv -f "$staged" "$path"

@@ -422,6 +422,9 @@ printf '{"freed_bytes": %s, "before_bytes": %s, "after_bytes": %s, "readonly_sec
 REGDEPLOY_FILE
 chown root:root "$staged"
 chmod 644 "$staged"
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+sync "$staged"
 mv -f "$staged" "$path"
 
 
@@ -448,6 +451,9 @@ ExecStart=/bin/sh /etc/regdeploy/gc.sh
 REGDEPLOY_FILE
 chown root:root "$staged"
 chmod 644 "$staged"
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+sync "$staged"
 mv -f "$staged" "$path"
 
 
@@ -476,6 +482,9 @@ WantedBy=timers.target
 REGDEPLOY_FILE
 chown root:root "$staged"
 chmod 644 "$staged"
+# On disk before it takes the name: a power cut right after this run leaves the old file or the
+# new one, never an empty one (the rename may reach the disk before the data otherwise).
+sync "$staged"
 mv -f "$staged" "$path"
 
 

@@ -45,3 +45,19 @@ def test_template_names_are_unique_across_their_groups():
     names = [p.name for group in TEMPLATE_GROUPS for p in (TEMPLATES_DIR / group).glob("*.j2")]
     assert len(names) == len(set(names)), "a template is named without its folder: names must not repeat"
     assert {p.parent.name for p in TEMPLATES_DIR.rglob("*.j2")} == set(TEMPLATE_GROUPS)
+
+
+def test_every_script_flushes_a_file_to_disk_before_it_takes_its_name():
+    """A file a deploy writes is staged, flushed (sync FILE: fsync), then renamed or linked into place:
+    a power cut right after the run leaves the old file or the new one, never an empty one (ext4 may
+    write the rename before the data). Found by powering a load balancer VM off after a deploy."""
+    swaps = {}
+    for name, text in scripts.corpus().items():
+        lines = text.splitlines()
+        for number, line in enumerate(lines):
+            if re.search(r'\b(mv -f|ln) "\$staged"', line):
+                before = "\n".join(lines[max(0, number - 3):number + 1])
+                swaps[f"{name}:{number + 1}"] = 'sync "$staged"' in before
+    assert swaps and all(swaps.values()), [place for place, flushed in swaps.items() if not flushed]
+    assert {name.split(".")[0].split(":")[0] for name in swaps} >= {
+        "put-file", "apply-daemon-json", "apply-containerd-config", "apply-lb-config", "daemon-json-before-install"}

@@ -9,7 +9,8 @@ no pull (the other load balancer forwards every connection to the same replica: 
 sync daemon sent it, and by hashing each connection's source the same way, those it had not); a rolling change drains each replica in turn
 (weight 0, open connections finish) and costs no pull; a replica's machine powered off costs only the
 requests in flight on it (no load balancer can send them again: the connection ends on the replica).
-Then TLS with accounts, passed through to the replicas, and the load balancer's death again.
+Then TLS with accounts, passed through to the replicas, the load balancer's death and a rolling change
+again.
 
 The tests run in file order and share the lab; the VMs run under TCG here (minutes, not seconds).
 `python -m lab ipvs-check` runs it, alone on the machine: beside another test run the emulated load
@@ -155,15 +156,22 @@ def kill_the_active_load_balancer(access, inventory: Path, reference: str) -> No
 
 def test_a_rolling_change_drains_each_replica_in_turn_and_costs_no_pull(ipvs):
     access, _ = ipvs
+    roll_every_replica(access, access.inventory, f"{access.fleet.registry_address}/team/busybox:1")
+
+
+def roll_every_replica(access, inventory: Path, reference: str) -> None:
+    """A change to every replica's config with every client pulling `reference`: each replica in turn
+    refuses the load balancers' checks (weight 0 on each), is replaced, and comes back at weight 1
+    before the next; no pull fails, and nothing of the drain is left on a replica."""
     fleet = access.fleet
     ids = {name: access.ssh(name, "docker inspect -f '{{.Id}}' registry") for name in REPLICA_NAMES}
     # Each load balancer's journal from here on (its own cursor: the VMs' clocks are their own).
     cursors = {lb: access.ssh(lb, "journalctl -u keepalived -n 1 --show-cursor -o cat").rpartition("cursor: ")[2]
                for lb in lab_config.LB_HOSTS}
     assert all(cursors.values()), cursors
-    with PullLoops(access, f"{fleet.registry_address}/team/busybox:1") as loops:
+    with PullLoops(access, reference) as loops:
         time.sleep(2)
-        changed = run_deploy(access.inventory, "--data", "registry_allow_delete=true")
+        changed = run_deploy(inventory, "--data", "registry_allow_delete=true")
         time.sleep(2)
     assert changed.returncode == 0, changed.stderr[-4000:]
     assert_no_failed_pull(loops.outcomes(), at_least=5)
@@ -180,8 +188,10 @@ def test_a_rolling_change_drains_each_replica_in_turn_and_costs_no_pull(ipvs):
         for down, up in zip(changes[::2], changes[1::2]):
             assert down[:2] == (1, 0) and up[:2] == (0, 1) and down[2] == up[2], changes
         assert len({address for _, _, address in changes}) == REPLICAS
-    assert not re.search("REJECT", access.ssh(REPLICA_NAMES[0], "iptables -S DOCKER-USER; iptables -S INPUT"))
-    back = run_deploy(access.inventory)  # registry_allow_delete back as the inventory says
+    for name in REPLICA_NAMES:  # neither the drain's REJECT nor the rules counting the checks back
+        rules = access.ssh(name, "iptables -S DOCKER-USER; iptables -S INPUT")
+        assert not re.search("REJECT|regdeploy-lb-check", rules), (name, rules)
+    back = run_deploy(inventory)  # registry_allow_delete back as the inventory says
     assert back.returncode == 0, back.stderr[-4000:]
 
 
@@ -245,7 +255,8 @@ def test_a_replica_taken_out_is_drained_first_and_costs_no_pull(ipvs, tmp_path):
 
 def test_tls_with_accounts_passes_through_and_survives_the_load_balancers_death(ipvs, tmp_path, test_image_archive):
     """TLS ends at the replicas (IPVS passes TCP through, the token service's port too); the verify
-    suite passes through the load balancers, and the active one's death costs no pull here either."""
+    suite passes through the load balancers, and the active one's death and a rolling change cost no
+    pull here either (the checks of a TLS replica are TCP connections, drained the same way)."""
     access, _ = ipvs
     pusher, puller = (c.name for c in access.fleet.clients[:2])
     secure = secure_inventory(access, tmp_path, tmp_path / "passwords", "Ipvs")
@@ -263,6 +274,7 @@ def test_tls_with_accounts_passes_through_and_survives_the_load_balancers_death(
                         check=False)
     assert "denied" in denied, denied
     kill_the_active_load_balancer(access, secure, reference)
+    roll_every_replica(access, secure, reference)
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/verify", f"--inventory={secure}",
          f"--test-image-archive={test_image_archive}"],

@@ -75,29 +75,41 @@ lb_sessions() {
 }
 # lb_drain: no new connection for this replica once every load balancer saw the refusal; the ones it
 # has finish (up to 20 s). Fails, changing nothing more, if the rules cannot be set.
-# lb_refused SOURCE: how many of SOURCE's connections the REJECT refused (its rules' packet counters).
-lb_refused() {
-    { iptables -w -L INPUT -v -n -x; iptables -w -L DOCKER-USER -v -n -x 2>/dev/null; } \
-        | awk -v s="$1" '$3 == "REJECT" && $8 == s {n += $1} END {print n + 0}'
+# lb_counted MATCH SOURCE: the packets SOURCE sent through the rules whose line holds MATCH ("-j REJECT":
+# the checks the drain refused; "regdeploy-lb-check": the SYNs counted), INPUT and DOCKER-USER together,
+# on the port with the fewest: each of the registry's ports has its own check.
+lb_counted() {
+    { iptables -w -S INPUT -v; iptables -w -S DOCKER-USER -v 2>/dev/null; } \
+        | awk -v pattern="$1" -v s="-s $2/32 " -v ports="$lb_ports" '
+            index($0, s) && index($0, pattern) {
+                # "-c PACKETS BYTES": last, or before the target
+                for (f = 1; f < NF; f++) if ($f == "-c") c = $(f + 1); else if ($f == "--dport" || $f == "--ctorigdstport") port = $(f + 1)
+                n[port] += c
+            }
+            END {
+                k = split(ports, p, " "); least = -1
+                for (i = 1; i <= k; i++) if (least < 0 || n[p[i]] + 0 < least) least = n[p[i]] + 0
+                print least < 0 ? 0 : least
+            }'
 }
-# lb_await COUNTER WHAT: until `COUNTER SOURCE` is above 0 for every load balancer, then 1 s for what
-# its check decided. All of them together wait 20 s at most: one whose counter stays at 0
+# lb_await MATCH WHAT: until `lb_counted MATCH SOURCE` is above 0 for every load balancer, then 1 s for
+# what its checks decided. All of them together wait 20 s at most: one whose count stays at 0
 # may be down, and is said ("the load balancer SOURCE WHAT").
 lb_await() {
     i=0
     for source in $lb_pages; do
-        until [ "$("$1" "$source")" -gt 0 ] || [ "$i" -ge 100 ]; do
+        until [ "$(lb_counted "$1" "$source")" -gt 0 ] || [ "$i" -ge 100 ]; do
             i=$((i + 1))
             sleep 0.2
         done
-        [ "$("$1" "$source")" -gt 0 ] || say "the load balancer $source $2 in 20 s"
+        [ "$(lb_counted "$1" "$source")" -gt 0 ] || say "the load balancer $source $2 in 20 s"
     done
     sleep 1
 }
 lb_drain() {
     lb_set drain || return 1
     # Each load balancer has tried a check since (refused: weight 0 at once).
-    lb_await lb_refused "tried no check"
+    lb_await "-j REJECT" "tried no check"
     i=0
     until [ "$(lb_sessions)" = 0 ] || [ "$i" -ge $((20 * 5)) ]; do
         i=$((i + 1))
@@ -105,19 +117,13 @@ lb_drain() {
     done
     say "drained on every load balancer ($(lb_sessions) connections still open)"
 }
-# lb_counted SOURCE: SOURCE's connections counted since the counting rules went in (their packet
-# counters: one SYN each).
-lb_counted() {
-    { iptables -w -S INPUT -v; iptables -w -S DOCKER-USER -v 2>/dev/null; } \
-        | awk -v s="-s $1/32 " 'index($0, s) && /regdeploy-lb-check/ {n += $(NF - 1)} END {print n + 0}'
-}
 # lb_wait_up: every load balancer gives this replica new connections again at its first check that
 # this replica answers: wait until each has opened one since, then 1 s for the answer. One that opens
 # none in 20 s may be down (as in lb_drain): said, and the others are waited for.
 lb_wait_up() {
     # From 0: rules an interrupted run left have counted checks from before.
     { lb_rules remove COUNT && lb_rules add COUNT; } || { echo "regdeploy: could not count the load balancers' checks of reg3" >&2; return 1; }
-    lb_await lb_counted "opened no check"
+    lb_await regdeploy-lb-check "opened no check"
     lb_rules remove COUNT || { echo "regdeploy: could not remove the rules counting the load balancers' checks of reg3" >&2; return 1; }
 }
 

@@ -771,11 +771,17 @@ iptables() {{
         -C) shift; grep -qxF -- "$*" {rules} ;;
         -I) shift; [ -z "${{FAIL:-}}" ] && echo "$*" >> {rules} ;;
         -D) shift; grep -vxF -- "$*" {rules} > {rules}.new; mv {rules}.new {rules} ;;
-        -L) [ "$2" = INPUT ] && [ -n "${{REFUSED:-}}" ] && for s in $REFUSED; do
-                echo "3 180 REJECT tcp -- * * $s 0.0.0.0/0 tcp dpt:5000 reject-with tcp-reset"; done; return 0 ;;
-        -S) [ "$2" = DOCKER-USER ] && [ -n "${{COUNTED:-}}" ] && for s in $COUNTED; do
-                echo "-A DOCKER-USER -s $s/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack" \
-                     "--ctorigdstport 5000 -m comment --comment regdeploy-lb-check -c 2 120"; done; return 0 ;;
+        -L) return 0 ;;
+        -S) if [ "$2" = INPUT ]; then
+                for s in ${{REFUSED:-}}; do
+                    echo "-A INPUT -s $s/32 -p tcp -m tcp --dport 5000 -c 3 180 -j REJECT --reject-with tcp-reset"
+                done
+            else
+                for s in ${{COUNTED:-}}; do for port in ${{COUNTED_PORTS:-5000}}; do
+                    echo "-A DOCKER-USER -s $s/32 -p tcp -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack" \
+                         "--ctorigdstport $port -m comment --comment regdeploy-lb-check -c 2 120"
+                done; done
+            fi ;;
     esac
 }}
 sleep() {{ echo "sleep $1" >> {rules}.sleeps; }}
@@ -842,3 +848,7 @@ def test_a_replica_back_behind_ipvs_waits_until_each_load_balancer_checked_it(ip
     assert rules.read_text() == ""
     failed = run("lb_wait_up", FAIL="1")
     assert failed.returncode != 0 and "could not count the load balancers' checks of reg1" in failed.stderr
+    # With the token service's port too, a load balancer counts once each port's check came.
+    ports = 'lb_ports="5000 5002"; lb_counted regdeploy-lb-check 10.0.0.101; lb_counted "-j REJECT" 10.0.0.101'
+    assert run(ports, COUNTED="10.0.0.101", REFUSED="10.0.0.101").stdout.split() == ["0", "0"]
+    assert run(ports, COUNTED="10.0.0.101", COUNTED_PORTS="5000 5002").stdout.split() == ["2", "0"]

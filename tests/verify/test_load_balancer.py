@@ -1,8 +1,8 @@
 """The registry_lb hosts (several replicas): haproxy runs the configuration regdeploy renders, sends
 to every replica, and clients reach the registry through it (with registry_lb_mode=ipvs: no haproxy
 runs, every replica is in each load balancer's IPVS table at weight 1, hashed by source with the
-kernel settings a takeover needs, and each load balancer's check of each replica passes); with registry_lb_vip keepalived runs its configuration on each, and exactly
-one holds the address; with registry_lb_cache each runs the replicas' shared cache (redis), which
+kernel settings a takeover needs, and each load balancer's check of each replica passes); with
+registry_lb_vip keepalived runs its configuration on each, and exactly one holds the address; with registry_lb_cache each runs the replicas' shared cache (redis), which
 answers its password only. Not generated without a registry_lb host (the cache's: without
 registry_lb_cache)."""
 
@@ -64,7 +64,8 @@ def test_every_replica_is_up_behind_the_load_balancer(access, fleet, lb_name):
         # Each load balancer picks a connection's replica by its source (address and port), and the one
         # taking the address forwards a packet of a connection it does not know: it carries on the
         # connections the holder had not synced to it yet.
-        service = re.search(rf"TCP\s+{re.escape(settings.vip_address)}:{settings.registry_port} (\S+) \(([^)]*)\)", table)
+        service = re.search(rf"TCP\s+{re.escape(settings.vip_address)}:{settings.registry_port} (\S+) \(([^)]*)\)",
+                            table)
         assert service and service[1] == "sh" and set(service[2].split(",")) == {"sh-fallback", "sh-port"}, table
         names = [name for name, _ in load_balancer.IPVS_SYSCTLS]
         assert host.check_output(f"sysctl -n {' '.join(names)}").split() == [v for _, v in load_balancer.IPVS_SYSCTLS]

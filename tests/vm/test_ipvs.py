@@ -6,11 +6,11 @@ connection to a replica, which holds the address on its loopback and answers the
 
 Drills, each with both clients pulling in a loop: the active load balancer's machine powered off costs
 no pull (the other load balancer forwards every connection to the same replica: those the holder's
-sync daemon sent it, and by hashing each connection's source the same way, those it had not); a rolling change drains each replica in turn
-(weight 0, open connections finish) and costs no pull; a replica's machine powered off costs only the
-requests in flight on it (no load balancer can send them again: the connection ends on the replica).
-Then TLS with accounts, passed through to the replicas, the load balancer's death and a rolling change
-again.
+sync daemon sent it, and by hashing each connection's source the same way, those it had not); a
+rolling change drains each replica in turn (weight 0, open connections finish) and costs no pull; a
+replica's machine powered off costs only the requests in flight on it (no load balancer can send them
+again: the connection ends on the replica). Then TLS with accounts, passed through to the replicas,
+the load balancer's death and a rolling change again.
 
 The tests run in file order and share the lab; the VMs run under TCG here (minutes, not seconds).
 `python -m lab ipvs-check` runs it, alone on the machine: beside another test run the emulated load

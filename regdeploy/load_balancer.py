@@ -212,8 +212,7 @@ def keepalived_config(settings, address_lines: list[str]) -> str:
     interface = interface_of(address_lines, own)
     ipvs = None
     if settings.ipvs:
-        ports = [settings.registry_port] + ([settings.registry_token_port] if settings.registry_access else [])
-        ipvs = {"ports": ports, "check": REPLICA_CHECK_PATH, "check_seconds": IPVS_CHECK_SECONDS,
+        ipvs = {"ports": ipvs_ports(settings), "check": REPLICA_CHECK_PATH, "check_seconds": IPVS_CHECK_SECONDS,
                 # With TLS a connection: a handshake a second per replica and port is real work for a
                 # load balancer (the lab's emulated CPUs could not keep up and took live replicas out).
                 "scheme": "tcp" if settings.registry_tls else "http",
@@ -293,12 +292,17 @@ def replica_address_plan(settings, state) -> ReplicaAddress:
     return ReplicaAddress(new, apply, reasons, tuple(a for a in held if a != settings.vip_address and a in loopback))
 
 
+def ipvs_ports(settings) -> list[int]:
+    """The ports IPVS forwards from registry_lb_vip, each a virtual server of its own: the registry's,
+    and the token service's with registry_access."""
+    return [settings.registry_port] + ([settings.registry_token_port] if settings.registry_access else [])
+
+
 def replica_drain(settings, container_port: int) -> dict | None:
     """What a replica's scripts need to drain it with ipvs (templates/lb-replica.sh.j2); None without."""
     if not settings.ipvs:
         return None
-    ports = [settings.registry_port] + ([settings.registry_token_port] if settings.registry_access else [])
-    return {"sources": [address for _, address in settings.lbs], "ports": ports,
+    return {"sources": [address for _, address in settings.lbs], "ports": ipvs_ports(settings),
             "container_port": container_port, "notice": DRAIN_NOTICE_SECONDS}
 
 

@@ -64,9 +64,10 @@ def test_every_replica_is_up_behind_the_load_balancer(access, fleet, lb_name):
         # Each load balancer picks a connection's replica by its source (address and port), and the one
         # taking the address forwards a packet of a connection it does not know: it carries on the
         # connections the holder had not synced to it yet.
-        service = re.search(rf"TCP\s+{re.escape(settings.vip_address)}:{settings.registry_port} (\S+) \(([^)]*)\)",
-                            table)
-        assert service and service[1] == "sh" and set(service[2].split(",")) == {"sh-fallback", "sh-port"}, table
+        for port in load_balancer.ipvs_ports(settings):
+            service = re.search(rf"TCP\s+{re.escape(settings.vip_address)}:{port} (\S+) \(([^)]*)\)", table)
+            assert service and service[1] == "sh" and set(service[2].split(",")) == {"sh-fallback", "sh-port"}, \
+                (port, table)
         names = [name for name, _ in load_balancer.IPVS_SYSCTLS]
         assert host.check_output(f"sysctl -n {' '.join(names)}").split() == [v for _, v in load_balancer.IPVS_SYSCTLS]
         return

@@ -290,6 +290,8 @@ docker container inspect "$name" >/dev/null 2>&1 || { say "no container $name on
 wait_ready 60 || { say "the registry does not answer on $base"; exit 1; }
 work=$(mktemp -d) || exit 1
 cp -p "$config" "$work/config.yml" || { rm -rf "$work"; exit 1; }
+# Both write config.yml in place and flush it before the restart: what the registry runs is what a
+# power cut leaves on disk.
 enter_readonly() {
     cat > "$config" <<'REGDEPLOY_READONLY_CONFIG'
 # Rendered by regdeploy (templates/registry-config.yml.j2); changes here are overwritten.
@@ -337,10 +339,11 @@ health:
     interval: 10s
     threshold: 3
 REGDEPLOY_READONLY_CONFIG
+    sync "$config"
     restart_held
 }
 put_back() {
-    cat "$work/config.yml" > "$config" && restart_held
+    cat "$work/config.yml" > "$config" && sync "$config" && restart_held
 }
 trap 'put_back; rm -rf "$work"; exit 1' INT TERM HUP
 

@@ -271,7 +271,7 @@ switch() {
     if ! lb_drain; then
         lb_set ready; say "not every load balancer drained it: it was left as it was"; return 1
     fi
-    if ! { cat "$1" > "$config" && docker restart -t 20 "$name" >/dev/null && wait_ready 60; }; then
+    if ! { cat "$1" > "$config" && sync "$config" && docker restart -t 20 "$name" >/dev/null && wait_ready 60; }; then
         say "the registry did not answer after its restart (docker logs $name)"; return 1
     fi
     if ! { lb_set ready && lb_wait_up; }; then
@@ -286,7 +286,7 @@ cat > "$wanted"
 # Its own config.yml is kept aside, unless an interrupted earlier run left it read-only with the
 # writable one already there.
 if ! { [ -e "$saved" ] && cmp -s "$config" "$wanted"; }; then
-    if ! { cp -p "$config" "$saved.tmp" && mv "$saved.tmp" "$saved"; }; then
+    if ! { cp -p "$config" "$saved.tmp" && sync "$saved.tmp" && mv "$saved.tmp" "$saved"; }; then
         say "could not keep $config aside"; exit 1
     fi
 fi

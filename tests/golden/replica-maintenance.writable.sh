@@ -206,7 +206,7 @@ switch() {
     if ! lb_drain; then
         lb_set ready; say "not every load balancer drained it: it was left as it was"; return 1
     fi
-    if ! { cat "$1" > "$config" && docker restart -t 20 "$name" >/dev/null && wait_ready 60; }; then
+    if ! { cat "$1" > "$config" && sync "$config" && docker restart -t 20 "$name" >/dev/null && wait_ready 60; }; then
         say "the registry did not answer after its restart (docker logs $name)"; return 1
     fi
     if ! { lb_set ready && lb_wait_up; }; then

@@ -50,14 +50,23 @@ def test_template_names_are_unique_across_their_groups():
 def test_every_script_flushes_a_file_to_disk_before_it_takes_its_name():
     """A file a deploy writes is staged, flushed (sync FILE: fsync), then renamed or linked into place:
     a power cut right after the run leaves the old file or the new one, never an empty one (ext4 may
-    write the rename before the data). Found by powering a load balancer VM off after a deploy."""
+    write the rename before the data). Found by powering a load balancer VM off after a deploy. The
+    registry's config.yml, written in place (its container mounts that very file) by gc, prune and
+    backup, is flushed before the registry restarts with it."""
     swaps = {}
     for name, text in scripts.corpus().items():
         lines = text.splitlines()
         for number, line in enumerate(lines):
+            # A staged file renamed or linked into place; config.yml written in place (the registry's
+            # container mounts that very file): flushed before the swap or the restart.
             if re.search(r'\b(mv -f|ln) "\$staged"', line):
                 before = "\n".join(lines[max(0, number - 3):number + 1])
                 swaps[f"{name}:{number + 1}"] = 'sync "$staged"' in before
+            elif re.search(r'> "\$config"', line):
+                end = number
+                if heredoc := re.search(r"<<'(\w+)'", line):  # its content, then what follows
+                    end = next(i for i in range(number + 1, len(lines)) if lines[i].endswith(heredoc[1]))
+                swaps[f"{name}:{number + 1}"] = 'sync "$config"' in "\n".join(lines[number:end + 2])
     assert swaps and all(swaps.values()), [place for place, flushed in swaps.items() if not flushed]
     assert {name.split(".")[0].split(":")[0] for name in swaps} >= {
         "put-file", "apply-daemon-json", "apply-containerd-config", "apply-lb-config", "daemon-json-before-install"}

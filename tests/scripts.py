@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
-from regdeploy import credentials, daemon_config, load_balancer, maintenance, registry_files, retire, runtime_config
+from regdeploy import (credentials, daemon_config, load_balancer, maintenance, registry_files, retire, runtime_config,
+                       security)
 from regdeploy.daemon_config import INSECURE_REGISTRIES_FORMAT
 from regdeploy.docker_packages import START_DOCKER, with_install
 from regdeploy.facts import DockerHostState, host_state_arguments
@@ -96,9 +97,13 @@ def corpus() -> dict[str, str]:
     """{golden file name: rendered text}; the names end in .sh for what a shell runs."""
     saved = {name: os.environ.get(name) for name in SECRETS}
     os.environ.update(SECRETS)
+    # regdeploy reads a secret once per process (security._passwords): these, not an earlier test's,
+    # and none of these left for a later one.
+    security._passwords.clear()
     try:
         return dict(_scripts())
     finally:
+        security._passwords.clear()
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

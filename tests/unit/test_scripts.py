@@ -69,4 +69,5 @@ def test_every_script_flushes_a_file_to_disk_before_it_takes_its_name():
                 swaps[f"{name}:{number + 1}"] = 'sync "$config"' in "\n".join(lines[number:end + 2])
     assert swaps and all(swaps.values()), [place for place, flushed in swaps.items() if not flushed]
     assert {name.split(".")[0].split(":")[0] for name in swaps} >= {
-        "put-file", "apply-daemon-json", "apply-containerd-config", "apply-lb-config", "daemon-json-before-install"}
+        "put-file", "apply-daemon-json", "apply-containerd-config", "apply-lb-config", "daemon-json-before-install",
+        "registry-gc", "registry-backup", "replica-maintenance"}
